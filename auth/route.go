@@ -1,0 +1,88 @@
+package auth
+
+import (
+	"context"
+	"errors"
+)
+
+// Liveness tells whether some worker consuming queue has been seen alive
+// recently (the gateway answers from worker heartbeats or pidbox
+// active_queues, cached).
+type Liveness interface {
+	QueueAlive(ctx context.Context, queue string) (alive bool, err error)
+}
+
+// Decision is where a task goes and why; the gateway returns it as the
+// response's routing metadata and logs it.
+type Decision struct {
+	Queue  string `json:"queue"`
+	Reason string `json:"reason"`
+	// GPU is true when Queue is the user's GPU queue.
+	GPU    bool   `json:"gpu"`
+	UserID string `json:"user_id,omitempty"`
+}
+
+// Reasons in Decision.Reason. They are stable: clients and dashboards may
+// match on them.
+const (
+	// ReasonGPUWorkerAvailable: valid key, gpu=true, a worker on the user's
+	// GPU queue is alive. The only reason with a GPU queue.
+	ReasonGPUWorkerAvailable = "gpu-worker-available"
+	// ReasonGPUNotRequested: gpu=false, with or without a key.
+	ReasonGPUNotRequested = "gpu-not-requested"
+	// ReasonAnonymous: gpu=true without a valid key.
+	ReasonAnonymous = "anonymous"
+	// ReasonNoLiveGPUWorker: valid key, gpu=true, but no worker consumes the
+	// user's GPU queue; the task would wait there indefinitely.
+	ReasonNoLiveGPUWorker = "no-live-gpu-worker"
+	// ReasonInvalidUserID: the key's user_id (a Python-minted key can carry
+	// anything) is not a safe queue name; see ValidateUserID.
+	ReasonInvalidUserID = "invalid-user-id"
+	// ReasonLivenessUnknown is followed by ": <error>" when liveness could
+	// not be determined; the task falls back to the default queue.
+	ReasonLivenessUnknown = "liveness-unknown"
+)
+
+// Route applies the seed's routing table:
+//
+//	no key     gpu=false  celery
+//	no key     gpu=true   celery (fallback)
+//	valid key  gpu=false  celery
+//	valid key  gpu=true   gpu-tasks-{user_id}
+//
+// The last row holds only while a worker consuming gpu-tasks-{user_id} is
+// alive according to live; otherwise the task goes to celery and the reason
+// says why.
+func Route(ctx context.Context, user *KeyData, gpuRequested bool, live Liveness) Decision {
+	d := Decision{Queue: DefaultQueue}
+	if user != nil {
+		d.UserID = user.UserID
+	}
+	switch {
+	case !gpuRequested:
+		d.Reason = ReasonGPUNotRequested
+		return d
+	case user == nil:
+		d.Reason = ReasonAnonymous
+		return d
+	case ValidateUserID(user.UserID) != nil:
+		d.Reason = ReasonInvalidUserID
+		return d
+	}
+	q := GPUQueue(user.UserID)
+	alive, err := false, error(nil)
+	if live == nil {
+		err = errors.New("no liveness source configured")
+	} else {
+		alive, err = live.QueueAlive(ctx, q)
+	}
+	switch {
+	case err != nil:
+		d.Reason = ReasonLivenessUnknown + ": " + err.Error()
+	case !alive:
+		d.Reason = ReasonNoLiveGPUWorker
+	default:
+		d.Queue, d.GPU, d.Reason = q, true, ReasonGPUWorkerAvailable
+	}
+	return d
+}
