@@ -1,0 +1,106 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Kinds of failure. An *Error wraps one of them, so callers test with
+// errors.Is(err, media.ErrCorrupt) and read the details with errors.As.
+var (
+	ErrNotFound  = errors.New("file not found")
+	ErrCorrupt   = errors.New("corrupt or unsupported media (ffmpeg cannot read it)")
+	ErrTruncated = errors.New("media file is truncated (it ends before its own headers say it should)")
+	ErrNoStreams = errors.New("media file has no audio or video stream")
+	ErrNoAudio   = errors.New("media file has no audio stream")
+	ErrNoVideo   = errors.New("media file has no video stream")
+	ErrTooLong   = errors.New("media is longer than the allowed maximum")
+	// ErrToolMissing means ffmpeg or ffprobe is not installed; on Debian run
+	// scripts/setup (apt-get install ffmpeg).
+	ErrToolMissing = errors.New("ffmpeg/ffprobe not found (install Debian's ffmpeg package)")
+	// ErrGPUUnavailable is returned by Detect in ModeOn when the GPU cannot
+	// decode video; the message lists what each test run printed.
+	ErrGPUUnavailable = errors.New("GPU video decoding (NVDEC) is not available")
+)
+
+// Error describes a failed media operation.
+type Error struct {
+	Op   string // "probe", "decode audio", "thumbnails", "keyframes", "transcode", "detect"
+	Path string // the input file
+	// Kind is one of the Err* values above, or nil when the failure could
+	// not be classified (then Stderr says what ffmpeg reported).
+	Kind error
+	// Stderr is the tail of ffmpeg's or ffprobe's standard error.
+	Stderr string
+	// Err is the underlying error: the exit status, a context error, an I/O
+	// error. May be nil.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("media: ")
+	b.WriteString(e.Op)
+	if e.Path != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Path)
+	}
+	b.WriteString(": ")
+	switch {
+	case e.Kind != nil && e.Err != nil:
+		fmt.Fprintf(&b, "%v (%v)", e.Kind, e.Err)
+	case e.Kind != nil:
+		b.WriteString(e.Kind.Error())
+	case e.Err != nil:
+		b.WriteString(e.Err.Error())
+	default:
+		b.WriteString("failed")
+	}
+	if s := lastLines(e.Stderr, 3); s != "" {
+		b.WriteString(": ")
+		b.WriteString(s)
+	}
+	return b.String()
+}
+
+// Unwrap exposes both the kind and the cause to errors.Is and errors.As.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	if e.Kind != nil {
+		errs = append(errs, e.Kind)
+	}
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	return errs
+}
+
+// classify maps ffmpeg's and ffprobe's messages to a Kind. The strings are
+// libavformat's own, stable across the 5.x and 6.x releases.
+func classify(stderr string) error {
+	s := strings.ToLower(stderr)
+	switch {
+	case strings.Contains(s, "no such file or directory"):
+		return ErrNotFound
+	case strings.Contains(s, "partial file"),
+		strings.Contains(s, "file ended prematurely"),
+		strings.Contains(s, "truncated"),
+		strings.Contains(s, "unexpected end of file"):
+		return ErrTruncated
+	case strings.Contains(s, "matches no streams") && strings.Contains(s, ":a"):
+		return ErrNoAudio
+	case strings.Contains(s, "matches no streams") && strings.Contains(s, ":v"):
+		return ErrNoVideo
+	case strings.Contains(s, "invalid data found when processing input"),
+		strings.Contains(s, "moov atom not found"),
+		strings.Contains(s, "could not find codec parameters"),
+		strings.Contains(s, "invalid argument"),
+		strings.Contains(s, "end of file"),
+		strings.Contains(s, "decoding for stream"),
+		strings.Contains(s, "unknown format"),
+		strings.Contains(s, "could not seek"):
+		return ErrCorrupt
+	}
+	return nil
+}
