@@ -1,0 +1,477 @@
+package protocol
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// NewID returns a new uuid4 string (task ids, delivery tags).
+func NewID() string { return uuid.NewString() }
+
+// anonNodename is Celery's anon_nodename(): "gen<pid>@<hostname>", the
+// origin of messages sent from outside a worker. Computed once: the
+// hostname syscall would otherwise cost more than the rest of Encode.
+var anonNodename = sync.OnceValue(func() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return "gen" + strconv.Itoa(os.Getpid()) + "@" + host
+})
+
+// reprMaxLen is the maxlen Celery passes to saferepr for argsrepr and
+// kwargsrepr.
+const reprMaxLen = 1024
+
+// Encode returns the kombu envelope (protocol v2) that is LPUSHed for m. It
+// fills in ID, RootID (=ID), DeliveryTag, CorrelationID, ArgsRepr/KwargsRepr,
+// Origin and RoutingKey defaults when empty, writing them back into m.
+//
+// The bytes are what Celery 5.2 sends (section 1.3 of the wire reference)
+// with Lang "go" by default, compact separators and headers from m.Headers
+// appended after the protocol headers. A custom header named like a protocol
+// header is skipped (the field wins), and so is "compression": Encode never
+// compresses, and a stale compression header would make every consumer fail
+// to read the body.
+func Encode(m *Message) ([]byte, error) {
+	if m == nil {
+		return nil, errors.New("protocol: Encode of a nil *Message")
+	}
+	if m.Task == "" {
+		return nil, errors.New("protocol: cannot encode a task message without a task name (Message.Task)")
+	}
+	if m.TimeLimit.Hard < 0 || m.TimeLimit.Soft < 0 {
+		return nil, fmt.Errorf("protocol: task %s has a negative time limit %v; use 0 for no limit", m.Task, m.TimeLimit)
+	}
+	fillDefaults(m)
+
+	body, err := encodeBody(m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode task %s[%s]: %w", m.Task, m.ID, err)
+	}
+
+	b64 := base64.StdEncoding.EncodedLen(len(body))
+	w := kombuWriter{buf: make([]byte, 0, b64+640+len(m.ArgsRepr)+len(m.KwargsRepr))}
+	w.buf = append(w.buf, `{"body":"`...)
+	n := len(w.buf)
+	w.buf = w.buf[:n+b64]
+	base64.StdEncoding.Encode(w.buf[n:], body)
+	w.buf = append(w.buf, `","content-encoding":"utf-8","content-type":"application/json","headers":{"lang":`...)
+	w.buf = appendJSONString(w.buf, m.Lang)
+	w.buf = append(w.buf, `,"task":`...)
+	w.buf = appendJSONString(w.buf, m.Task)
+	w.buf = append(w.buf, `,"id":`...)
+	w.buf = appendJSONString(w.buf, m.ID)
+	w.buf = append(w.buf, `,"shadow":`...)
+	w.buf = appendNullableString(w.buf, m.Shadow)
+	w.buf = append(w.buf, `,"eta":`...)
+	w.buf = appendNullableTime(w.buf, m.ETA)
+	w.buf = append(w.buf, `,"expires":`...)
+	w.buf = appendNullableTime(w.buf, m.Expires)
+	w.buf = append(w.buf, `,"group":`...)
+	w.buf = appendNullableString(w.buf, m.Group)
+	w.buf = append(w.buf, `,"group_index":`...)
+	if m.GroupIndex == nil {
+		w.buf = append(w.buf, "null"...)
+	} else {
+		w.buf = strconv.AppendInt(w.buf, int64(*m.GroupIndex), 10)
+	}
+	w.buf = append(w.buf, `,"retries":`...)
+	w.buf = strconv.AppendInt(w.buf, int64(m.Retries), 10)
+	// [hard, soft]: the worker unpacks time_limit, soft_time_limit in this
+	// order (the protocol document's (soft, hard) is wrong).
+	w.buf = append(w.buf, `,"timelimit":[`...)
+	w.buf = appendSeconds(w.buf, m.TimeLimit.Hard)
+	w.buf = append(w.buf, ',')
+	w.buf = appendSeconds(w.buf, m.TimeLimit.Soft)
+	w.buf = append(w.buf, `],"root_id":`...)
+	w.buf = appendJSONString(w.buf, m.RootID)
+	w.buf = append(w.buf, `,"parent_id":`...)
+	w.buf = appendNullableString(w.buf, m.ParentID)
+	w.buf = append(w.buf, `,"argsrepr":`...)
+	w.buf = appendJSONString(w.buf, m.ArgsRepr)
+	w.buf = append(w.buf, `,"kwargsrepr":`...)
+	w.buf = appendJSONString(w.buf, m.KwargsRepr)
+	w.buf = append(w.buf, `,"origin":`...)
+	w.buf = appendJSONString(w.buf, m.Origin)
+	w.buf = append(w.buf, `,"ignore_result":`...)
+	w.buf = strconv.AppendBool(w.buf, m.IgnoreResult)
+	if len(m.Headers) > 0 {
+		for _, k := range sortedKeys(m.Headers) {
+			if isV2Header(k) || k == "compression" {
+				continue
+			}
+			w.buf = append(w.buf, ',')
+			w.buf = appendJSONString(w.buf, k)
+			w.buf = append(w.buf, ':')
+			if err := w.value(m.Headers[k]); err != nil {
+				return nil, fmt.Errorf("protocol: encode header %q of task %s[%s]: %w", k, m.Task, m.ID, err)
+			}
+		}
+	}
+	w.buf = append(w.buf, `},"properties":{"correlation_id":`...)
+	w.buf = appendJSONString(w.buf, m.CorrelationID)
+	w.buf = append(w.buf, `,"reply_to":`...)
+	w.buf = appendJSONString(w.buf, m.ReplyTo)
+	w.buf = append(w.buf, `,"delivery_mode":2,"delivery_info":{"exchange":`...)
+	w.buf = appendJSONString(w.buf, m.Exchange)
+	w.buf = append(w.buf, `,"routing_key":`...)
+	w.buf = appendJSONString(w.buf, m.RoutingKey)
+	w.buf = append(w.buf, `},"priority":`...)
+	w.buf = strconv.AppendInt(w.buf, int64(m.Priority), 10)
+	w.buf = append(w.buf, `,"body_encoding":"base64","delivery_tag":`...)
+	w.buf = appendJSONString(w.buf, m.DeliveryTag)
+	w.buf = append(w.buf, "}}"...)
+	return w.buf, nil
+}
+
+// fillDefaults sets what Celery's apply_async would have set.
+func fillDefaults(m *Message) {
+	if m.ID == "" {
+		m.ID = NewID()
+	}
+	if m.RootID == "" {
+		m.RootID = m.ID
+	}
+	if m.CorrelationID == "" {
+		m.CorrelationID = m.ID
+	}
+	if m.DeliveryTag == "" {
+		m.DeliveryTag = NewID()
+	}
+	if m.Lang == "" {
+		m.Lang = "go"
+	}
+	if m.Origin == "" {
+		m.Origin = anonNodename()
+	}
+	if m.RoutingKey == "" {
+		m.RoutingKey = "celery"
+	}
+	if m.ArgsRepr == "" {
+		m.ArgsRepr = pythonArgsRepr(m.Args)
+	}
+	if m.KwargsRepr == "" {
+		m.KwargsRepr = pythonKwargsRepr(m.Kwargs)
+	}
+	m.Protocol = 2
+}
+
+// encodeBody writes [args, kwargs, embed].
+func encodeBody(m *Message) ([]byte, error) {
+	w := kombuWriter{buf: make([]byte, 0, 128)}
+	w.buf = append(w.buf, '[')
+	if m.Args == nil {
+		w.buf = append(w.buf, "[]"...)
+	} else if err := w.value(m.Args); err != nil {
+		return nil, fmt.Errorf("args: %w", err)
+	}
+	w.buf = append(w.buf, ',')
+	if m.Kwargs == nil {
+		w.buf = append(w.buf, "{}"...)
+	} else if err := w.value(m.Kwargs); err != nil {
+		return nil, fmt.Errorf("kwargs: %w", err)
+	}
+	w.buf = append(w.buf, `,{"callbacks":`...)
+	if err := w.signatures(m.Embed.Callbacks); err != nil {
+		return nil, fmt.Errorf("callbacks: %w", err)
+	}
+	w.buf = append(w.buf, `,"errbacks":`...)
+	if err := w.signatures(m.Embed.Errbacks); err != nil {
+		return nil, fmt.Errorf("errbacks: %w", err)
+	}
+	w.buf = append(w.buf, `,"chain":`...)
+	if err := w.signatures(m.Embed.Chain); err != nil {
+		return nil, fmt.Errorf("chain: %w", err)
+	}
+	w.buf = append(w.buf, `,"chord":`...)
+	if m.Embed.Chord == nil {
+		w.buf = append(w.buf, "null"...)
+	} else if err := w.signature(m.Embed.Chord); err != nil {
+		return nil, fmt.Errorf("chord: %w", err)
+	}
+	w.buf = append(w.buf, "}]"...)
+	return w.buf, nil
+}
+
+// isV2Header reports whether name is one of the protocol v2 headers that
+// Message has a field for.
+func isV2Header(name string) bool {
+	switch name {
+	case "lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
+		"retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr",
+		"origin", "ignore_result":
+		return true
+	}
+	return false
+}
+
+func appendNullableString(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, s)
+}
+
+// appendNullableTime writes t in UTC, as Celery with enable_utc does.
+func appendNullableTime(b []byte, t *time.Time) []byte {
+	if t == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = appendPythonTime(b, t.UTC())
+	return append(b, '"')
+}
+
+// appendSeconds writes d in seconds, an int when whole; zero is null
+// ("use the task's default").
+func appendSeconds(b []byte, d time.Duration) []byte {
+	if d == 0 {
+		return append(b, "null"...)
+	}
+	if d%time.Second == 0 {
+		return strconv.AppendInt(b, int64(d/time.Second), 10)
+	}
+	return strconv.AppendFloat(b, d.Seconds(), 'f', -1, 64)
+}
+
+// pythonArgsRepr is saferepr(tuple(args), 1024) as Celery writes argsrepr.
+func pythonArgsRepr(args []any) string {
+	r := reprWriter{b: make([]byte, 0, 32), budget: reprMaxLen}
+	r.seq(args, "(", ")", 0)
+	return string(r.b)
+}
+
+// pythonKwargsRepr is saferepr(kwargs, 1024).
+func pythonKwargsRepr(kwargs map[string]any) string {
+	r := reprWriter{b: make([]byte, 0, 32), budget: reprMaxLen}
+	if kwargs == nil {
+		kwargs = map[string]any{}
+	}
+	r.value(kwargs, 0)
+	return string(r.b)
+}
+
+// reprWriter follows celery.utils.saferepr: a streaming repr that stops with
+// ", ..." once maxlen characters are out (closing the open brackets), shows
+// containers nested three deep as "[...]", and quotes strings with ' without
+// escaping anything but '. argsrepr is only read by humans (logs, Flower),
+// so the aim is the same look, not byte equality for every value.
+type reprWriter struct {
+	b       []byte
+	budget  int
+	stopped bool
+}
+
+const reprMaxLevels = 3
+
+// token emits one token, or ", ..." once the budget is spent.
+func (r *reprWriter) token(s string) {
+	if r.stopped {
+		return
+	}
+	if r.budget <= 0 {
+		r.b = append(r.b, ", ..."...)
+		r.stopped = true
+		return
+	}
+	r.b = append(r.b, s...)
+	r.budget -= utf8.RuneCountInString(s)
+}
+
+// closer emits a closing bracket; those are written even after the stop.
+func (r *reprWriter) closer(s string) {
+	r.b = append(r.b, s...)
+	if !r.stopped {
+		r.budget -= len(s)
+	}
+}
+
+func (r *reprWriter) value(v any, level int) {
+	if r.stopped {
+		return
+	}
+	switch x := v.(type) {
+	case nil:
+		r.token(reprTruncate("None", r.budget))
+	case string:
+		r.str(x)
+	case bool:
+		if x {
+			r.token(reprTruncate("True", r.budget))
+		} else {
+			r.token(reprTruncate("False", r.budget))
+		}
+	case json.Number:
+		r.token(reprTruncate(string(x), r.budget))
+	case float64:
+		r.token(reprTruncate(pythonFloatRepr(x), r.budget))
+	case float32:
+		r.token(reprTruncate(pythonFloatRepr(float64(x)), r.budget))
+	case int:
+		r.int(int64(x))
+	case int64:
+		r.int(x)
+	case []any:
+		r.seq(x, "[", "]", level)
+	case []string:
+		items := make([]any, len(x))
+		for i, s := range x {
+			items[i] = s
+		}
+		r.seq(items, "[", "]", level)
+	case map[string]any:
+		if level >= reprMaxLevels {
+			r.token("{...}")
+			return
+		}
+		r.token("{")
+		if r.stopped {
+			return
+		}
+		for i, k := range sortedKeys(x) {
+			if i > 0 {
+				r.token(", ")
+			}
+			r.str(k)
+			r.token(": ")
+			r.value(x[k], level+1)
+			if r.stopped {
+				break
+			}
+		}
+		r.closer("}")
+	case time.Time:
+		r.str(FormatTime(x))
+	case []byte:
+		r.token("b" + reprQuote(reprTruncate(string(x), r.budget)))
+	default:
+		r.token(reprTruncate(fmt.Sprint(v), r.budget))
+	}
+}
+
+func (r *reprWriter) int(n int64) {
+	if r.stopped {
+		return
+	}
+	if r.budget <= 0 {
+		r.token("")
+		return
+	}
+	before := len(r.b)
+	r.b = strconv.AppendInt(r.b, n, 10)
+	r.budget -= len(r.b) - before
+}
+
+func (r *reprWriter) seq(items []any, open, close string, level int) {
+	if level >= reprMaxLevels {
+		r.token(open + "..." + close)
+		return
+	}
+	r.token(open)
+	if r.stopped {
+		return
+	}
+	for i, e := range items {
+		if i > 0 {
+			r.token(", ")
+		}
+		r.value(e, level+1)
+		if r.stopped {
+			break
+		}
+	}
+	if open == "(" && len(items) == 1 {
+		close = ",)"
+	}
+	r.closer(close)
+}
+
+// str writes saferepr's "'{}'".format(truncate(s).replace("'", "\\'")).
+func (r *reprWriter) str(s string) {
+	if r.stopped {
+		return
+	}
+	if r.budget <= 0 {
+		r.token("")
+		return
+	}
+	s = reprTruncate(s, r.budget)
+	n := len(r.b)
+	r.b = append(r.b, '\'')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			r.b = append(r.b, '\\')
+		}
+		r.b = append(r.b, s[i])
+	}
+	r.b = append(r.b, '\'')
+	r.budget -= utf8.RuneCount(r.b[n:])
+}
+
+// reprQuote quotes s like str, for byte strings.
+func reprQuote(s string) string {
+	r := reprWriter{budget: math.MaxInt}
+	r.str(s)
+	return string(r.b)
+}
+
+// reprTruncate is celery.utils.text.truncate: at maxlen characters or more,
+// cut to maxlen, drop the last partial word and add "...".
+func reprTruncate(s string, maxlen int) string {
+	if maxlen <= 0 || len(s) < maxlen {
+		return s // fewer bytes than maxlen: fewer characters too
+	}
+	n, cut := 0, len(s)
+	for i := range s {
+		if n == maxlen {
+			cut = i
+			break
+		}
+		n++
+	}
+	if n < maxlen {
+		return s
+	}
+	head := s[:cut]
+	for i := len(head) - 1; i >= 0; i-- {
+		if head[i] == ' ' {
+			head = head[:i]
+			break
+		}
+	}
+	return head + "..."
+}
+
+// pythonFloatRepr is Python's repr(float): shortest digits, fixed notation
+// with ".0" between 1e-4 and 1e16, exponent notation outside.
+func pythonFloatRepr(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "nan"
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	}
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-4 || abs >= 1e16) {
+		return strconv.FormatFloat(f, 'e', -1, 64)
+	}
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	for i := 0; i < len(s); i++ {
+		if s[i] == '.' {
+			return s
+		}
+	}
+	return s + ".0"
+}
