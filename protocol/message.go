@@ -94,4 +94,8 @@ type Delivery struct {
 	Message *Message
 	// Err is why the envelope could not be decoded (a *DecodeError).
 	Err error
+
+	// deadLettered is set once the message is in the dead-letter list
+	// (Fetch moves envelopes that cannot even be held there at once).
+	deadLettered bool
 }

@@ -1,0 +1,417 @@
+package protocol
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+)
+
+// sep separates a queue name from its priority band and the parts of a
+// binding, as kombu's Channel.sep does.
+const sep = "\x06\x16"
+
+// kombu's Redis key names (kombu/transport/redis.py Channel attributes).
+const (
+	unackedKey       = "unacked"
+	unackedIndexKey  = "unacked_index"
+	unackedMutexKey  = "unacked_mutex"
+	unackedMutexTTL  = 300 * time.Second
+	bindingKeyPrefix = "_kombu.binding."
+)
+
+// BrokerOptions mirror kombu's broker_transport_options. Every participant
+// on one Redis must use the same values.
+type BrokerOptions struct {
+	VisibilityTimeout time.Duration // default 1h
+	PrioritySteps     []int         // default [0 3 6 9]
+	KeyPrefix         string        // global_keyprefix, default ""
+	// DeadLetterKey is the list undecodable messages are moved to, default
+	// "celery.deadletter".
+	DeadLetterKey string
+	// Logger receives transport warnings (dead letters, double deliveries).
+	// The zero value discards them.
+	Logger zerolog.Logger
+}
+
+// Broker is the kombu-compatible Redis transport. Every Redis state change
+// of a delivery happens in this file and consumer.go, each as one MULTI
+// transaction or Lua script.
+type Broker struct {
+	pool *redis.Pool
+	opts BrokerOptions
+}
+
+// NewBroker wraps pool. It starts no goroutines.
+func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
+	if opts.VisibilityTimeout <= 0 {
+		opts.VisibilityTimeout = time.Hour
+	}
+	if len(opts.PrioritySteps) == 0 {
+		opts.PrioritySteps = []int{0, 3, 6, 9}
+	}
+	if opts.DeadLetterKey == "" {
+		opts.DeadLetterKey = "celery.deadletter"
+	}
+	return &Broker{pool: pool, opts: opts}
+}
+
+// Pool is the connection pool the broker uses.
+func (b *Broker) Pool() *redis.Pool { return b.pool }
+
+// Options returns the effective options (defaults filled in).
+func (b *Broker) Options() BrokerOptions { return b.opts }
+
+func (b *Broker) key(name string) string { return b.opts.KeyPrefix + name }
+
+// QueueForPriority is the list a message of priority pri goes to: kombu's
+// _q_for_pri. On Redis 0 is the highest priority.
+func (b *Broker) QueueForPriority(queue string, pri int) string {
+	pri = max(0, min(pri, 9))
+	band := b.opts.PrioritySteps[0]
+	for _, s := range b.opts.PrioritySteps {
+		if s <= pri {
+			band = s
+		}
+	}
+	if band == 0 {
+		return queue
+	}
+	return queue + sep + strconv.Itoa(band)
+}
+
+func bindingMember(queue string) string { return queue + sep + sep + queue }
+
+func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: connect to Redis: %w", err)
+	}
+	return c, nil
+}
+
+// Publish LPUSHes an encoded envelope onto queue's priority list and declares
+// the queue binding (SADD _kombu.binding.<queue>) in the same transaction.
+func (b *Broker) Publish(ctx context.Context, queue string, envelope []byte, priority int) error {
+	if queue == "" {
+		return errors.New("protocol: publish: empty queue name")
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue))
+	_ = c.Send("LPUSH", b.key(b.QueueForPriority(queue, priority)), envelope)
+	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
+		return fmt.Errorf("protocol: publish to %s: %w", queue, err)
+	}
+	return nil
+}
+
+// PublishMessage encodes m and publishes it to m.RoutingKey (or "celery").
+func (b *Broker) PublishMessage(ctx context.Context, m *Message) error {
+	env, err := Encode(m)
+	if err != nil {
+		return err
+	}
+	return b.Publish(ctx, m.RoutingKey, env, m.Priority)
+}
+
+// DeclareQueue writes the binding Python workers write for a consumed queue.
+func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := redis.DoContext(c, ctx, "SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue)); err != nil {
+		return fmt.Errorf("protocol: declare %s: %w", queue, err)
+	}
+	return nil
+}
+
+// QueueLength is the number of waiting messages in all priority bands.
+func (b *Broker) QueueLength(ctx context.Context, queue string) (int64, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	for _, s := range b.opts.PrioritySteps {
+		_ = c.Send("LLEN", b.key(b.QueueForPriority(queue, s)))
+	}
+	if err := c.Flush(); err != nil {
+		return 0, fmt.Errorf("protocol: queue length of %s: %w", queue, err)
+	}
+	var total int64
+	for range b.opts.PrioritySteps {
+		n, err := redis.Int64(c.Receive())
+		if err != nil {
+			return 0, fmt.Errorf("protocol: queue length of %s: %w", queue, err)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// Ack removes tag from unacked/unacked_index. held is false when the entry
+// was already gone (restored by someone else: the task may run twice).
+func (b *Broker) Ack(ctx context.Context, tag string) (held bool, err error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	_ = c.Send("ZREM", b.key(unackedIndexKey), tag)
+	_ = c.Send("HDEL", b.key(unackedKey), tag)
+	res, err := redis.Values(redis.DoContext(c, ctx, "EXEC"))
+	if err != nil {
+		return false, fmt.Errorf("protocol: ack %s: %w", tag, err)
+	}
+	n, _ := redis.Int(res[0], nil)
+	if n == 0 {
+		b.opts.Logger.Warn().Str("delivery_tag", tag).
+			Msg("acked a message that was no longer held: it was restored by another process and may run twice; raise the visibility timeout")
+	}
+	return n == 1, nil
+}
+
+// Requeue puts a held message back at the end of its queue (kombu
+// reject(requeue=True): LPUSH) and drops it from unacked, atomically.
+func (b *Broker) Requeue(ctx context.Context, tag string) error {
+	return b.restoreByTag(ctx, tag, true)
+}
+
+// Restore puts a held message back at the head of its queue (kombu
+// restore: RPUSH, redelivered=true) and drops it from unacked, atomically.
+func (b *Broker) Restore(ctx context.Context, tag string) error {
+	return b.restoreByTag(ctx, tag, false)
+}
+
+// restoreByTag is kombu's QoS.restore_by_tag: WATCH unacked, read the
+// entry, and in one MULTI drop it from the indices and push the payload
+// back. The redelivered flags are set in Go, not Lua, because cjson would
+// re-encode the payload and lose big-int precision.
+func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost bool) error {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for attempt := 0; attempt < 10; attempt++ {
+		if _, err := c.Do("WATCH", b.key(unackedKey)); err != nil {
+			return fmt.Errorf("protocol: restore %s: %w", tag, err)
+		}
+		entry, err := redis.Bytes(c.Do("HGET", b.key(unackedKey), tag))
+		if errors.Is(err, redis.ErrNil) {
+			_, _ = c.Do("UNWATCH")
+			_, err = c.Do("ZREM", b.key(unackedIndexKey), tag)
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("protocol: restore %s: %w", tag, err)
+		}
+		payload, targets, pri, perr := b.restorePlan(c, entry)
+		_ = c.Send("MULTI")
+		_ = c.Send("ZREM", b.key(unackedIndexKey), tag)
+		_ = c.Send("HDEL", b.key(unackedKey), tag)
+		if perr != nil {
+			// An entry nobody can parse goes to the dead letters, not to
+			// the void.
+			_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(entry, "", "unrestorable: "+perr.Error()))
+		}
+		for _, q := range targets {
+			cmd := "RPUSH"
+			if leftmost {
+				cmd = "LPUSH"
+			}
+			_ = c.Send(cmd, b.key(b.QueueForPriority(q, pri)), payload)
+		}
+		res, err := c.Do("EXEC")
+		if err != nil {
+			return fmt.Errorf("protocol: restore %s: %w", tag, err)
+		}
+		if res == nil { // WATCH fired: someone else changed unacked; retry.
+			continue
+		}
+		return nil
+	}
+	return fmt.Errorf("protocol: restore %s: unacked kept changing; gave up after 10 attempts", tag)
+}
+
+// restorePlan decodes an unacked entry [payload, exchange, routing_key] and
+// resolves where it goes, like kombu's _do_restore_message and _lookup.
+func (b *Broker) restorePlan(c redis.Conn, entry []byte) ([]byte, []string, int, error) {
+	var parts []json.RawMessage
+	if err := json.Unmarshal(entry, &parts); err != nil || len(parts) != 3 {
+		return nil, nil, 0, fmt.Errorf("unacked entry is not [payload, exchange, routing_key]")
+	}
+	var exchange, rk string
+	_ = json.Unmarshal(parts[1], &exchange)
+	_ = json.Unmarshal(parts[2], &rk)
+	payload, err := MarkRedelivered(parts[0])
+	if err != nil {
+		payload = parts[0]
+	}
+	_, pri, _, _, _ := EnvelopeInfo(payload)
+	return payload, b.lookup(c, exchange, rk), pri, nil
+}
+
+// lookup is kombu's _lookup for direct exchanges. Where kombu would drop a
+// message whose exchange has no matching binding, we fall back to the
+// routing key as a queue name: losing a task is never the right answer.
+func (b *Broker) lookup(c redis.Conn, exchange, rk string) []string {
+	if exchange == "" {
+		return []string{rk}
+	}
+	members, err := redis.Strings(c.Do("SMEMBERS", b.key(bindingKeyPrefix+exchange)))
+	var out []string
+	if err == nil {
+		for _, m := range members {
+			p := strings.Split(m, sep)
+			if len(p) == 3 && p[0] == rk && p[2] != "" {
+				out = append(out, p[2])
+			}
+		}
+	}
+	if len(out) == 0 {
+		b.opts.Logger.Warn().Str("exchange", exchange).Str("routing_key", rk).
+			Msg("no binding matches a restored message; restoring it to the queue named by its routing key")
+		return []string{rk}
+	}
+	return out
+}
+
+// Touch refreshes the unacked_index score of held messages to now (ZADD XX)
+// so that no restorer treats them as lost while they run. This is what
+// keeps a task longer than the visibility timeout from running twice.
+func (b *Broker) Touch(ctx context.Context, tags ...string) error {
+	if len(tags) == 0 {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	now := unixScore(time.Now())
+	args := make([]any, 0, 2+2*len(tags))
+	args = append(args, b.key(unackedIndexKey), "XX")
+	for _, t := range tags {
+		args = append(args, now, t)
+	}
+	if _, err := redis.DoContext(c, ctx, "ZADD", args...); err != nil {
+		return fmt.Errorf("protocol: refresh lease: %w", err)
+	}
+	return nil
+}
+
+// Held reports whether tag is still in unacked_index.
+func (b *Broker) Held(ctx context.Context, tag string) (bool, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer c.Close()
+	v, err := redis.DoContext(c, ctx, "ZSCORE", b.key(unackedIndexKey), tag)
+	if err != nil {
+		return false, fmt.Errorf("protocol: held %s: %w", tag, err)
+	}
+	return v != nil, nil
+}
+
+// releaseMutex deletes the mutex only if it still holds our token, like
+// redis-py's Lock.release.
+var releaseMutex = redis.NewScript(1, `
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`)
+
+// RestoreExpired restores every unacked message older than the visibility
+// timeout, under kombu's unacked_mutex so that Python and Go restorers never
+// restore the same message twice. It returns how many it restored.
+func (b *Broker) RestoreExpired(ctx context.Context) (int, error) {
+	c, err := b.conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	token := NewID()
+	ok, err := redis.String(c.Do("SET", b.key(unackedMutexKey), token, "NX", "PX", unackedMutexTTL.Milliseconds()))
+	if errors.Is(err, redis.ErrNil) {
+		return 0, nil // another restorer holds the mutex: skip this sweep.
+	}
+	if err != nil || ok != "OK" {
+		return 0, fmt.Errorf("protocol: restore: take unacked_mutex: %v", err)
+	}
+	defer func() { _, _ = releaseMutex.Do(c, b.key(unackedMutexKey), token) }()
+	ceil := unixScore(time.Now().Add(-b.opts.VisibilityTimeout))
+	tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", b.key(unackedIndexKey), ceil, 0))
+	if err != nil {
+		return 0, fmt.Errorf("protocol: restore: read unacked_index: %w", err)
+	}
+	n := 0
+	for _, tag := range tags {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		if err := b.restoreByTag(ctx, tag, false); err != nil {
+			return n, err
+		}
+		n++
+	}
+	if n > 0 {
+		b.opts.Logger.Info().Int("restored", n).Msg("restored unacknowledged messages older than the visibility timeout")
+	}
+	return n, nil
+}
+
+// DeadLetter moves a held, undecodable message to the dead-letter list as
+// {"reason", "queue", "time", "raw"} and drops it from unacked, atomically.
+func (b *Broker) DeadLetter(ctx context.Context, d *Delivery, reason string) error {
+	if d == nil || d.deadLettered {
+		return nil
+	}
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.Send("MULTI")
+	if d.Tag != "" {
+		_ = c.Send("ZREM", b.key(unackedIndexKey), d.Tag)
+		_ = c.Send("HDEL", b.key(unackedKey), d.Tag)
+	}
+	_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(d.Raw, d.Queue, reason))
+	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
+		return fmt.Errorf("protocol: dead-letter: %w", err)
+	}
+	d.deadLettered = true
+	b.opts.Logger.Warn().Str("queue", d.Queue).Str("delivery_tag", d.Tag).Str("reason", reason).
+		Str("dead_letter_list", b.opts.DeadLetterKey).Msg("moved an undecodable message to the dead-letter list")
+	return nil
+}
+
+func deadLetterEntry(raw []byte, queue, reason string) []byte {
+	e, _ := json.Marshal(map[string]any{
+		"reason": reason,
+		"queue":  queue,
+		"time":   FormatTime(time.Now()),
+		"raw":    string(raw),
+	})
+	return e
+}
+
+func unixScore(t time.Time) string {
+	return strconv.FormatFloat(float64(t.UnixMicro())/1e6, 'f', 6, 64)
+}

@@ -1,0 +1,180 @@
+package protocol_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol"
+)
+
+// TestCrashHelperProcess is not a test: crash tests re-execute the test
+// binary with PROTOCOL_CRASH_HELPER=1 to get a real Go consumer process they
+// can SIGKILL. It counts runs (INCR go:runs:<id>) and completions.
+func TestCrashHelperProcess(t *testing.T) {
+	if os.Getenv("PROTOCOL_CRASH_HELPER") != "1" {
+		t.Skip("helper process for the crash tests; runs only when re-executed by them")
+	}
+	ctx := context.Background()
+	vt, _ := strconv.ParseFloat(os.Getenv("HELPER_VT"), 64)
+	sleep, _ := strconv.ParseFloat(os.Getenv("HELPER_SLEEP"), 64)
+	pool, err := protocol.NewPool(os.Getenv("REDIS_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: time.Duration(vt * float64(time.Second))})
+	c := b.NewConsumer(os.Getenv("HELPER_QUEUE"))
+	conn := pool.Get()
+	defer conn.Close()
+	fmt.Println("helper: consuming")
+	lastRestore := time.Time{}
+	for {
+		if time.Since(lastRestore) > 500*time.Millisecond {
+			if _, err := b.RestoreExpired(ctx); err != nil {
+				t.Fatal(err)
+			}
+			lastRestore = time.Now()
+		}
+		d, err := c.Fetch(ctx, 300*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d == nil || d.Err != nil {
+			continue
+		}
+		_, _ = conn.Do("INCR", "go:runs:"+d.Message.ID)
+		time.Sleep(time.Duration(sleep * float64(time.Second)))
+		_, _ = conn.Do("INCR", "go:done:"+d.Message.ID)
+		if _, err := b.Ack(ctx, d.Tag); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func startHelper(t *testing.T, r *testenv.Redis, queue string, vt, sleep float64) *testenv.Process {
+	t.Helper()
+	p := testenv.Start(t, "", []string{
+		"PROTOCOL_CRASH_HELPER=1", "REDIS_URL=" + r.URL(), "HELPER_QUEUE=" + queue,
+		"HELPER_VT=" + strconv.FormatFloat(vt, 'f', -1, 64), "HELPER_SLEEP=" + strconv.FormatFloat(sleep, 'f', -1, 64),
+	}, os.Args[0], "-test.run=^TestCrashHelperProcess$", "-test.v")
+	if !p.WaitOutput("helper: consuming", 20*time.Second) {
+		t.Fatalf("helper did not start:\n%s", p.Output())
+	}
+	return p
+}
+
+func waitInt(t *testing.T, r *testenv.Redis, key string, want int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		n, _ := redis.Int(r.Conn().Do("GET", key))
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d, want %d", key, n, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// killMidTask publishes wire.sleep to queue, lets a Go consumer process take
+// it and SIGKILLs the process while the task runs.
+func killMidTask(t *testing.T, r *testenv.Redis, queue string) *protocol.Message {
+	t.Helper()
+	pool, _ := protocol.NewPool(r.URL())
+	defer pool.Close()
+	m := &protocol.Message{Task: "wire.sleep", RoutingKey: queue, Args: []any{0.1}}
+	if err := protocol.NewBroker(pool, protocol.BrokerOptions{}).PublishMessage(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	p := startHelper(t, r, queue, 3600, 3600)
+	waitInt(t, r, "go:runs:"+m.ID, 1, 20*time.Second)
+	p.Kill()
+	if n := r.Do("HLEN", "unacked").(int64); n != 1 {
+		t.Fatalf("after SIGKILL unacked holds %d messages, want 1", n)
+	}
+	return m
+}
+
+func TestCrashedGoConsumerTaskRestoredByGo(t *testing.T) {
+	r := testenv.StartRedis(t)
+	m := killMidTask(t, r, "crashq")
+	// A restarting consumer with a 2 s visibility timeout restores and runs it.
+	startHelper(t, r, "crashq", 2, 0)
+	waitInt(t, r, "go:done:"+m.ID, 1, 30*time.Second)
+	time.Sleep(1500 * time.Millisecond) // would expose a second restore
+	waitInt(t, r, "go:runs:"+m.ID, 2, time.Second)
+	waitInt(t, r, "go:done:"+m.ID, 1, time.Second)
+	if n := r.Do("HLEN", "unacked").(int64); n != 0 {
+		t.Fatalf("unacked holds %d messages after the rerun, want 0", n)
+	}
+}
+
+func TestCrashedGoConsumerTaskRestoredByPython(t *testing.T) {
+	testenv.RequireCelery(t)
+	r := testenv.StartRedis(t)
+	m := killMidTask(t, r, "crashq")
+	time.Sleep(2100 * time.Millisecond) // older than the Python side's visibility timeout
+	w := testenv.Start(t, "", testenv.PythonEnv(t, r.URL(), "VISIBILITY_TIMEOUT=2"), testenv.PythonBin,
+		"-m", "celery", "-A", "wireapp", "worker", "-Q", "crashq", "-c", "1", "--without-mingle", "--without-gossip", "--loglevel=INFO")
+	waitInt(t, r, "wire:runs:"+m.ID, 1, 60*time.Second)
+	waitInt(t, r, "wire:done:"+m.ID, 1, 30*time.Second)
+	_ = w
+	if n, _ := redis.Int(r.Conn().Do("GET", "go:done:"+m.ID)); n != 0 {
+		t.Fatal("the killed Go consumer completed the task")
+	}
+}
+
+// TestLeaseOutlivesVisibilityTimeout holds a message for 10 s while a Python
+// worker with a 3 s visibility timeout runs on the same queue and Python
+// restores are triggered every second: the touched message is never
+// restored, the untouched control message is.
+func TestLeaseOutlivesVisibilityTimeout(t *testing.T) {
+	testenv.RequireCelery(t)
+	ctx := context.Background()
+	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: 3 * time.Second})
+	s.publish(t, "leaseq", "wire.sleep", 0)
+	control := &protocol.Message{Task: "wire.sleep", RoutingKey: "leaseq", Args: []any{0}}
+	c := s.broker.NewConsumer("leaseq")
+	dl := fetch(t, c)
+	if err := s.broker.PublishMessage(ctx, control); err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, c) // held and never touched: the negative control
+	w := testenv.Start(t, "", testenv.PythonEnv(t, s.r.URL(), "VISIBILITY_TIMEOUT=3"), testenv.PythonBin,
+		"-m", "celery", "-A", "wireapp", "worker", "-Q", "leaseq", "-c", "1", "--without-mingle", "--without-gossip", "--loglevel=INFO")
+	restorer := testenv.Start(t, "", testenv.PythonEnv(t, s.r.URL(), "VISIBILITY_TIMEOUT=3"), testenv.PythonBin, "-c", `
+import time
+from wireapp import app
+for _ in range(12):
+    with app.connection() as conn:
+        conn.default_channel.qos.restore_visible()
+    time.sleep(1)
+print("restorer done")
+`)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := s.broker.Touch(ctx, dl.Tag); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+	}
+	if !restorer.WaitOutput("restorer done", 30*time.Second) {
+		t.Fatalf("python restorer did not finish:\n%s", restorer.Output())
+	}
+	waitInt(t, s.r, "wire:runs:"+control.ID, 1, 30*time.Second)
+	if n, _ := redis.Int(s.r.Conn().Do("GET", "wire:runs:"+dl.Message.ID)); n != 0 {
+		t.Fatalf("the leased message ran %d times on the Python worker", n)
+	}
+	if held, _ := s.broker.Held(ctx, dl.Tag); !held {
+		t.Fatal("the leased message is no longer held")
+	}
+	_ = w
+}
