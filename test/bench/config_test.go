@@ -1,0 +1,64 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+)
+
+// config holds the sizes of one run. Every field has a BENCH_* variable;
+// the defaults keep `make bench` under about ten minutes on two cores.
+type config struct {
+	PublishGoN    int // BENCH_PUBLISH_GO_N: tasks the Go client sends
+	PublishPyN    int // BENCH_PUBLISH_PY_N: tasks Python's apply_async sends
+	Publishers    int // BENCH_PUBLISHERS: goroutines for the concurrent publish row and for feeding workers
+	E2EGoN        int // BENCH_E2E_GO_N: no-op tasks through the in-process Go consumer
+	E2EPyN        int // BENCH_E2E_PY_N: no-op tasks through the Python worker
+	GoConsumers   int // BENCH_GO_CONSUMERS: goroutines of the in-process Go consumer
+	EchoGoN       int // BENCH_ECHO_GO_N: diag.echo tasks through the Go worker
+	EchoPyN       int // BENCH_ECHO_PY_N: diag.echo tasks through the Python worker
+	GoConcurrency int // BENCH_GO_CONCURRENCY: the Go worker's -concurrency
+	LatencyN      int // BENCH_LATENCY_N: one-at-a-time tasks for p50/p99
+	Settle        time.Duration
+	HTTPClients   int           // BENCH_HTTP_CLIENTS: loadgen clients
+	HTTPDuration  time.Duration // BENCH_HTTP_SECONDS: loadgen duration per route and server
+	UploadMB      int           // BENCH_UPLOAD_MB: size of the uploaded file, MiB
+	MediaTimeout  time.Duration // BENCH_MEDIA_SECONDS: bound on the media benchmarks
+}
+
+func loadConfig() (config, error) {
+	c := config{}
+	var errs []error
+	num := func(name string, def, lo, hi int) int {
+		s := os.Getenv(name)
+		if s == "" {
+			return def
+		}
+		v, err := strconv.Atoi(s)
+		if err != nil || v < lo || v > hi {
+			errs = append(errs, fmt.Errorf("%s=%q: want an integer in [%d, %d]", name, s, lo, hi))
+			return def
+		}
+		return v
+	}
+	c.PublishGoN = num("BENCH_PUBLISH_GO_N", 20000, 1, 10_000_000)
+	c.PublishPyN = num("BENCH_PUBLISH_PY_N", 5000, 1, 1_000_000)
+	c.Publishers = num("BENCH_PUBLISHERS", 4, 1, 256)
+	c.E2EGoN = num("BENCH_E2E_GO_N", 20000, 1, 10_000_000)
+	c.E2EPyN = num("BENCH_E2E_PY_N", 5000, 1, 1_000_000)
+	c.GoConsumers = num("BENCH_GO_CONSUMERS", 8, 1, 1024)
+	c.EchoGoN = num("BENCH_ECHO_GO_N", 20000, 1, 10_000_000)
+	c.EchoPyN = num("BENCH_ECHO_PY_N", 5000, 1, 1_000_000)
+	c.GoConcurrency = num("BENCH_GO_CONCURRENCY", 8, 1, 1024)
+	c.LatencyN = num("BENCH_LATENCY_N", 300, 10, 100_000)
+	c.Settle = time.Duration(num("BENCH_SETTLE_MS", 2000, 0, 60_000)) * time.Millisecond
+	c.HTTPClients = num("BENCH_HTTP_CLIENTS", 16, 1, 1024)
+	c.HTTPDuration = time.Duration(num("BENCH_HTTP_SECONDS", 5, 1, 600)) * time.Second
+	c.UploadMB = num("BENCH_UPLOAD_MB", 1024, 1, 16384)
+	c.MediaTimeout = time.Duration(num("BENCH_MEDIA_SECONDS", 300, 10, 3600)) * time.Second
+	if len(errs) > 0 {
+		return c, fmt.Errorf("bench: bad settings: %v", errs)
+	}
+	return c, nil
+}

@@ -1,0 +1,255 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"morag-gpu/protocol"
+)
+
+// Rows 1 and 2: the protocol package against Python Celery.
+
+func declareProtocolRows(t *table, cfg config) {
+	t.add("pub1", "publish rate, 1 sender (tasks/s)", fmtRate, atLeast(20))
+	t.add("pubN", fmt.Sprintf("publish rate, Go %d goroutines vs Python 1 loop (tasks/s)", cfg.Publishers), fmtRate, atLeast(20))
+	t.add("e2e", "end-to-end no-op rate (tasks/s)", fmtRate, atLeast(20))
+}
+
+// benchPublish: Go Client.Send in a loop, then from several goroutines,
+// against Python apply_async in a loop, each onto an unconsumed queue.
+func benchPublish(b *testing.B, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	const queue = "bench.publish"
+	if err := e.flush(); err != nil {
+		b.Fatalf("flush redis: %v", err)
+	}
+
+	err := func() error {
+		g, err := e.goProtocol()
+		if err != nil {
+			return err
+		}
+		defer g.close()
+		send := func(ctx context.Context) error {
+			return protect(func() error {
+				_, err := g.client.Send(ctx, "wire.noop", nil, nil, protocol.SendOptions{Queue: queue})
+				return err
+			})
+		}
+		if err := send(ctx); err != nil { // connect outside the timing, as Python does
+			return err
+		}
+		n := e.cfg.PublishGoN
+		progress("publish: Go client, %d tasks from 1 goroutine", n)
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if err := send(ctx); err != nil {
+				return err
+			}
+		}
+		el := time.Since(start)
+		if got, err := e.llen(queue); err != nil || got != int64(n+1) {
+			return fmt.Errorf("queue holds %d messages (err %v), want %d: Send does not publish where Python consumers read", got, err, n+1)
+		}
+		rate := float64(n) / el.Seconds()
+		e.tab.setGo("pub1", rate)
+		b.ReportMetric(rate, "go-publish/s")
+
+		if _, err := e.do("DEL", queue); err != nil {
+			return err
+		}
+		progress("publish: Go client, %d tasks from %d goroutines", n, e.cfg.Publishers)
+		grp, gctx := newGroup(ctx)
+		start = time.Now()
+		for p := 0; p < e.cfg.Publishers; p++ {
+			grp.do(func() error {
+				for i := p; i < n; i += e.cfg.Publishers {
+					if err := send(gctx); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		if err := grp.wait(); err != nil {
+			return err
+		}
+		el = time.Since(start)
+		if got, err := e.llen(queue); err != nil || got != int64(n) {
+			return fmt.Errorf("queue holds %d messages (err %v) after the concurrent run, want %d", got, err, n)
+		}
+		e.tab.setGo("pubN", float64(n)/el.Seconds())
+		return nil
+	}()
+	if err != nil {
+		e.tab.goNA(err.Error(), "pub1", "pubN")
+	}
+
+	if _, err := e.do("DEL", queue); err != nil {
+		b.Fatalf("redis: %v", err)
+	}
+	err = func() error {
+		if why := pythonMissing("celery", "redis"); why != "" {
+			return fmt.Errorf("%s", why)
+		}
+		n := e.cfg.PublishPyN
+		progress("publish: Python apply_async, %d tasks", n)
+		out, err := e.runPython(ctx, b, "bench_publish.py", strconv.Itoa(n), queue)
+		if err != nil {
+			return err
+		}
+		var r struct {
+			N    int     `json:"n"`
+			Rate float64 `json:"rate"`
+		}
+		if err := json.Unmarshal([]byte(lastLines(out, 1)), &r); err != nil || r.N != n {
+			return fmt.Errorf("bench_publish.py printed %q, want its JSON line", oneLine(out, 100))
+		}
+		if got, err := e.llen(queue); err != nil || got != int64(n+1) {
+			return fmt.Errorf("queue holds %d messages (err %v), want %d", got, err, n+1)
+		}
+		e.tab.setPy("pub1", r.Rate)
+		e.tab.setPy("pubN", r.Rate)
+		b.ReportMetric(r.Rate, "py-publish/s")
+		return nil
+	}()
+	if err != nil {
+		e.tab.pyNA(err.Error(), "pub1", "pubN")
+	}
+}
+
+// benchE2E: the same Go publisher and result reader in front of an
+// in-process Go consumer (protocol Broker/Consumer/Backend) and a Python
+// prefork worker running wireapp's wire.noop.
+func benchE2E(b *testing.B, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	if err := e.flush(); err != nil {
+		b.Fatalf("flush redis: %v", err)
+	}
+	g, err := e.goProtocol()
+	if err != nil {
+		e.tab.goNA(err.Error(), "e2e")
+		e.tab.pyNA("needs the Go publisher, "+err.Error(), "e2e")
+		return
+	}
+	defer g.close()
+	rr, err := newResultReader(ctx, e.redis.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rr.close()
+	noArgs := func(int) ([]any, map[string]any) { return nil, nil }
+
+	err = func() error {
+		const queue = "bench.e2e.go"
+		stop, dead := runGoConsumer(ctx, g, queue, e.cfg.GoConsumers)
+		defer stop()
+		n := e.cfg.E2EGoN
+		progress("e2e: %d no-op tasks through the in-process Go consumer (%d goroutines)", n, e.cfg.GoConsumers)
+		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Publishers, noArgs, dead)
+		if err != nil {
+			if cerr := stop(); cerr != nil {
+				return cerr
+			}
+			return err
+		}
+		if st.failed > 0 {
+			return fmt.Errorf("%d of %d tasks failed: %s", st.failed, n, st.firstFail)
+		}
+		e.tab.setGo("e2e", st.rate())
+		b.ReportMetric(st.rate(), "go-e2e/s")
+		return stop()
+	}()
+	if err != nil {
+		e.tab.goNA(err.Error(), "e2e")
+	}
+
+	err = func() error {
+		const queue = "bench.e2e.py"
+		p, err := e.startCelery(b, "wireapp", queue, "bench-py@%h")
+		if err != nil {
+			return err
+		}
+		defer p.Kill()
+		if err := waitReady(ctx, g, rr, p, "wire.noop", queue, nil); err != nil {
+			return err
+		}
+		n := e.cfg.E2EPyN
+		progress("e2e: %d no-op tasks through the Python worker (-c 2 prefork)", n)
+		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Publishers, noArgs, p.Done())
+		if err != nil {
+			return err
+		}
+		if st.failed > 0 {
+			return fmt.Errorf("%d of %d tasks failed: %s", st.failed, n, st.firstFail)
+		}
+		e.tab.setPy("e2e", st.rate())
+		b.ReportMetric(st.rate(), "py-e2e/s")
+		return nil
+	}()
+	if err != nil {
+		e.tab.pyNA(err.Error(), "e2e")
+	}
+}
+
+// runGoConsumer is the smallest correct Go consumer: Fetch, store STARTED
+// (the wire app tracks started, so the Python worker writes it too), store
+// SUCCESS, then ack. stop ends it and returns the first error; dead closes
+// when it ended on its own.
+func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (stop func() error, dead <-chan struct{}) {
+	grp, gctx := newGroup(ctx)
+	host, _ := os.Hostname()
+	node := "bench-go-consumer@" + host
+	started := map[string]any{"pid": os.Getpid(), "hostname": node}
+	for w := 0; w < workers; w++ {
+		grp.do(func() error {
+			c := g.broker.NewConsumer(queue)
+			for gctx.Err() == nil {
+				d, err := c.Fetch(gctx, time.Second)
+				if err != nil {
+					if gctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("fetch: %w", err)
+				}
+				if d == nil {
+					continue
+				}
+				if d.Err != nil {
+					if err := g.broker.DeadLetter(gctx, d, d.Err.Error()); err != nil {
+						return fmt.Errorf("dead-letter: %w", err)
+					}
+					continue
+				}
+				m := d.Message
+				if err := g.backend.Store(gctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateStarted, Result: started, Message: m, Worker: node}); err != nil {
+					return fmt.Errorf("store STARTED: %w", err)
+				}
+				if err := g.backend.Store(gctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: nil, Message: m, Worker: node}); err != nil {
+					return fmt.Errorf("store SUCCESS: %w", err)
+				}
+				if _, err := g.broker.Ack(gctx, d.Tag); err != nil {
+					return fmt.Errorf("ack: %w", err)
+				}
+			}
+			return nil
+		})
+	}
+	var once bool
+	var err error
+	return func() error {
+		if !once {
+			once = true
+			grp.cancel()
+			err = grp.wait()
+		}
+		return err
+	}, gctx.Done()
+}
