@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -46,6 +47,9 @@ type BrokerOptions struct {
 type Broker struct {
 	pool *redis.Pool
 	opts BrokerOptions
+	// declared remembers queues whose binding this broker already wrote, so
+	// a publish is a single LPUSH after the first (kombu's maybe_declare).
+	declared sync.Map
 }
 
 // NewBroker wraps pool. It starts no goroutines.
@@ -107,12 +111,20 @@ func (b *Broker) Publish(ctx context.Context, queue string, envelope []byte, pri
 		return err
 	}
 	defer c.Close()
+	list := b.key(b.QueueForPriority(queue, priority))
+	if _, ok := b.declared.Load(queue); ok {
+		if _, err := redis.DoContext(c, ctx, "LPUSH", list, envelope); err != nil {
+			return fmt.Errorf("protocol: publish to %s: %w", queue, err)
+		}
+		return nil
+	}
 	_ = c.Send("MULTI")
 	_ = c.Send("SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue))
-	_ = c.Send("LPUSH", b.key(b.QueueForPriority(queue, priority)), envelope)
+	_ = c.Send("LPUSH", list, envelope)
 	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
 		return fmt.Errorf("protocol: publish to %s: %w", queue, err)
 	}
+	b.declared.Store(queue, struct{}{})
 	return nil
 }
 

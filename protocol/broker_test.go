@@ -283,3 +283,27 @@ func TestFetchSurvivesRedisRestart(t *testing.T) {
 	}
 	t.Fatal("consumer never recovered after Redis restarted")
 }
+
+// TestFetchBlocksThenHolds covers the blocking path: a message that arrives
+// while Fetch waits in BRPOP is held in unacked like one popped at once.
+func TestFetchBlocksThenHolds(t *testing.T) {
+	s := newBrStack(t, protocol.BrokerOptions{})
+	c := s.broker.NewConsumer("q")
+	got := make(chan *protocol.Delivery, 1)
+	go func() {
+		d, _ := c.Fetch(context.Background(), 5*time.Second)
+		got <- d
+	}()
+	time.Sleep(300 * time.Millisecond)
+	m := s.publish(t, "q", "wire.add", 0)
+	d := <-got
+	if d == nil || d.Message == nil || d.Message.ID != m.ID {
+		t.Fatalf("blocking fetch returned %+v", d)
+	}
+	if held, _ := s.broker.Held(context.Background(), d.Tag); !held {
+		t.Fatal("message fetched through BRPOP is not in unacked_index")
+	}
+	if n := s.r.Do("HEXISTS", "unacked", d.Tag).(int64); n != 1 {
+		t.Fatal("message fetched through BRPOP is not in unacked")
+	}
+}

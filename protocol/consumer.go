@@ -82,10 +82,10 @@ func (c *Consumer) rotate(queue string) {
 // represent it. Connection errors are returned; the caller retries with
 // backoff.
 //
-// Like kombu, this is BRPOP followed by MULTI ZADD/HSET: a process killed in
-// the microseconds between the two loses that message. Closing the window
-// would mean polling with a Lua RPOP instead of blocking, which costs idle
-// Redis load and latency on every worker; we keep kombu's trade-off.
+// While messages are waiting, popping and holding is one atomic Lua script
+// (no crash window, one round trip). Only when every list is empty does it
+// block in BRPOP, whose message is held right after, as kombu does; that
+// leaves kombu's tiny window only for a message arriving during the block.
 func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
 	queues := c.Queues()
 	if len(queues) == 0 {
@@ -99,23 +99,53 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 		}
 	}
 	b := c.b
-	keys := make([]any, 0, len(queues)*len(b.opts.PrioritySteps)+1)
+	var lists, names []string
 	for _, s := range b.opts.PrioritySteps {
 		for _, q := range queues {
-			keys = append(keys, b.key(b.QueueForPriority(q, s)))
+			lists = append(lists, b.key(b.QueueForPriority(q, s)))
+			names = append(names, q)
 		}
+	}
+	conn, err := b.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+
+	// Fast path: pop and hold atomically while messages are waiting.
+	args := make([]any, 0, 2*len(lists)+4)
+	args = append(args, len(lists)+2) // key count: the script takes a variable number
+	for _, l := range lists {
+		args = append(args, l)
+	}
+	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), unixScore(time.Now()))
+	for _, n := range names {
+		args = append(args, n)
+	}
+	hit, err := redis.Values(popAndHold.DoContext(ctx, conn, args...))
+	if err != nil && !errors.Is(err, redis.ErrNil) {
+		return nil, fmt.Errorf("protocol: fetch from %v: %w", queues, err)
+	}
+	if len(hit) == 3 {
+		i, _ := redis.Int(hit[0], nil)
+		raw, _ := redis.Bytes(hit[1], nil)
+		held, _ := redis.Int(hit[2], nil)
+		queue := names[i-1]
+		c.rotate(queue)
+		return c.deliver(ctx, queue, raw, held == 1)
+	}
+
+	// Nothing waiting: block. A message BRPOP hands us is held right after,
+	// as kombu does.
+	keys := make([]any, 0, len(lists)+1)
+	for _, l := range lists {
+		keys = append(keys, l)
 	}
 	secs := timeout.Seconds()
 	if secs < 0.01 {
 		secs = 0.01
 	}
 	keys = append(keys, fmt.Sprintf("%.3f", secs))
-
-	conn, err := b.conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
 	reply, err := redis.Values(redis.DoWithTimeout(conn, timeout+5*time.Second, "BRPOP", keys...))
 	if errors.Is(err, redis.ErrNil) {
 		return nil, ctx.Err()
@@ -134,7 +164,13 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 		queue = key[:i]
 	}
 	c.rotate(queue)
+	return c.deliver(ctx, queue, raw, false)
+}
 
+// deliver turns a popped envelope into a Delivery. held says whether the
+// fast path already recorded it in unacked.
+func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte, held bool) (*Delivery, error) {
+	b := c.b
 	d := &Delivery{Queue: queue, Raw: raw}
 	tag, _, exchange, rk, infoErr := EnvelopeInfo(raw)
 	if infoErr != nil || tag == "" {
@@ -151,6 +187,10 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 	d.Tag = tag
 	if rk == "" {
 		rk = queue
+	}
+	if held {
+		d.Message, d.Err = Decode(raw)
+		return d, nil
 	}
 	if err := c.persist(ctx, func(ctx context.Context) error { return b.hold(ctx, tag, raw, exchange, rk) }); err != nil {
 		b.opts.Logger.Error().Err(err).Str("queue", queue).Str("delivery_tag", tag).Str("raw", string(raw)).
