@@ -10,33 +10,44 @@ import "github.com/gomodule/redigo/redis"
 // delivery_info; the stored payload is the original string, untouched, so
 // big ints keep their precision.
 //
-// KEYS: the candidate lists in order, then unacked and unacked_index.
-// ARGV: now (score), then the logical queue name of each candidate list.
-// Returns nil when every list is empty, else {index, payload, held} where
-// held is 0 for an envelope that cannot be held (not a JSON object or no
-// delivery tag): the caller dead-letters it.
+// An envelope that cannot be held (not a JSON object cjson can read, or no
+// string delivery tag) goes to the dead-letter list in the same step, for
+// the same reason: once popped, it must be somewhere in Redis.
+//
+// KEYS: the candidate lists in order, then unacked, unacked_index and the
+// dead-letter list.
+// ARGV: now (score), now (dead-letter time), then the logical queue name of
+// each candidate list.
+// Returns nil when every list is empty, else {index, payload, tag}; tag is
+// "" when the envelope was dead-lettered instead of held.
 var popAndHold = redis.NewScript(-1, `
-local nlists = #KEYS - 2
-local unacked, index = KEYS[nlists + 1], KEYS[nlists + 2]
+local nlists = #KEYS - 3
+local unacked, index, dead = KEYS[nlists + 1], KEYS[nlists + 2], KEYS[nlists + 3]
 for i = 1, nlists do
   local v = redis.call('RPOP', KEYS[i])
   if v then
+    local queue = ARGV[i + 2]
     local ok, env = pcall(cjson.decode, v)
-    local tag, ex, rk = nil, '', ARGV[i + 1]
-    if ok and type(env) == 'table' and type(env.properties) == 'table' then
-      tag = env.properties.delivery_tag
-      local di = env.properties.delivery_info
-      if type(di) == 'table' then
-        if type(di.exchange) == 'string' then ex = di.exchange end
-        if type(di.routing_key) == 'string' and di.routing_key ~= '' then rk = di.routing_key end
+    local tag, ex, rk = nil, '', queue
+    local reason = 'invalid-json: the envelope is not a JSON object'
+    if ok and type(env) == 'table' then
+      reason = 'no-delivery-tag: properties.delivery_tag is missing or not a non-empty string'
+      if type(env.properties) == 'table' then
+        tag = env.properties.delivery_tag
+        local di = env.properties.delivery_info
+        if type(di) == 'table' then
+          if type(di.exchange) == 'string' then ex = di.exchange end
+          if type(di.routing_key) == 'string' and di.routing_key ~= '' then rk = di.routing_key end
+        end
       end
     end
     if type(tag) ~= 'string' or tag == '' then
-      return {i, v, 0}
+      redis.call('LPUSH', dead, cjson.encode({reason = reason, queue = queue, time = ARGV[2], raw = v}))
+      return {i, v, ''}
     end
     redis.call('ZADD', index, ARGV[1], tag)
     redis.call('HSET', unacked, tag, '[' .. v .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
-    return {i, v, 1}
+    return {i, v, tag}
   end
 end
 return nil`)

@@ -79,13 +79,18 @@ func (c *Consumer) rotate(queue string) {
 // timeout. An envelope that cannot be decoded is returned with Delivery.Err
 // set; one that cannot even be held (not a JSON object, no delivery tag) is
 // moved to the dead-letter list at once, since kombu's bookkeeping cannot
-// represent it. Connection errors are returned; the caller retries with
-// backoff.
+// represent it, and DeadLetter on it is a no-op. Connection errors are
+// returned; the caller retries with backoff (see Backoff).
 //
 // While messages are waiting, popping and holding is one atomic Lua script
 // (no crash window, one round trip). Only when every list is empty does it
 // block in BRPOP, whose message is held right after, as kombu does; that
 // leaves kombu's tiny window only for a message arriving during the block.
+//
+// A cancelled ctx does not interrupt a BRPOP already sent: abandoning its
+// reply could drop a message Redis has already popped (celery#7950), so a
+// fetch ends only when timeout has passed (plus a round trip): keep timeout
+// short (kombu uses 1 s).
 func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
 	queues := c.Queues()
 	if len(queues) == 0 {
@@ -113,12 +118,14 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 	defer conn.Close()
 
 	// Fast path: pop and hold atomically while messages are waiting.
-	args := make([]any, 0, 2*len(lists)+4)
-	args = append(args, len(lists)+2) // key count: the script takes a variable number
+	now := time.Now()
+	args := make([]any, 0, 2*len(lists)+6)
+	args = append(args, len(lists)+3) // key count: the script takes a variable number
 	for _, l := range lists {
 		args = append(args, l)
 	}
-	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), unixScore(time.Now()))
+	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
+		unixScore(now), FormatTime(now))
 	for _, n := range names {
 		args = append(args, n)
 	}
@@ -129,10 +136,18 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 	if len(hit) == 3 {
 		i, _ := redis.Int(hit[0], nil)
 		raw, _ := redis.Bytes(hit[1], nil)
-		held, _ := redis.Int(hit[2], nil)
+		tag, _ := redis.String(hit[2], nil)
+		if i < 1 || i > len(names) {
+			return nil, fmt.Errorf("protocol: fetch: pop script returned list %d of %d", i, len(names))
+		}
 		queue := names[i-1]
 		c.rotate(queue)
-		return c.deliver(ctx, queue, raw, held == 1)
+		if tag == "" {
+			return c.deadLettered(queue, raw), nil
+		}
+		d := &Delivery{Queue: queue, Raw: raw, Tag: tag}
+		d.Message, d.Err = Decode(raw)
+		return d, nil
 	}
 
 	// Nothing waiting: block. A message BRPOP hands us is held right after,
@@ -164,12 +179,25 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 		queue = key[:i]
 	}
 	c.rotate(queue)
-	return c.deliver(ctx, queue, raw, false)
+	return c.deliver(ctx, queue, raw)
 }
 
-// deliver turns a popped envelope into a Delivery. held says whether the
-// fast path already recorded it in unacked.
-func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte, held bool) (*Delivery, error) {
+// deadLettered is the Delivery for an envelope the pop script could not
+// hold and moved to the dead-letter list.
+func (c *Consumer) deadLettered(queue string, raw []byte) *Delivery {
+	d := &Delivery{Queue: queue, Raw: raw, deadLettered: true}
+	_, _, _, _, d.Err = EnvelopeInfo(raw)
+	if d.Err == nil {
+		// Go can read what Redis's cjson could not (deeper nesting, say).
+		d.Err = &DecodeError{Reason: "invalid-json", Err: errors.New("Redis's Lua JSON decoder cannot read the envelope, so it cannot be held")}
+	}
+	c.b.opts.Logger.Warn().Str("queue", queue).Str("reason", reasonOf(d.Err)).Str("dead_letter_list", c.b.opts.DeadLetterKey).
+		Msg("moved an undecodable message to the dead-letter list")
+	return d
+}
+
+// deliver turns an envelope popped by BRPOP into a held Delivery.
+func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Delivery, error) {
 	b := c.b
 	d := &Delivery{Queue: queue, Raw: raw}
 	tag, _, exchange, rk, infoErr := EnvelopeInfo(raw)
@@ -188,14 +216,10 @@ func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte, held b
 	if rk == "" {
 		rk = queue
 	}
-	if held {
-		d.Message, d.Err = Decode(raw)
-		return d, nil
-	}
 	if err := c.persist(ctx, func(ctx context.Context) error { return b.hold(ctx, tag, raw, exchange, rk) }); err != nil {
 		b.opts.Logger.Error().Err(err).Str("queue", queue).Str("delivery_tag", tag).Str("raw", string(raw)).
 			Msg("could not record a fetched message in unacked; pushing it back")
-		_ = c.persist(ctx, func(ctx context.Context) error { return b.Publish(ctx, queue, raw, 0) })
+		_ = c.persist(ctx, func(ctx context.Context) error { return b.pushBack(ctx, queue, raw) })
 		return nil, err
 	}
 	d.Message, d.Err = Decode(raw)
@@ -230,6 +254,21 @@ func (b *Broker) hold(ctx context.Context, tag string, raw []byte, exchange, rk 
 	return nil
 }
 
+// pushBack returns a popped message to the head of its priority list, where
+// it was: the last resort when it cannot be held.
+func (b *Broker) pushBack(ctx context.Context, queue string, raw []byte) error {
+	_, pri, _, _, _ := EnvelopeInfo(raw)
+	c, err := b.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := redis.DoContext(c, ctx, "RPUSH", b.key(b.QueueForPriority(queue, pri)), raw); err != nil {
+		return fmt.Errorf("protocol: push back to %s: %w", queue, err)
+	}
+	return nil
+}
+
 // persist retries op a few times with backoff: used for the writes that
 // must not fail while a popped message exists only in this process.
 func (c *Consumer) persist(ctx context.Context, op func(context.Context) error) error {
@@ -240,11 +279,10 @@ func (c *Consumer) persist(ctx context.Context, op func(context.Context) error) 
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		err = op(wctx)
 		cancel()
-		if err == nil {
-			return nil
+		if err == nil || i == 4 {
+			break
 		}
-		t := time.NewTimer(bo.Next())
-		<-t.C
+		time.Sleep(bo.Next())
 	}
 	return err
 }

@@ -133,9 +133,9 @@ func TestCrashedGoConsumerTaskRestoredByPython(t *testing.T) {
 }
 
 // TestLeaseOutlivesVisibilityTimeout holds a message for 10 s while a Python
-// worker with a 3 s visibility timeout runs on the same queue and Python
-// restores are triggered every second: the touched message is never
-// restored, the untouched control message is.
+// worker with a 3 s visibility timeout runs on the same queue and both
+// kombu's and a second Go broker's restores run every second: the touched
+// message is never restored, the untouched control message is.
 func TestLeaseOutlivesVisibilityTimeout(t *testing.T) {
 	testenv.RequireCelery(t)
 	ctx := context.Background()
@@ -159,9 +159,19 @@ for _ in range(12):
     time.sleep(1)
 print("restorer done")
 `)
+	// A second Go process's restorer, with the same 3 s timeout, sweeps too.
+	pool2, err := protocol.NewPool(s.r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool2.Close()
+	other := protocol.NewBroker(pool2, protocol.BrokerOptions{VisibilityTimeout: 3 * time.Second})
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if err := s.broker.Touch(ctx, dl.Tag); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.RestoreExpired(ctx); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
