@@ -1,0 +1,116 @@
+// Command worker is the Go Celery worker: it consumes Celery task messages
+// from Redis next to (or instead of) Python `celery worker` processes.
+//
+//	go run ./worker -queues gpu-tasks-alice,cpu-tasks-alice
+//
+// Flags accept Celery's spelling too (--queues=...). SIGINT/SIGTERM shut
+// down gracefully; a second signal requeues running tasks and exits.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"morag-gpu/worker/runner"
+	"morag-gpu/worker/tasks"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	gpus := detectGPUs()
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	queues := fs.String("queues", "celery", "comma-separated queues to consume from")
+	concurrency := fs.Int("concurrency", max(1, len(gpus)), "tasks run at once (number of GPUs found by nvidia-smi, else 1)")
+	prefetch := fs.Int("prefetch", 0, "fetched tasks that may wait for a free slot (0: same as -concurrency, -1: none)")
+	hostname := fs.String("hostname", "gpu@%h", "node name; %h, %n, %d expand as in Celery")
+	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
+	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
+	loglevel := fs.String("loglevel", "info", "debug, info, warn or error")
+	events := fs.Bool("events", true, "send task events (worker events are always sent)")
+	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
+	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
+	diagnostics := fs.Bool("diagnostics", false, "register the diag.* tasks")
+	expires := fs.Duration("result-expires", 24*time.Hour, "how long results are kept")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; run with -h for the flags", fs.Args())
+	}
+	level, err := zerolog.ParseLevel(strings.ToLower(*loglevel))
+	if err != nil || level == zerolog.NoLevel {
+		return fmt.Errorf("-loglevel %q: use debug, info, warn or error", *loglevel)
+	}
+
+	info := map[string]any{}
+	if len(gpus) > 0 {
+		info["gpu"] = gpus
+	}
+	mux := runner.NewMux()
+	tasks.RegisterHealth(mux)
+	if *diagnostics {
+		tasks.RegisterDiagnostics(mux)
+	}
+	srv, err := runner.NewServer(runner.Config{
+		Queues:            strings.Split(*queues, ","),
+		Concurrency:       *concurrency,
+		Prefetch:          *prefetch,
+		Hostname:          *hostname,
+		RedisURL:          *redisURL,
+		VisibilityTimeout: *visibility,
+		ShutdownGrace:     *grace,
+		ResultExpires:     *expires,
+		Events:            *events,
+		ForwardUnknown:    *forward,
+		Logger:            zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger(),
+		Info:              info,
+	}, mux)
+	if err != nil {
+		return err
+	}
+	return srv.RunWithSignals(context.Background())
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// detectGPUs lists the GPUs `nvidia-smi -L` reports; none when it is
+// missing or fails.
+func detectGPUs() []string {
+	if _, err := exec.LookPath("nvidia-smi"); err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "nvidia-smi", "-L").Output()
+	if err != nil {
+		return nil
+	}
+	var gpus []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "GPU ") {
+			gpus = append(gpus, line)
+		}
+	}
+	return gpus
+}

@@ -1,0 +1,171 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Config configures a Server. The zero value of every field means "the
+// default" (noted per field), so Config{Queues: []string{"q"}} is complete.
+type Config struct {
+	// Queues to consume from, fairly within each priority band. Default
+	// ["celery"].
+	Queues []string
+	// Concurrency is how many handlers run at once. Default 1.
+	Concurrency int
+	// Prefetch is how many fetched messages may wait for a free slot (ETA
+	// tasks do not count). Default Concurrency. Negative: fetch only when a
+	// slot is free.
+	Prefetch int
+	// Hostname is the Celery node name, "name@host". %h, %n and %d expand as
+	// in Celery; a name without "@" is taken as the host part. Default
+	// "gpu@<hostname>".
+	Hostname string
+	// RedisURL is the broker and result backend. Default
+	// redis://localhost:6379/0.
+	RedisURL string
+	// VisibilityTimeout must equal the broker_transport_options
+	// visibility_timeout of every Python participant. Default 1h.
+	VisibilityTimeout time.Duration
+	// ShutdownGrace bounds how long a graceful shutdown waits for running
+	// handlers before their messages are requeued. Default 30s.
+	ShutdownGrace time.Duration
+	// ResultExpires is result_expires. Default 24h.
+	ResultExpires time.Duration
+	// Events enables task events at start (worker events are always sent,
+	// as Python does without -E). enable_events/disable_events toggle it.
+	Events bool
+	// ForwardUnknown is the queue messages with unregistered task names are
+	// forwarded to, unchanged. Empty: unknown tasks fail with NotRegistered.
+	ForwardUnknown string
+	// Route picks the queue for canvas continuations (link, link_error,
+	// chain) whose signature names no queue, as Python's task_routes would.
+	// Default: "celery".
+	Route func(taskName string) string
+	// Logger receives structured logs. The zero value logs to stderr at
+	// info level; zerolog.Nop() silences the server.
+	Logger zerolog.Logger
+	// Info holds extra fields for `inspect stats` and for handlers
+	// (Task.Info), e.g. {"gpu": [...]}.
+	Info map[string]any
+}
+
+const (
+	defaultRedisURL      = "redis://localhost:6379/0"
+	defaultVisibility    = time.Hour
+	defaultShutdownGrace = 30 * time.Second
+	defaultResultExpires = 24 * time.Hour
+	defaultQueue         = "celery"
+	defaultNodePrefix    = "gpu"
+)
+
+// withDefaults returns cfg with every zero field filled in, or an error
+// saying which field is invalid.
+func (cfg Config) withDefaults() (Config, error) {
+	var queues []string
+	for _, q := range cfg.Queues {
+		q = strings.TrimSpace(q)
+		if q != "" && !contains(queues, q) {
+			queues = append(queues, q)
+		}
+	}
+	if len(queues) == 0 {
+		queues = []string{defaultQueue}
+	}
+	cfg.Queues = queues
+	if cfg.Concurrency < 0 {
+		return cfg, fmt.Errorf("runner: Concurrency %d is negative; use 1 or more", cfg.Concurrency)
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = 1
+	}
+	if cfg.Prefetch == 0 {
+		cfg.Prefetch = cfg.Concurrency
+	}
+	if cfg.Prefetch < 0 {
+		cfg.Prefetch = 0
+	}
+	if cfg.RedisURL == "" {
+		cfg.RedisURL = defaultRedisURL
+	}
+	if cfg.VisibilityTimeout < 0 || cfg.ShutdownGrace < 0 {
+		return cfg, errors.New("runner: VisibilityTimeout and ShutdownGrace must not be negative")
+	}
+	if cfg.VisibilityTimeout == 0 {
+		cfg.VisibilityTimeout = defaultVisibility
+	}
+	if cfg.VisibilityTimeout < time.Second {
+		return cfg, fmt.Errorf("runner: VisibilityTimeout %s is below 1s; kombu counts it in whole seconds", cfg.VisibilityTimeout)
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = defaultShutdownGrace
+	}
+	if cfg.ResultExpires == 0 {
+		cfg.ResultExpires = defaultResultExpires
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	cfg.Hostname = ExpandNodename(cfg.Hostname, host)
+	if cfg.Route == nil {
+		cfg.Route = func(string) string { return defaultQueue }
+	}
+	if reflect.ValueOf(cfg.Logger).IsZero() {
+		cfg.Logger = zerolog.New(os.Stderr).With().Timestamp().Logger().Level(zerolog.InfoLevel)
+	}
+	return cfg, nil
+}
+
+// ExpandNodename turns a -hostname value into a Celery node name the way
+// `celery worker -n` does: "%h" is the host name, "%n" its first label,
+// "%d" the rest (the domain), "%%" a percent sign; a value without "@" is
+// the host part of "gpu@<value>"; an empty value is "gpu@<host>".
+func ExpandNodename(value, host string) string {
+	if value == "" {
+		value = defaultNodePrefix + "@%h"
+	}
+	name, domain, _ := strings.Cut(host, ".")
+	var b strings.Builder
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if c != '%' || i+1 == len(value) {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		switch value[i] {
+		case 'h':
+			b.WriteString(host)
+		case 'n':
+			b.WriteString(name)
+		case 'd':
+			b.WriteString(domain)
+		case '%':
+			b.WriteByte('%')
+		default:
+			b.WriteByte('%')
+			b.WriteByte(value[i])
+		}
+	}
+	out := b.String()
+	if !strings.Contains(out, "@") {
+		out = defaultNodePrefix + "@" + out
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

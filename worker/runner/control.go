@@ -1,0 +1,440 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"morag-gpu/protocol"
+)
+
+// registerControl wires the pidbox commands of celery/worker/control.py
+// that make sense for this worker; reply shapes are Python's.
+func (s *Server) registerControl() {
+	h := map[string]protocol.ControlHandler{
+		"ping":            func(context.Context, *protocol.ControlRequest) (any, error) { return ok("pong"), nil },
+		"clock":           s.ctlClock,
+		"stats":           s.ctlStats,
+		"active":          s.ctlActive,
+		"reserved":        s.ctlReserved,
+		"scheduled":       s.ctlScheduled,
+		"revoked":         s.ctlRevokedList,
+		"registered":      s.ctlRegistered,
+		"active_queues":   s.ctlActiveQueues,
+		"conf":            s.ctlConf,
+		"query_task":      s.ctlQueryTask,
+		"report":          s.ctlReport,
+		"revoke":          s.ctlRevoke,
+		"terminate":       s.ctlTerminate,
+		"add_consumer":    s.ctlAddConsumer,
+		"cancel_consumer": s.ctlCancelConsumer,
+		"enable_events":   s.ctlEnableEvents,
+		"disable_events":  s.ctlDisableEvents,
+		"heartbeat":       s.ctlHeartbeat,
+		"shutdown":        s.ctlShutdown,
+		"hello":           s.ctlHello,
+	}
+	// Python's aliases.
+	h["dump_conf"], h["dump_schedule"], h["dump_reserved"] = h["conf"], h["scheduled"], h["reserved"]
+	h["dump_active"], h["dump_revoked"], h["dump_tasks"] = h["active"], h["revoked"], h["registered"]
+	for _, name := range []string{"rate_limit", "time_limit", "pool_grow", "pool_shrink", "autoscale", "pool_restart", "election", "memsample", "memdump", "objgraph", "revoke_by_stamped_headers"} {
+		h[name] = unsupported(name)
+	}
+	for name, fn := range h {
+		s.mailbox.Handle(name, fn)
+	}
+}
+
+func ok(v any) map[string]any  { return map[string]any{"ok": v} }
+func nok(v any) map[string]any { return map[string]any{"error": v} }
+
+func unsupported(name string) protocol.ControlHandler {
+	return func(context.Context, *protocol.ControlRequest) (any, error) {
+		return nok(fmt.Sprintf("%s is not supported by the Go worker", name)), nil
+	}
+}
+
+// runMailbox serves remote control until ctx ends.
+func (s *Server) runMailbox(ctx context.Context) {
+	if err := s.mailbox.Run(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error().Err(err).Msg("remote control mailbox stopped")
+	}
+}
+
+func (s *Server) ctlClock(context.Context, *protocol.ControlRequest) (any, error) {
+	return map[string]any{"clock": s.events.Clock()}, nil
+}
+
+// requests returns held requests in the given states, oldest first.
+func (s *Server) requests(states ...reqState) []*request {
+	var out []*request
+	for _, r := range s.snapshot() {
+		st := r.getState()
+		for _, want := range states {
+			if st == want {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].received.Before(out[j].received) })
+	return out
+}
+
+func (s *Server) infos(rs []*request, safe bool) []any {
+	out := make([]any, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.info(s.cfg.Hostname, s.pid, safe))
+	}
+	return out
+}
+
+func (s *Server) ctlActive(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	return s.infos(s.requests(stateActive), argBool(req.Arguments["safe"])), nil
+}
+
+func (s *Server) ctlReserved(context.Context, *protocol.ControlRequest) (any, error) {
+	return s.infos(s.requests(stateReserved), false), nil
+}
+
+func (s *Server) ctlScheduled(context.Context, *protocol.ControlRequest) (any, error) {
+	out := []any{}
+	for _, r := range s.requests(stateScheduled) {
+		out = append(out, map[string]any{
+			"eta":      isoOrNil(r.msg.ETA),
+			"priority": 6, // Python's timer priority for ETA entries
+			"request":  r.info(s.cfg.Hostname, s.pid, false),
+		})
+	}
+	return out, nil
+}
+
+func (s *Server) ctlRevokedList(context.Context, *protocol.ControlRequest) (any, error) {
+	ids, _ := s.revoked.Snapshot(time.Now())
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids, nil
+}
+
+func (s *Server) ctlRegistered(context.Context, *protocol.ControlRequest) (any, error) {
+	return s.mux.Names(), nil
+}
+
+// ctlActiveQueues is kombu's Queue.as_dict(recurse=True) for each queue
+// consumed, with the default direct exchange named after the queue.
+func (s *Server) ctlActiveQueues(context.Context, *protocol.ControlRequest) (any, error) {
+	out := []any{}
+	for _, q := range s.queues() {
+		out = append(out, map[string]any{
+			"name": q,
+			"exchange": map[string]any{
+				"name": q, "type": "direct", "arguments": nil, "durable": true,
+				"passive": false, "auto_delete": false, "delivery_mode": nil, "no_declare": false,
+			},
+			"routing_key": q, "queue_arguments": nil, "binding_arguments": nil,
+			"consumer_arguments": nil, "durable": true, "exclusive": false,
+			"auto_delete": false, "no_ack": false, "alias": nil, "bindings": []any{},
+			"no_declare": nil, "expires": nil, "message_ttl": nil, "max_length": nil,
+			"max_length_bytes": nil, "max_priority": nil,
+		})
+	}
+	return out, nil
+}
+
+func (s *Server) ctlStats(context.Context, *protocol.ControlRequest) (any, error) {
+	s.mu.Lock()
+	total := make(map[string]any, len(s.total))
+	for k, v := range s.total {
+		total[k] = v
+	}
+	uptime := time.Since(s.startTime).Round(time.Second).Seconds()
+	s.mu.Unlock()
+	stats := map[string]any{}
+	for k, v := range s.cfg.Info {
+		stats[k] = v
+	}
+	for k, v := range map[string]any{
+		"total":  total,
+		"pid":    s.pid,
+		"clock":  strconv.FormatInt(s.events.Clock(), 10),
+		"uptime": int64(uptime),
+		"pool": map[string]any{
+			"max-concurrency":          s.cfg.Concurrency,
+			"processes":                []any{s.pid},
+			"max-tasks-per-child":      "N/A",
+			"put-guarded-by-semaphore": false,
+			"timeouts":                 []any{0, 0},
+			"implementation":           "goroutines",
+		},
+		"broker":         s.brokerInfo(),
+		"prefetch_count": s.cfg.Concurrency + s.cfg.Prefetch,
+		"rusage":         rusage(),
+		"sw_ident":       swIdent,
+		"sw_ver":         swVer,
+	} {
+		stats[k] = v
+	}
+	return stats, nil
+}
+
+// brokerInfo is kombu's Connection.info(), without the password.
+func (s *Server) brokerInfo() map[string]any {
+	info := map[string]any{
+		"hostname": "localhost", "userid": nil, "virtual_host": strconv.Itoa(s.db), "port": 6379,
+		"insist": false, "ssl": false, "transport": "redis", "connect_timeout": 4,
+		"transport_options": map[string]any{"visibility_timeout": int64(s.cfg.VisibilityTimeout / time.Second)},
+		"login_method":      nil, "uri_prefix": nil, "heartbeat": json.Number("120.0"),
+		"failover_strategy": "round-robin", "alternates": []any{},
+	}
+	if u, err := url.Parse(s.cfg.RedisURL); err == nil {
+		if h := u.Hostname(); h != "" {
+			info["hostname"] = h
+		}
+		if p, err := strconv.Atoi(u.Port()); err == nil {
+			info["port"] = p
+		}
+		if u.User != nil && u.User.Username() != "" {
+			info["userid"] = u.User.Username()
+		}
+		info["ssl"] = u.Scheme == "rediss"
+	}
+	return info
+}
+
+func (s *Server) ctlConf(context.Context, *protocol.ControlRequest) (any, error) {
+	return map[string]any{
+		"broker_url":               redactURL(s.cfg.RedisURL),
+		"result_backend":           redactURL(s.cfg.RedisURL),
+		"task_serializer":          "json",
+		"accept_content":           []any{"json"},
+		"result_serializer":        "json",
+		"timezone":                 "UTC",
+		"enable_utc":               true,
+		"task_track_started":       true,
+		"task_acks_late":           true,
+		"worker_concurrency":       s.cfg.Concurrency,
+		"worker_send_task_events":  s.taskEvents.Load(),
+		"result_expires":           int64(s.cfg.ResultExpires / time.Second),
+		"broker_transport_options": map[string]any{"visibility_timeout": int64(s.cfg.VisibilityTimeout / time.Second)},
+	}, nil
+}
+
+func (s *Server) ctlQueryTask(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	ids := argStrings(req.Arguments["ids"])
+	out := map[string]any{}
+	for _, r := range s.requests(stateReserved, stateScheduled, stateActive) {
+		if !contains(ids, r.msg.ID) {
+			continue
+		}
+		state := "reserved"
+		if r.getState() == stateActive {
+			state = "active"
+		}
+		out[r.msg.ID] = []any{state, r.info(s.cfg.Hostname, s.pid, false)}
+	}
+	return out, nil
+}
+
+func (s *Server) ctlReport(context.Context, *protocol.ControlRequest) (any, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nsoftware -> %s:%s go:%s\n", swIdent, swVer, strings.TrimPrefix(runtime.Version(), "go"))
+	fmt.Fprintf(&b, "platform -> system:%s arch:%s\n", swSys(), runtime.GOARCH)
+	fmt.Fprintf(&b, "settings -> transport:redis results:%s\n\n", redactURL(s.cfg.RedisURL))
+	fmt.Fprintf(&b, "queues: %s\nconcurrency: %d\nprefetch: %d\nvisibility_timeout: %s\n",
+		strings.Join(s.queues(), ","), s.cfg.Concurrency, s.cfg.Prefetch, s.cfg.VisibilityTimeout)
+	return ok(b.String()), nil
+}
+
+func (s *Server) ctlRevoke(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	a := req.Arguments
+	return s.doRevoke(argStrings(a["task_id"]), argBool(a["terminate"]), argString(a["signal"])), nil
+}
+
+func (s *Server) ctlTerminate(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	a := req.Arguments
+	return s.doRevoke(argStrings(a["task_id"]), true, argString(a["signal"])), nil
+}
+
+// doRevoke is control.revoke: remember the ids (checked at receipt and
+// before execution), wake ETA waiters, and with terminate cancel the
+// running handlers, whose tasks become REVOKED "terminated".
+func (s *Server) doRevoke(ids []string, terminate bool, signal string) map[string]any {
+	s.revoked.Add(time.Now(), ids...)
+	var terminated []string
+	for _, r := range s.snapshot() {
+		if !contains(ids, r.msg.ID) {
+			continue
+		}
+		r.wakeUp()
+		if terminate && !contains(terminated, r.msg.ID) {
+			terminated = append(terminated, r.msg.ID)
+			if r.requestTerminate(signum(signal)) {
+				r.log.Info().Int("signum", signum(signal)).Msg("terminating task (revoke with terminate)")
+			}
+		}
+	}
+	if terminate {
+		if len(terminated) == 0 {
+			return ok("terminate: tasks unknown")
+		}
+		return ok("terminate: " + strings.Join(terminated, ", "))
+	}
+	s.log.Info().Strs("task_ids", ids).Msg("tasks flagged as revoked")
+	return ok(fmt.Sprintf("tasks %s flagged as revoked", strings.Join(ids, ", ")))
+}
+
+func (s *Server) ctlAddConsumer(ctx context.Context, req *protocol.ControlRequest) (any, error) {
+	q := argString(req.Arguments["queue"])
+	if q == "" {
+		return nok("add_consumer needs a queue name"), nil
+	}
+	if err := s.broker.DeclareQueue(ctx, q); err != nil {
+		return nok(fmt.Sprintf("cannot declare queue %s: %v", q, err)), nil
+	}
+	s.consumer.AddQueue(q)
+	s.log.Info().Str("queue", q).Msg("started consuming from queue (remote add_consumer)")
+	return ok("add consumer " + q), nil
+}
+
+func (s *Server) ctlCancelConsumer(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	q := argString(req.Arguments["queue"])
+	if q == "" {
+		return nok("cancel_consumer needs a queue name"), nil
+	}
+	s.consumer.RemoveQueue(q)
+	s.log.Info().Str("queue", q).Msg("stopped consuming from queue (remote cancel_consumer)")
+	return ok("no longer consuming from " + q), nil
+}
+
+func (s *Server) ctlEnableEvents(context.Context, *protocol.ControlRequest) (any, error) {
+	if s.taskEvents.CompareAndSwap(false, true) {
+		s.log.Info().Msg("task events enabled by remote")
+		return ok("task events enabled"), nil
+	}
+	return ok("task events already enabled"), nil
+}
+
+func (s *Server) ctlDisableEvents(context.Context, *protocol.ControlRequest) (any, error) {
+	if s.taskEvents.CompareAndSwap(true, false) {
+		s.log.Info().Msg("task events disabled by remote")
+		return ok("task events disabled"), nil
+	}
+	return ok("task events already disabled"), nil
+}
+
+func (s *Server) ctlHeartbeat(ctx context.Context, _ *protocol.ControlRequest) (any, error) {
+	s.workerEvent(ctx, "worker-heartbeat", 5)
+	return nil, nil
+}
+
+func (s *Server) ctlShutdown(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	msg := argString(req.Arguments["msg"])
+	if msg == "" {
+		msg = "Got shutdown from remote"
+	}
+	s.log.Warn().Msg(msg)
+	s.Shutdown()
+	return nil, protocol.ErrNoReply
+}
+
+// ctlHello answers mingle: share the revoked set (timestamps as floats,
+// which Python's LimitedSet insists on) and the clock.
+func (s *Server) ctlHello(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	from := argString(req.Arguments["from_node"])
+	if from == s.cfg.Hostname {
+		return nil, nil
+	}
+	now := time.Now()
+	if theirs, ok := req.Arguments["revoked"].(map[string]any); ok {
+		for id := range theirs {
+			s.revoked.Add(now, id)
+		}
+	}
+	ids, at := s.revoked.Snapshot(now)
+	revoked := make(map[string]any, len(ids))
+	for i, id := range ids {
+		revoked[id] = pyFloatNumber(float64(at[i].UnixNano()) / 1e9)
+	}
+	return map[string]any{"revoked": revoked, "clock": s.events.Clock()}, nil
+}
+
+func argString(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// argStrings reads an id argument: one string or a list (variadic CLI args).
+func argStrings(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []string:
+		return x
+	case []any:
+		var out []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func argBool(v any) bool {
+	switch x := v.(type) {
+	case bool:
+		return x
+	case string:
+		b, _ := strconv.ParseBool(strings.ToLower(x))
+		return b || strings.EqualFold(x, "yes") || strings.EqualFold(x, "on")
+	case json.Number:
+		return x != "0"
+	}
+	return false
+}
+
+// signum maps a signal name ("SIGTERM", "TERM", "KILL", "9") to its number;
+// the default is SIGTERM, as in Celery.
+func signum(name string) int {
+	name = strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
+	if n, err := strconv.Atoi(name); err == nil && n > 0 {
+		return n
+	}
+	switch name {
+	case "KILL":
+		return int(syscall.SIGKILL)
+	case "INT":
+		return int(syscall.SIGINT)
+	case "HUP":
+		return int(syscall.SIGHUP)
+	case "QUIT":
+		return int(syscall.SIGQUIT)
+	case "USR1":
+		return int(syscall.SIGUSR1)
+	case "USR2":
+		return int(syscall.SIGUSR2)
+	}
+	return int(syscall.SIGTERM)
+}
+
+// redactURL hides the password of a redis:// URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "**")
+	}
+	return u.String()
+}

@@ -1,0 +1,34 @@
+// Package runner is a Celery worker runtime in Go: it consumes task messages
+// from the kombu Redis transport, runs registered handlers and behaves the way
+// Python Celery workers, `celery inspect/control`, `celery events` and Flower
+// expect a worker to behave. It knows nothing about any particular
+// application: handlers are registered on a Mux by task name, in the style of
+// net/http.
+//
+//	mux := runner.NewMux()
+//	mux.HandleFunc("proj.add", func(ctx context.Context, t *runner.Task) (any, error) { ... })
+//	srv, err := runner.NewServer(runner.Config{Queues: []string{"celery"}}, mux)
+//	err = srv.RunWithSignals(ctx)
+//
+// Semantics, in the order a message meets them:
+//
+//   - Fetching is bounded: the server only fetches while fewer than
+//     Config.Prefetch fetched messages wait for a free slot, and at most
+//     Config.Concurrency handlers run at once.
+//   - Every fetched message stays in kombu's unacked bookkeeping until its
+//     outcome is stored (late ack), and its lease is refreshed every
+//     VisibilityTimeout/3, so no Python restorer re-delivers a task that is
+//     still running or waiting for its ETA (the kombu#337 duplicate runs).
+//   - Revoked and expired tasks are stored as REVOKED and not run; ETA tasks
+//     wait in memory and are checked against the broker before they run.
+//   - Handlers get a context that is cancelled on revoke(terminate=True),
+//     on the soft time limit (cause ErrSoftTimeLimit) and on forced shutdown.
+//     A hard time limit abandons the handler and frees its slot.
+//   - Results, failures, retries and canvas continuations (link, link_error,
+//     chain) are written exactly as a Python worker writes them.
+//   - Unknown task names are forwarded unchanged to Config.ForwardUnknown, or
+//     failed as NotRegistered when that would loop.
+//
+// The server also answers the pidbox mailbox (ping, inspect, revoke, ...) and
+// sends worker and task events.
+package runner

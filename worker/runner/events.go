@@ -1,0 +1,104 @@
+package runner
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Software identity in worker events (Python sends sw_ident "py-celery").
+const (
+	swIdent = "morag-gpu"
+	swVer   = "0.1.0"
+)
+
+// heartbeatInterval is Celery's default worker heartbeat (freq 2.0).
+const heartbeatInterval = 2 * time.Second
+
+// eventTimeout bounds one event publish: events are best effort and never
+// hold a task up.
+const eventTimeout = 2 * time.Second
+
+// taskEvent sends a task-* event when task events are enabled.
+func (s *Server) taskEvent(typ string, fields map[string]any) {
+	if !s.taskEvents.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+	defer cancel()
+	if err := s.events.Send(ctx, typ, fields); err != nil {
+		s.log.Debug().Err(err).Str("event", typ).Msg("could not send event")
+	}
+}
+
+// workerEvent sends a worker-* event with the fields Celery's Heart sends.
+func (s *Server) workerEvent(ctx context.Context, typ string, freq any) {
+	if freq == nil {
+		freq = json.Number("2.0")
+	}
+	s.mu.Lock()
+	active, processed := s.active, s.processed
+	s.mu.Unlock()
+	fields := map[string]any{
+		"freq":      freq,
+		"active":    active,
+		"processed": processed,
+		"loadavg":   loadAverage(),
+		"sw_ident":  swIdent,
+		"sw_ver":    swVer,
+		"sw_sys":    swSys(),
+	}
+	ctx, cancel := context.WithTimeout(ctx, eventTimeout)
+	defer cancel()
+	if err := s.events.Send(ctx, typ, fields); err != nil {
+		s.log.Debug().Err(err).Str("event", typ).Msg("could not send event")
+	}
+}
+
+// heartbeatLoop sends worker-heartbeat every 2 s until ctx ends.
+func (s *Server) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(heartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.workerEvent(ctx, "worker-heartbeat", nil)
+		}
+	}
+}
+
+// loadAverage is Celery's load_average(): /proc/loadavg rounded to two
+// decimals, or zeros where there is none.
+func loadAverage() []any {
+	out := []any{json.Number("0.0"), json.Number("0.0"), json.Number("0.0")}
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return out
+	}
+	fields := strings.Fields(string(data))
+	for i := 0; i < 3 && i < len(fields); i++ {
+		if f, err := strconv.ParseFloat(fields[i], 64); err == nil {
+			out[i] = pyFloatNumber(float64(int64(f*100+0.5)) / 100)
+		}
+	}
+	return out
+}
+
+// swSys is Python's platform.system().
+func swSys() string {
+	switch runtime.GOOS {
+	case "linux":
+		return "Linux"
+	case "darwin":
+		return "Darwin"
+	case "windows":
+		return "Windows"
+	}
+	return runtime.GOOS
+}

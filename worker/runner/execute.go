@@ -1,0 +1,215 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"morag-gpu/protocol"
+)
+
+// outcome is how one handler call ended.
+type outcome struct {
+	value      any
+	err        error
+	cause      error // context.Cause of the handler's context when it returned
+	panicked   any
+	stack      []byte
+	hardLimit  bool
+	terminated bool
+}
+
+// slot runs reserved tasks one at a time until stopCtx ends; Concurrency
+// slots run side by side.
+func (s *Server) slot(stopCtx, ioCtx, base context.Context) {
+	for {
+		r := s.next(stopCtx)
+		if r == nil {
+			return
+		}
+		s.execute(ioCtx, base, r)
+		s.mu.Lock()
+		s.active--
+		s.broadcastLocked()
+		s.mu.Unlock()
+	}
+}
+
+// next takes the oldest reserved task, or returns nil once the server is
+// stopping (what is still reserved then is requeued by Run).
+func (s *Server) next(stopCtx context.Context) *request {
+	var r *request
+	s.waitFor(stopCtx, func() bool {
+		if s.stopping {
+			return true
+		}
+		for len(s.ready) > 0 {
+			c := s.ready[0]
+			s.ready[0] = nil
+			s.ready = s.ready[1:]
+			if c.transition(stateActive, stateReserved) {
+				r = c
+				s.active++
+				s.broadcastLocked()
+				return true
+			}
+		}
+		return false
+	})
+	return r
+}
+
+// execute runs one task to its outcome. Its handler runs in a goroutine of
+// its own so that a hard time limit, a terminate or a forced shutdown can
+// free the slot while a handler that ignores its context keeps running
+// (Go cannot kill a goroutine; that handler's result is discarded).
+func (s *Server) execute(ioCtx, base context.Context, r *request) {
+	msg := r.msg
+	now := time.Now()
+	if expired := r.expired(now); expired || s.revoked.Contains(now, msg.ID) {
+		if expired {
+			s.revoked.Add(now, msg.ID)
+		}
+		s.revoke(ioCtx, r, revokeReason(expired), false, nil)
+		return
+	}
+
+	hctx, cancel := context.WithCancelCause(r.log.WithContext(base))
+	r.mu.Lock()
+	r.started = now
+	r.cancel = cancel
+	r.mu.Unlock()
+	s.countStart(msg.Task)
+
+	if !msg.IgnoreResult {
+		// task_track_started. One attempt: a task is not held back because
+		// Redis missed an intermediate state.
+		sctx, scancel := context.WithTimeout(ioCtx, 5*time.Second)
+		err := s.backend.Store(sctx, protocol.StoreRequest{
+			TaskID:  msg.ID,
+			State:   protocol.StateStarted,
+			Result:  map[string]any{"pid": s.pid, "hostname": s.cfg.Hostname},
+			Message: msg,
+			Worker:  s.cfg.Hostname,
+		})
+		scancel()
+		if err != nil {
+			r.log.Warn().Err(err).Msg("could not store STARTED; running the task anyway")
+		}
+	}
+	s.taskEvent("task-started", map[string]any{"uuid": msg.ID})
+	r.log.Info().Msg("task started")
+
+	if soft := msg.TimeLimit.Soft; soft > 0 {
+		t := time.AfterFunc(soft, func() {
+			r.log.Warn().Dur("soft_time_limit", soft).Msg("soft time limit exceeded; cancelling the handler's context")
+			cancel(ErrSoftTimeLimit)
+		})
+		defer t.Stop()
+	}
+	var hardC <-chan time.Time
+	if hard := msg.TimeLimit.Hard; hard > 0 {
+		t := time.NewTimer(hard)
+		defer t.Stop()
+		hardC = t.C
+	}
+
+	task := &Task{
+		ID:       msg.ID,
+		Name:     msg.Task,
+		Queue:    r.d.Queue,
+		Args:     msg.Args,
+		Kwargs:   msg.Kwargs,
+		Retries:  msg.Retries,
+		Hostname: s.cfg.Hostname,
+		Info:     s.cfg.Info,
+		Message:  msg,
+		srv:      s,
+	}
+	if task.Args == nil {
+		task.Args = []any{}
+	}
+	if task.Kwargs == nil {
+		task.Kwargs = map[string]any{}
+	}
+	start := time.Now()
+	done := make(chan outcome, 1)
+	go func() { done <- call(hctx, r.handler, task) }() // owner: this slot, until its ctx is cancelled
+
+	var o outcome
+	select {
+	case o = <-done:
+	case <-hardC:
+		o = outcome{hardLimit: true}
+	case <-r.terminate:
+		o = outcome{terminated: true}
+	case <-ioCtx.Done():
+		cancel(ErrShutdown)
+		return // still held: Run requeues it
+	}
+	if r.terminated() {
+		o = outcome{terminated: true}
+	}
+	switch {
+	case o.hardLimit:
+		cancel(ErrTimeLimit)
+	case o.terminated:
+		cancel(ErrTerminated)
+	default:
+		cancel(nil)
+	}
+	s.finish(ioCtx, r, o, time.Since(start))
+}
+
+// call runs the handler, turning a panic into an outcome.
+func call(ctx context.Context, h Handler, t *Task) (o outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			o = outcome{panicked: p, stack: debug.Stack()}
+		}
+	}()
+	v, err := h.ServeTask(ctx, t)
+	return outcome{value: v, err: err, cause: context.Cause(ctx)}
+}
+
+// finish stores and acknowledges what the handler's outcome calls for.
+func (s *Server) finish(ctx context.Context, r *request, o outcome, runtime time.Duration) {
+	switch {
+	case o.terminated:
+		r.mu.Lock()
+		signum := r.signum
+		r.mu.Unlock()
+		s.revoke(ctx, r, "terminated", true, signum)
+	case o.hardLimit:
+		hard := r.msg.TimeLimit.Hard.Seconds()
+		te := &protocol.TaskError{ExcType: "TimeLimitExceeded", ExcModule: modBilliard, ExcMessage: []any{pyFloatNumber(hard)}}
+		r.log.Error().Float64("time_limit", hard).Msg("hard time limit exceeded; abandoning the handler")
+		s.fail(ctx, r, te, traceback(te, ""))
+	case o.panicked != nil:
+		te := protocol.NewTaskError("RuntimeError", modBuiltins, fmt.Sprintf("panic: %v", o.panicked))
+		s.fail(ctx, r, te, traceback(te, "  Go panic in the task handler:\n"+string(o.stack)))
+	case o.err != nil:
+		var re *RetryError
+		var fe *ForwardError
+		switch {
+		case errors.As(o.err, &re):
+			s.retry(ctx, r, re, o.cause)
+		case errors.As(o.err, &fe):
+			s.forward(ctx, r, fe.Queue, fe.Reason)
+		default:
+			te := taskError(o.err, o.cause)
+			s.fail(ctx, r, te, traceback(te, ""))
+		}
+	default:
+		s.succeed(ctx, r, o.value, runtime)
+	}
+}
+
+func (s *Server) countStart(name string) {
+	s.mu.Lock()
+	s.processed++
+	s.total[name]++
+	s.mu.Unlock()
+}

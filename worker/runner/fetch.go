@@ -1,0 +1,176 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"morag-gpu/protocol"
+)
+
+// fetchTimeout is how long one fetch blocks (kombu's brpop_timeout); it
+// also bounds how long a stop request waits for the fetch loop.
+const fetchTimeout = time.Second
+
+// fetchLoop takes messages while the prefetch limit allows, until stopCtx
+// ends. The fetch itself runs under ioCtx: a fetch is never abandoned half
+// way, so a message popped during shutdown is still recorded as held and
+// requeued rather than lost.
+func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
+	var b protocol.Backoff
+	limit := s.cfg.Concurrency + s.cfg.Prefetch
+	for {
+		canFetch := s.waitFor(stopCtx, func() bool { return s.active+len(s.ready) < limit && !s.stopping })
+		if !canFetch {
+			return
+		}
+		d, err := s.consumer.Fetch(ioCtx, fetchTimeout)
+		if err != nil {
+			if stopCtx.Err() != nil {
+				return
+			}
+			wait := b.Next()
+			s.log.Warn().Err(err).Dur("retry_in", wait).Msg("fetching from Redis failed; reconnecting")
+			if !sleepCtx(stopCtx, wait) {
+				return
+			}
+			continue
+		}
+		b.Reset()
+		if d != nil {
+			s.receive(stopCtx, ioCtx, d)
+		}
+	}
+}
+
+// receive decides what to do with a fetched message: dead-letter, forward,
+// revoke, hold for its ETA or queue it for a slot.
+func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
+	now := time.Now()
+	if d.Err != nil || d.Message == nil {
+		s.deadLetter(ioCtx, d)
+		return
+	}
+	msg := d.Message
+	log := s.log.With().Str("task_id", msg.ID).Str("task", msg.Task).Str("queue", d.Queue).Logger()
+	r := newRequest(d, s.mux.Handler(msg.Task), log, now)
+	s.hold(r)
+	log.Info().Int("retries", msg.Retries).Msg("task received")
+
+	if r.handler == nil {
+		s.unknownTask(ioCtx, r)
+		return
+	}
+	expired := r.expired(now)
+	if expired || s.revoked.Contains(now, msg.ID) {
+		if expired {
+			s.revoked.Add(now, msg.ID)
+		}
+		r.transition(stateDone, stateReserved)
+		s.revoke(ioCtx, r, revokeReason(expired), false, nil)
+		return
+	}
+	s.taskEvent("task-received", map[string]any{
+		"uuid":      msg.ID,
+		"name":      r.name(),
+		"args":      argsRepr(msg),
+		"kwargs":    kwargsRepr(msg),
+		"root_id":   nullIfEmpty(msg.RootID),
+		"parent_id": nullIfEmpty(msg.ParentID),
+		"retries":   msg.Retries,
+		"eta":       isoOrNil(msg.ETA),
+		"expires":   isoOrNil(msg.Expires),
+	})
+	if msg.ETA != nil && msg.ETA.After(now) {
+		r.mu.Lock()
+		r.state = stateScheduled
+		r.mu.Unlock()
+		log.Info().Time("eta", *msg.ETA).Msg("task scheduled for its ETA")
+		s.work.Go(func() { s.waitETA(stopCtx, ioCtx, r) })
+		return
+	}
+	s.enqueue(r)
+}
+
+// waitETA holds a scheduled task until its ETA (its lease is refreshed by
+// the lease loop meanwhile), then queues it for a slot. A task that is no
+// longer in the broker's unacked set was restored by another consumer
+// (e.g. one with a shorter visibility timeout): the restored copy will run,
+// so this one is dropped rather than run twice.
+func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request) {
+	t := time.NewTimer(time.Until(*r.msg.ETA))
+	defer t.Stop()
+	wake := r.wake
+	for fired := false; !fired; {
+		select {
+		case <-stopCtx.Done():
+			return // Run requeues it
+		case <-wake:
+			wake = nil // revoked while waiting: re-checked below
+		case <-t.C:
+			fired = true
+		}
+		now := time.Now()
+		if s.revoked.Contains(now, r.msg.ID) || r.expired(now) {
+			if r.transition(stateDone, stateScheduled) {
+				s.revoke(ioCtx, r, revokeReason(r.expired(now)), false, nil)
+			}
+			return
+		}
+	}
+	var held bool
+	err := persist(stopCtx, r.log, "check the lease of an ETA task", func(ctx context.Context) error {
+		var err error
+		held, err = s.broker.Held(ctx, r.d.Tag)
+		return err
+	})
+	if err != nil {
+		return // shutting down: Run requeues it
+	}
+	if !held {
+		if r.transition(stateDone, stateScheduled) {
+			r.log.Warn().Msg("ETA task was restored to its queue by another consumer while it waited; dropping this copy so that it runs once")
+			s.unhold(r)
+		}
+		return
+	}
+	if r.transition(stateReserved, stateScheduled) {
+		s.enqueue(r)
+	}
+}
+
+// deadLetter moves an envelope nobody can decode out of the way, keeping
+// it for inspection, instead of dropping it as Python does.
+func (s *Server) deadLetter(ctx context.Context, d *protocol.Delivery) {
+	reason := "undecodable"
+	var de *protocol.DecodeError
+	if errors.As(d.Err, &de) && de.Reason != "" {
+		reason = de.Reason
+	}
+	log := s.log.With().Str("queue", d.Queue).Str("delivery_tag", d.Tag).Logger()
+	log.Error().Err(d.Err).Str("reason", reason).Msg("message cannot be decoded; moving it to the dead-letter list")
+	_ = persist(ctx, log, "dead-letter an undecodable message", func(ctx context.Context) error {
+		return s.broker.DeadLetter(ctx, d, reason)
+	})
+}
+
+func revokeReason(expired bool) string {
+	if expired {
+		return "expired"
+	}
+	return "revoked"
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func isoOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return protocol.FormatTime(*t)
+}

@@ -1,0 +1,80 @@
+package runner
+
+import (
+	"context"
+	"time"
+)
+
+// restoreInterval is how often expired unacked messages of crashed
+// consumers are restored (kombu's sweep, without its 10x throttle).
+const restoreInterval = 10 * time.Second
+
+// touchBatch bounds one lease refresh command.
+const touchBatch = 500
+
+// leaseLoop refreshes the unacked score of every held message (running,
+// reserved or waiting for its ETA) every VisibilityTimeout/3, so that no
+// restorer, Python's included, takes them for lost while they are in hand.
+func (s *Server) leaseLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.VisibilityTimeout / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.touchHeld(ctx)
+		}
+	}
+}
+
+func (s *Server) touchHeld(ctx context.Context) {
+	s.mu.Lock()
+	tags := make([]string, 0, len(s.held))
+	for tag := range s.held {
+		tags = append(tags, tag)
+	}
+	s.mu.Unlock()
+	for len(tags) > 0 {
+		n := min(len(tags), touchBatch)
+		tctx, cancel := context.WithTimeout(ctx, s.cfg.VisibilityTimeout/3)
+		err := s.broker.Touch(tctx, tags[:n]...)
+		cancel()
+		if err != nil {
+			s.log.Warn().Err(err).Int("messages", len(tags)).Msg("could not refresh the lease of held messages; retrying next period")
+			return
+		}
+		tags = tags[n:]
+	}
+}
+
+// restoreLoop restores expired unacked messages and re-declares the
+// consumed queues (bindings vanish when Redis restarts empty) every 10 s.
+func (s *Server) restoreLoop(ctx context.Context) {
+	t := time.NewTicker(restoreInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.restoreExpired(ctx)
+			for _, q := range s.queues() {
+				if err := s.broker.DeclareQueue(ctx, q); err != nil {
+					s.log.Debug().Err(err).Str("queue", q).Msg("could not declare queue")
+					break
+				}
+			}
+		}
+	}
+}
+
+func (s *Server) restoreExpired(ctx context.Context) {
+	n, err := s.broker.RestoreExpired(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Warn().Err(err).Msg("could not restore expired unacked messages; retrying in 10s")
+	case n > 0:
+		s.log.Warn().Int("messages", n).Msg("restored unacknowledged messages whose visibility timeout passed (a consumer died holding them)")
+	}
+}

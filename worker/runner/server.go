@@ -1,0 +1,350 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+
+	"morag-gpu/protocol"
+)
+
+// Server is a Celery worker: it fetches tasks from Config.Queues and runs
+// them with the handlers registered on its Mux.
+type Server struct {
+	cfg Config
+	mux *Mux
+	log zerolog.Logger
+	pid int
+	db  int
+
+	pool     *redis.Pool
+	broker   *protocol.Broker
+	backend  *protocol.Backend
+	consumer *protocol.Consumer
+	events   *protocol.EventDispatcher
+	mailbox  *protocol.Mailbox
+
+	revoked    *revokedSet
+	taskEvents atomic.Bool
+	running    atomic.Bool
+
+	abortOnce sync.Once
+	abortCh   chan struct{} // closed to stop waiting for running tasks
+
+	// work owns the fetch loop, the execution slots and the ETA waiters.
+	work sync.WaitGroup
+
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced whenever held/ready/active change
+	held      map[string]*request
+	ready     []*request // reserved, in fetch order
+	active    int
+	stop      context.CancelFunc // starts a graceful shutdown
+	stopping  bool
+	startTime time.Time
+	processed int64
+	total     map[string]int64
+}
+
+// NewServer checks cfg, fills in its defaults and prepares the connections.
+// Nothing connects before Run.
+func NewServer(cfg Config, mux *Mux) (*Server, error) {
+	if mux == nil {
+		return nil, errors.New("runner: NewServer needs a Mux; use runner.NewMux()")
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := protocol.NewPool(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
+	}
+	db, err := protocol.ParseDB(cfg.RedisURL)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		mux:     mux,
+		log:     cfg.Logger.With().Str("worker", cfg.Hostname).Logger(),
+		pid:     os.Getpid(),
+		db:      db,
+		pool:    pool,
+		revoked: newRevokedSet(revokedMax, revokedExpires),
+		abortCh: make(chan struct{}),
+		changed: make(chan struct{}),
+		held:    map[string]*request{},
+		total:   map[string]int64{},
+	}
+	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, Logger: s.log})
+	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, Logger: s.log})
+	s.consumer = s.broker.NewConsumer(cfg.Queues...)
+	// One Lamport clock for events and remote control, as Python's
+	// app.clock.
+	clock := new(protocol.LamportClock)
+	s.events = protocol.NewEventDispatcher(pool, db, cfg.Hostname, "", protocol.WithClock(clock), protocol.WithLogger(s.log))
+	s.mailbox = protocol.NewMailbox(pool, db, cfg.Hostname, "", protocol.WithClock(clock), protocol.WithLogger(s.log))
+	s.taskEvents.Store(cfg.Events)
+	s.registerControl()
+	return s, nil
+}
+
+// Hostname is the node name the server answers to.
+func (s *Server) Hostname() string { return s.cfg.Hostname }
+
+// Run serves until ctx is cancelled (or a remote `shutdown`), then shuts
+// down gracefully: it stops fetching, requeues tasks that have not started,
+// waits up to ShutdownGrace for running handlers, requeues whatever is
+// still unfinished, sends worker-offline and returns nil. Run may be called
+// once per Server.
+func (s *Server) Run(ctx context.Context) error {
+	if !s.running.CompareAndSwap(false, true) {
+		return errors.New("runner: Server.Run called twice; create a new Server")
+	}
+	defer s.pool.Close()
+
+	stopCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	base := context.WithoutCancel(ctx)
+	// ioCtx bounds the Redis writes that keep a task in hand (results,
+	// acks, republishes); it only ends when shutdown stops waiting.
+	ioCtx, abortIO := context.WithCancelCause(base)
+	defer abortIO(nil)
+	bgCtx, stopBG := context.WithCancel(base)
+	defer stopBG()
+
+	s.mu.Lock()
+	s.stop = stop
+	s.startTime = time.Now()
+	s.mu.Unlock()
+
+	if !s.startup(stopCtx) {
+		s.log.Info().Msg("stopped before Redis answered")
+		return nil
+	}
+
+	var bg sync.WaitGroup
+	bg.Go(func() { s.runMailbox(bgCtx) })
+	bg.Go(func() { s.heartbeatLoop(bgCtx) })
+	bg.Go(func() { s.leaseLoop(bgCtx) })
+	bg.Go(func() { s.restoreLoop(stopCtx) })
+
+	fetchDone := make(chan struct{})
+	s.work.Go(func() {
+		defer close(fetchDone)
+		s.fetchLoop(stopCtx, ioCtx)
+	})
+	for i := 0; i < s.cfg.Concurrency; i++ {
+		s.work.Go(func() { s.slot(stopCtx, ioCtx, base) })
+	}
+	s.workerEvent(ioCtx, "worker-online", nil)
+	s.log.Info().Strs("queues", s.cfg.Queues).Int("concurrency", s.cfg.Concurrency).
+		Int("prefetch", s.cfg.Prefetch).Strs("tasks", s.mux.Names()).Msg("ready.")
+
+	<-stopCtx.Done()
+	s.mu.Lock()
+	s.stopping = true
+	s.broadcastLocked()
+	s.mu.Unlock()
+	s.log.Info().Dur("grace", s.cfg.ShutdownGrace).Msg("warm shutdown: no new tasks; waiting for running tasks")
+
+	grace := time.NewTimer(s.cfg.ShutdownGrace)
+	defer grace.Stop()
+	workDone := make(chan struct{})
+	go func() { // owner: Run; ends when every work goroutine has
+		s.work.Wait()
+		close(workDone)
+	}()
+
+	// waitOr waits for ch unless the grace period ends or a second signal
+	// forces the shutdown first; then it stops the Redis retries of
+	// running tasks and reports false.
+	waitOr := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-grace.C:
+			abortIO(errors.New("shutdown grace period over"))
+		case <-s.abortCh:
+			abortIO(errors.New("shutdown forced"))
+		}
+		return false
+	}
+	// Tasks that have not started go back to their queues at once, so that
+	// other workers can take them while this one drains.
+	if waitOr(fetchDone) {
+		s.requeueWaiting(ioCtx)
+		waitOr(workDone)
+	}
+	if ioCtx.Err() != nil {
+		s.log.Warn().Str("reason", context.Cause(ioCtx).Error()).Msg("not waiting for running tasks any longer; requeueing them")
+		select {
+		case <-workDone:
+		case <-time.After(10 * time.Second):
+			s.log.Error().Msg("execution slots did not stop within 10s of the forced shutdown")
+		}
+	}
+	s.requeueRemaining()
+
+	offCtx, cancel := context.WithTimeout(base, 3*time.Second)
+	s.workerEvent(offCtx, "worker-offline", nil)
+	cancel()
+	stopBG()
+	bg.Wait()
+	s.log.Info().Msg("worker stopped")
+	return nil
+}
+
+// Shutdown starts a graceful shutdown, as a cancelled Run context does.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	stop := s.stop
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// abort stops waiting for running handlers: their messages are requeued
+// and Run returns promptly (the second Ctrl-C).
+func (s *Server) abort() {
+	s.abortOnce.Do(func() { close(s.abortCh) })
+	s.Shutdown()
+}
+
+// startup declares the consumed queues and restores expired unacked
+// messages, retrying until Redis answers. It reports false when ctx ended
+// first.
+func (s *Server) startup(ctx context.Context) bool {
+	err := persist(ctx, s.log, "connect to Redis and declare queues", func(ctx context.Context) error {
+		for _, q := range s.queues() {
+			if err := s.broker.DeclareQueue(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false
+	}
+	s.restoreExpired(ctx)
+	return true
+}
+
+// queues lists the queues consumed right now.
+func (s *Server) queues() []string { return s.consumer.Queues() }
+
+// broadcastLocked wakes everything waiting for a state change.
+func (s *Server) broadcastLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// waitFor blocks until cond (called with s.mu held) is true or ctx ends.
+func (s *Server) waitFor(ctx context.Context, cond func() bool) bool {
+	for {
+		s.mu.Lock()
+		if cond() {
+			s.mu.Unlock()
+			return true
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+func (s *Server) hold(r *request) {
+	s.mu.Lock()
+	s.held[r.d.Tag] = r
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+func (s *Server) unhold(r *request) {
+	s.mu.Lock()
+	if s.held[r.d.Tag] == r {
+		delete(s.held, r.d.Tag)
+	}
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+func (s *Server) enqueue(r *request) {
+	s.mu.Lock()
+	s.ready = append(s.ready, r)
+	s.broadcastLocked()
+	s.mu.Unlock()
+}
+
+// snapshot returns the held requests.
+func (s *Server) snapshot() []*request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*request, 0, len(s.held))
+	for _, r := range s.held {
+		out = append(out, r)
+	}
+	return out
+}
+
+// requeueWaiting puts every held task that has not started back on its
+// queue (kombu's restore: to the head, marked redelivered).
+func (s *Server) requeueWaiting(ctx context.Context) {
+	n := 0
+	for _, r := range s.snapshot() {
+		if !r.transition(stateDone, stateReserved, stateScheduled) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.broker.Restore(ctx, r.d.Tag); err != nil {
+			r.log.Error().Err(err).Msg("could not requeue task on shutdown; it returns to its queue after the visibility timeout")
+		} else {
+			n++
+		}
+		cancel()
+		s.unhold(r)
+	}
+	if n > 0 {
+		s.log.Info().Int("tasks", n).Msg("requeued tasks that had not started")
+	}
+}
+
+// requeueRemaining runs last: whatever is still held either has its result
+// stored (ack it) or did not finish (requeue it).
+func (s *Server) requeueRemaining() {
+	for _, r := range s.snapshot() {
+		r.mu.Lock()
+		stored := r.stored
+		r.state = stateDone
+		r.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		if stored {
+			_, err = s.broker.Ack(ctx, r.d.Tag)
+		} else {
+			err = s.broker.Restore(ctx, r.d.Tag)
+			if err == nil {
+				r.log.Warn().Msg("requeued unfinished task on shutdown")
+			}
+		}
+		cancel()
+		if err != nil {
+			r.log.Error().Err(err).Msg("could not requeue task on shutdown; it returns to its queue after the visibility timeout")
+		}
+		s.unhold(r)
+	}
+}
