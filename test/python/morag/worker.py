@@ -64,6 +64,11 @@ def _describe(path: str, content_type: Optional[str], options: Optional[Dict[str
     }
 
 
+def _url_result(url: str, content_type: Optional[str], started: float) -> Dict[str, Any]:
+    return {"success": True, "content": f"# Stand-in URL: {url}\n", "metadata": {"url": url, "content_type": content_type,
+            "processed_by": "python-standin"}, "processing_time": time.time() - started, "error_message": None}
+
+
 def _download(url: str, suffix: str) -> str:
     req = urllib.request.Request(url)
     key = os.getenv("MORAG_API_KEY")
@@ -149,21 +154,24 @@ def process_file_task_remote(self, file_url: str, user_id: str, content_type: Op
 @celery_app.task(bind=True)
 def process_url_task_remote(self, url: str, user_id: str, content_type: Optional[str] = None,
                             task_options: Optional[Dict[str, Any]] = None):
-    result = process_url_task.run(url, content_type, task_options)
+    self.update_state(state="PROCESSING", meta={"stage": "starting"})
+    result = _url_result(url, content_type, time.time())
     result["user_id"] = user_id
     return result
 
 
 @celery_app.task(bind=True)
 def process_web_page_task_remote(self, url: str, user_id: str, task_options: Optional[Dict[str, Any]] = None):
-    result = process_web_page_task.run(url, task_options)
+    self.update_state(state="PROCESSING", meta={"stage": "web_scraping"})
+    result = _url_result(url, None, time.time())
     result["user_id"] = user_id
     return result
 
 
 @celery_app.task(bind=True)
 def process_youtube_video_task_remote(self, url: str, user_id: str, task_options: Optional[Dict[str, Any]] = None):
-    result = process_youtube_video_task.run(url, task_options)
+    self.update_state(state="PROCESSING", meta={"stage": "youtube_download"})
+    result = _url_result(url, None, time.time())
     result["user_id"] = user_id
     return result
 

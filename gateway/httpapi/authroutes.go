@@ -1,0 +1,155 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"morag-gpu/auth"
+)
+
+// formValue reads a form field from a urlencoded or multipart body.
+func formValue(c echo.Context, name string) string {
+	return strings.TrimSpace(c.FormValue(name))
+}
+
+// createKey is POST /api/v1/auth/create-key (admin only).
+func (g *Gateway) createKey(c echo.Context) error {
+	userID := formValue(c, "user_id")
+	if err := auth.ValidateUserID(userID); err != nil {
+		return detail(c, http.StatusBadRequest, "Invalid user_id: %v", err)
+	}
+	var expires any
+	days := 0
+	if s := formValue(c, "expires_days"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > auth.MaxExpiresDays {
+			return detail(c, http.StatusUnprocessableEntity, "expires_days must be a whole number of days from 1 to %d", auth.MaxExpiresDays)
+		}
+		days, expires = n, n
+	}
+	desc := c.FormValue("description")
+	key, _, err := g.keys.Create(c.Request().Context(), userID, desc, days)
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to create API key: %v", err)
+	}
+	g.log.Info().Str("user", userID).Msg("API key created")
+	return c.JSON(http.StatusOK, map[string]any{
+		"api_key": key, "user_id": userID, "description": desc, "expires_days": expires,
+		"message": "API key created successfully",
+	})
+}
+
+// validateKey is POST /api/v1/auth/validate-key.
+func (g *Gateway) validateKey(c echo.Context) error {
+	key := formValue(c, "api_key")
+	if key == "" {
+		return detail(c, http.StatusUnprocessableEntity, "api_key is required")
+	}
+	data, err := g.keys.Validate(c.Request().Context(), key)
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to validate API key: %v", err)
+	}
+	if data == nil {
+		return detail(c, http.StatusUnauthorized, "Invalid API key")
+	}
+	return c.JSON(http.StatusOK, map[string]any{"valid": true, "user_data": data, "message": "API key is valid"})
+}
+
+// presentedKey reports whether the request carried an API key at all.
+func presentedKey(c echo.Context) bool {
+	h := c.Request().Header
+	return strings.TrimSpace(h.Get("X-API-Key")) != "" ||
+		len(h.Get("Authorization")) > 7 && strings.EqualFold(h.Get("Authorization")[:7], "bearer ")
+}
+
+// queueInfo is GET /api/v1/auth/queue-info: MoRAG's bodies plus queue
+// lengths and the live GPU workers. A presented but invalid key still gets
+// the anonymous body with 200 (as in MoRAG) and an "error" field, so
+// scripts that grep for errors notice.
+func (g *Gateway) queueInfo(c echo.Context) error {
+	ctx := c.Request().Context()
+	user := auth.UserFrom(c)
+	length := func(q string) int64 {
+		n, _ := g.broker.QueueLength(ctx, q)
+		return n
+	}
+	if user == nil {
+		body := map[string]any{
+			"authenticated": false, "default_queue": auth.DefaultQueue,
+			"message":       "No authentication provided - using default queue",
+			"queue_lengths": map[string]int64{auth.DefaultQueue: length(auth.DefaultQueue)},
+		}
+		if presentedKey(c) {
+			body["error"] = "Invalid API key"
+		}
+		return c.JSON(http.StatusOK, body)
+	}
+	gpuQ, cpuQ := auth.GPUQueue(user.UserID), auth.CPUQueue(user.UserID)
+	live := []string{}
+	for _, w := range g.fleet.Workers() {
+		for _, q := range w.Queues {
+			if q == gpuQ {
+				live = append(live, w.Hostname)
+				break
+			}
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"authenticated": true, "user_id": user.UserID, "gpu_queue": gpuQ, "cpu_queue": cpuQ,
+		"default_queue": auth.DefaultQueue, "message": "User-specific queues available",
+		"queue_lengths": map[string]int64{gpuQ: length(gpuQ), cpuQ: length(cpuQ), auth.DefaultQueue: length(auth.DefaultQueue)},
+		"gpu_workers":   live, "gpu_available": len(live) > 0,
+	})
+}
+
+// revokeKey is POST /api/v1/auth/revoke-key (admin only): form or JSON
+// api_key (the key or its sha256 hex).
+func (g *Gateway) revokeKey(c echo.Context) error {
+	key := formValue(c, "api_key")
+	if key == "" {
+		key = formValue(c, "key_hash")
+	}
+	if key == "" && strings.HasPrefix(c.Request().Header.Get("Content-Type"), "application/json") {
+		var body struct {
+			APIKey  string `json:"api_key"`
+			KeyHash string `json:"key_hash"`
+		}
+		if err := decodeJSON(c.Request(), &body); err != nil {
+			return clientError(c, err)
+		}
+		key = body.APIKey
+		if key == "" {
+			key = body.KeyHash
+		}
+	}
+	if key == "" {
+		return detail(c, http.StatusUnprocessableEntity, "api_key (or key_hash) is required")
+	}
+	ok, err := g.keys.Revoke(c.Request().Context(), key)
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to revoke API key: %v", err)
+	}
+	if !ok {
+		return detail(c, http.StatusNotFound, "API key not found")
+	}
+	return c.JSON(http.StatusOK, map[string]any{"revoked": true, "message": "API key revoked"})
+}
+
+// listKeys is GET /api/v1/auth/keys?user_id= (admin only).
+func (g *Gateway) listKeys(c echo.Context) error {
+	userID := c.QueryParam("user_id")
+	if err := auth.ValidateUserID(userID); err != nil {
+		return detail(c, http.StatusBadRequest, "Invalid user_id: %v", err)
+	}
+	keys, err := g.keys.List(c.Request().Context(), userID)
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to list API keys: %v", err)
+	}
+	if keys == nil {
+		keys = []auth.KeyInfo{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"user_id": userID, "keys": keys, "count": len(keys)})
+}

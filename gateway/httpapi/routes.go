@@ -1,0 +1,152 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"morag-gpu/auth"
+)
+
+// routes builds the echo app. Order matters where MoRAG's did:
+// /api/v1/status/workers and /stats/queues come before /{task_id}.
+func (g *Gateway) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = g.errorHandler
+	authMW := auth.Middleware(g.keys, auth.MiddlewareOptions{Logger: g.log})
+	e.Use(g.observe, func(next echo.HandlerFunc) echo.HandlerFunc {
+		withKey := authMW(next)
+		return func(c echo.Context) error {
+			// The admin token is not an API key: checking it as one would
+			// count as a failed attempt against the admin's IP.
+			if g.adminToken(c) {
+				return next(c)
+			}
+			return withKey(c)
+		}
+	})
+
+	e.GET("/", func(c echo.Context) error {
+		return c.JSON(http.StatusOK, map[string]string{"message": "MoRAG API", "version": "0.1.0"})
+	})
+	e.GET("/health", g.health)
+	e.GET("/metrics", g.metricsHandler)
+	e.GET("/openapi.json", serveOpenAPI)
+	e.GET("/docs", serveDocs)
+
+	e.POST("/process/url", g.processURL)
+	e.POST("/process/file", g.processFile)
+	e.POST("/process/web", g.processWeb)
+	e.POST("/process/youtube", g.processYouTube)
+	e.POST("/process/batch", g.processBatch)
+
+	e.POST("/api/v1/ingest/file", g.ingestFile)
+	e.POST("/api/v1/ingest/url", g.ingestURL)
+	e.POST("/api/v1/ingest/batch", g.ingestBatch)
+	e.DELETE("/api/v1/ingest/:task_id", g.cancelTask)
+
+	e.GET("/api/v1/status/workers", g.statusWorkers)
+	e.GET("/api/v1/status/stats/queues", g.statusQueues)
+	e.GET("/api/v1/status/", g.statusActive)
+	e.GET("/api/v1/status/:task_id", g.taskStatus)
+
+	e.POST("/api/v1/auth/create-key", g.createKey, g.requireAdmin)
+	e.POST("/api/v1/auth/validate-key", g.validateKey)
+	e.GET("/api/v1/auth/queue-info", g.queueInfo)
+	e.POST("/api/v1/auth/revoke-key", g.revokeKey, g.requireAdmin)
+	e.GET("/api/v1/auth/keys", g.listKeys, g.requireAdmin)
+
+	e.POST("/api/v1/files/download", g.legacyDownload, auth.RequireUser)
+	e.POST("/api/v1/files/upload-result", g.uploadResult, auth.RequireUser)
+	e.GET("/api/v1/files/:transfer_id", g.getFile)
+	e.HEAD("/api/v1/files/:transfer_id", g.getFile)
+	return e
+}
+
+// detail is FastAPI's error body.
+func detail(c echo.Context, code int, format string, args ...any) error {
+	return c.JSON(code, map[string]string{"detail": fmt.Sprintf(format, args...)})
+}
+
+// errorHandler answers echo's own errors (404, 405, panics) the FastAPI way.
+func (g *Gateway) errorHandler(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	code, msg := http.StatusInternalServerError, "Internal Server Error"
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		code = he.Code
+		msg = fmt.Sprint(he.Message)
+		if code == http.StatusNotFound {
+			msg = "Not Found"
+		}
+	} else {
+		g.log.Error().Err(err).Str("path", c.Request().URL.Path).Msg("request failed")
+	}
+	_ = c.JSON(code, map[string]string{"detail": msg})
+}
+
+// observe logs and counts every request and turns a panic into a 500.
+func (g *Gateway) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		start := time.Now()
+		defer func() {
+			if p := recover(); p != nil {
+				g.log.Error().Interface("panic", p).Bytes("stack", debug.Stack()).Str("path", c.Request().URL.Path).
+					Msg("handler panicked")
+				err = detail(c, http.StatusInternalServerError, "internal error")
+			}
+			if err != nil {
+				c.Error(err)
+				err = nil
+			}
+			route := c.Path()
+			if route == "" {
+				route = "unmatched"
+			}
+			status := c.Response().Status
+			g.metrics.request(c.Request().Method, route, status)
+			ev := g.log.Debug()
+			if status >= 500 {
+				ev = g.log.Warn()
+			}
+			ev.Str("method", c.Request().Method).Str("path", c.Request().URL.Path).Int("status", status).
+				Dur("took", time.Since(start)).Msg("request")
+		}()
+		return next(c)
+	}
+}
+
+// requireAdmin lets through requests carrying the admin token as
+// "Authorization: Bearer <token>" or "X-Admin-Token: <token>".
+func (g *Gateway) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if g.cfg.AdminToken == "" {
+			return detail(c, http.StatusForbidden, "Key management is disabled: start the gateway with -admin-token or MORAG_ADMIN_TOKEN")
+		}
+		if !g.adminToken(c) {
+			return detail(c, http.StatusForbidden, "Admin token required (Authorization: Bearer <admin token> or X-Admin-Token)")
+		}
+		return next(c)
+	}
+}
+
+// adminToken reports whether the request carries the configured admin token.
+func (g *Gateway) adminToken(c echo.Context) bool {
+	if g.cfg.AdminToken == "" {
+		return false
+	}
+	got := c.Request().Header.Get("X-Admin-Token")
+	if h := c.Request().Header.Get("Authorization"); got == "" && len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		got = strings.TrimSpace(h[7:])
+	}
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.AdminToken)) == 1
+}

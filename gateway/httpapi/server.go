@@ -1,0 +1,245 @@
+// Package httpapi is the gateway's HTTP API: MoRAG's routes and shapes on
+// echo, with gpu=true actually routed to the user's GPU queue.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/labstack/echo/v4"
+	"github.com/rs/zerolog"
+
+	"morag-gpu/auth"
+	"morag-gpu/gateway/files"
+	"morag-gpu/gateway/fleet"
+	"morag-gpu/protocol"
+)
+
+// File transfer modes (MoRAG's FILE_TRANSFER_MODE).
+const (
+	TransferShared = "shared" // workers read the upload's path on a shared disk
+	TransferHTTP   = "http"   // workers download it from a signed URL
+)
+
+// Config is everything the gateway is started with.
+type Config struct {
+	Addr      string // listen address, default :8000
+	RedisURL  string // broker, result backend and API keys
+	UploadDir string
+	// PublicURL is how workers reach this gateway (signed file URLs); by
+	// default http://127.0.0.1:<port of Addr>.
+	PublicURL    string
+	MaxUpload    int64         // bytes; default 2 GiB
+	WaitTimeout  time.Duration // synchronous /process wait; default 2 h
+	FileTransfer string        // shared (default) or http
+	// AdminToken guards key management; empty disables it.
+	AdminToken string
+	// URLSecret signs file URLs; empty uses a secret shared through Redis.
+	URLSecret string
+	// URLTTL is how long a signed file URL stays valid; default WaitTimeout + 1 h.
+	URLTTL time.Duration
+	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
+	ShutdownTimeout time.Duration
+	Logger          zerolog.Logger
+}
+
+func (c *Config) defaults() error {
+	if c.Addr == "" {
+		c.Addr = ":8000"
+	}
+	if c.RedisURL == "" {
+		c.RedisURL = "redis://localhost:6379/0"
+	}
+	if c.UploadDir == "" {
+		c.UploadDir = filepath.Join(os.TempDir(), "morag-uploads")
+	}
+	if c.PublicURL == "" {
+		_, port, err := net.SplitHostPort(c.Addr)
+		if err != nil {
+			return fmt.Errorf("gateway: -addr %q: %w", c.Addr, err)
+		}
+		c.PublicURL = "http://127.0.0.1:" + port
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.MaxUpload <= 0 {
+		c.MaxUpload = 2 << 30
+	}
+	if c.WaitTimeout <= 0 {
+		c.WaitTimeout = 2 * time.Hour
+	}
+	switch c.FileTransfer {
+	case "":
+		c.FileTransfer = TransferShared
+	case TransferShared, TransferHTTP:
+	default:
+		return fmt.Errorf("gateway: -file-transfer %q: want %q or %q", c.FileTransfer, TransferShared, TransferHTTP)
+	}
+	if c.URLTTL <= 0 {
+		c.URLTTL = c.WaitTimeout + time.Hour
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	return nil
+}
+
+// Gateway is a running gateway without its listener: the handler and the
+// background goroutines (result listener, worker directory, upload sweeper)
+// that New starts and that stop when New's ctx ends.
+type Gateway struct {
+	cfg      Config
+	log      zerolog.Logger
+	pool     *redis.Pool
+	db       int
+	broker   *protocol.Broker
+	backend  *protocol.Backend
+	client   *protocol.Client
+	control  *protocol.Control
+	keys     *auth.KeyService
+	fleet    *fleet.Directory
+	files    *files.Store
+	metrics  *metrics
+	echo     *echo.Echo
+	started  time.Time
+	wg       sync.WaitGroup
+	closeRes func() // closes the pool once the goroutines are done
+}
+
+// New connects to Redis, starts the background goroutines under ctx and
+// returns the gateway. Wait returns when they have stopped.
+func New(ctx context.Context, cfg Config) (*Gateway, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	pool, err := protocol.NewPool(cfg.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	db, _ := protocol.ParseDB(cfg.RedisURL)
+	if err := ping(ctx, pool); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("gateway: cannot reach Redis at %s: %w; start redis-server or set -redis/REDIS_URL", cfg.RedisURL, err)
+	}
+	log := cfg.Logger
+	secret, err := files.LoadSecret(ctx, pool, cfg.URLSecret)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: log, pool: pool, db: db, started: time.Now(), metrics: newMetrics()}
+	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{Logger: log})
+	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{Logger: log})
+	listener := g.backend.NewListener()
+	g.client = protocol.NewClient(g.broker, g.backend).WithListener(listener)
+	g.control = protocol.NewControl(pool, db, "")
+	g.keys = auth.NewKeyService(pool)
+	g.fleet = fleet.New(pool, fleet.Options{DB: db, Logger: log})
+	g.files, err = files.New(pool, files.Options{
+		Dir: cfg.UploadDir, MaxSize: cfg.MaxUpload, Secret: secret, Logger: log,
+		TaskDone: func(ctx context.Context, taskID string) (bool, error) {
+			m, err := g.backend.Get(ctx, taskID)
+			if err != nil {
+				return false, err
+			}
+			return m.Status.Ready(), nil
+		},
+	})
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	g.echo = g.routes()
+	for _, run := range []func(context.Context) error{
+		listener.Run,
+		g.fleet.Run,
+		func(ctx context.Context) error { return g.files.Run(ctx, files.DefaultSweepEvery) },
+	} {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				log.Error().Err(err).Msg("gateway background loop stopped")
+			}
+		}()
+	}
+	g.closeRes = sync.OnceFunc(func() { pool.Close() })
+	log.Info().Str("redis", cfg.RedisURL).Str("upload_dir", g.files.Dir()).Str("public_url", cfg.PublicURL).
+		Str("file_transfer", cfg.FileTransfer).Bool("admin_token", cfg.AdminToken != "").Msg("gateway ready")
+	if cfg.AdminToken == "" {
+		log.Warn().Msg("no admin token configured (-admin-token or MORAG_ADMIN_TOKEN): key management answers 403")
+	}
+	return g, nil
+}
+
+// Handler is the HTTP API.
+func (g *Gateway) Handler() http.Handler { return g.echo }
+
+// Wait waits for the background goroutines (after New's ctx ended) and
+// releases the Redis pool.
+func (g *Gateway) Wait() {
+	g.wg.Wait()
+	g.closeRes()
+}
+
+// Run serves the gateway on cfg.Addr until ctx ends, then shuts down
+// gracefully: it stops accepting, lets in-flight requests finish (up to
+// ShutdownTimeout) and stops the background goroutines.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gateway: listen on %s: %w", cfg.Addr, err)
+	}
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	g, err := New(bg, cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer g.Wait()
+	defer stop()
+	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 30 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	cfg.Logger.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
+	select {
+	case err := <-errc:
+		return fmt.Errorf("gateway: serve: %w", err)
+	case <-ctx.Done():
+	}
+	cfg.Logger.Info().Msg("shutting down: draining in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		cfg.Logger.Warn().Err(err).Msg("in-flight requests did not finish in time; closed them")
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func ping(ctx context.Context, pool *redis.Pool) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, err := pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = redis.DoContext(c, ctx, "PING")
+	return err
+}

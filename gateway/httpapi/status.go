@@ -1,0 +1,252 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/labstack/echo/v4"
+
+	"morag-gpu/auth"
+	"morag-gpu/protocol"
+)
+
+// TaskStatus is MoRAG's TaskStatus, field order kept.
+type TaskStatus struct {
+	TaskID                 string  `json:"task_id"`
+	Status                 string  `json:"status"`
+	Progress               float64 `json:"progress"`
+	Message                *string `json:"message"`
+	Result                 any     `json:"result"`
+	Error                  *string `json:"error"`
+	CreatedAt              *string `json:"created_at"`
+	StartedAt              *string `json:"started_at"`
+	CompletedAt            *string `json:"completed_at"`
+	EstimatedTimeRemaining *int    `json:"estimated_time_remaining"`
+}
+
+// taskStatus maps a result meta the way MoRAG's handler does (§1.7).
+func taskStatus(meta *protocol.ResultMeta) TaskStatus {
+	st := TaskStatus{TaskID: meta.TaskID, Status: string(meta.Status)}
+	if meta.Status == protocol.StateStarted {
+		st.Status = string(protocol.StateProgress)
+	}
+	var info any
+	_ = meta.DecodeResult(&info)
+	infoMap, _ := info.(map[string]any)
+	switch meta.Status {
+	case protocol.StateSuccess:
+		st.Progress = 1.0
+		st.Result = info
+	case protocol.StateProgress:
+		if p, ok := infoMap["progress"]; ok {
+			st.Progress = toFloat(p)
+		}
+	case protocol.StateFailure:
+		msg := "Task failed"
+		var te *protocol.TaskError
+		if errors.As(meta.Err(), &te) && len(te.ExcMessage) > 0 {
+			msg = fmt.Sprint(te.ExcMessage...)
+		}
+		st.Error = &msg
+	}
+	if meta.Status != protocol.StateSuccess && infoMap != nil {
+		if m, ok := infoMap["message"].(string); ok {
+			st.Message = &m
+		}
+	}
+	if meta.DateDone != nil && meta.Status.Ready() {
+		st.CompletedAt = meta.DateDone
+	}
+	return st
+}
+
+func toFloat(v any) float64 {
+	switch n := v.(type) {
+	case interface{ Float64() (float64, error) }:
+		f, _ := n.Float64()
+		return f
+	case float64:
+		return n
+	case int:
+		return float64(n)
+	case int64:
+		return float64(n)
+	}
+	return 0
+}
+
+// taskStatus is GET /api/v1/status/{task_id}.
+func (g *Gateway) taskStatus(c echo.Context) error {
+	meta, err := g.backend.Get(c.Request().Context(), c.Param("task_id"))
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to get task status: %v", err)
+	}
+	return c.JSON(http.StatusOK, taskStatus(meta))
+}
+
+// statusActive is GET /api/v1/status/: the ids the workers are running.
+func (g *Gateway) statusActive(c echo.Context) error {
+	ids, err := g.fleet.ActiveTaskIDs(c.Request().Context())
+	if err != nil && len(ids) == 0 {
+		return detail(c, http.StatusInternalServerError, "Failed to get active tasks: %v", err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"active_tasks": ids, "count": len(ids)})
+}
+
+// knownQueues are the queues worth reporting: celery, every queue a live
+// worker consumes and every queue Redis has a kombu binding for.
+func (g *Gateway) knownQueues(ctx context.Context) []string {
+	set := map[string]bool{auth.DefaultQueue: true}
+	for _, w := range g.fleet.Workers() {
+		for _, q := range w.Queues {
+			set[q] = true
+		}
+	}
+	if conn, err := g.pool.GetContext(ctx); err == nil {
+		defer conn.Close()
+		cursor := "0"
+		for i := 0; i < 1000; i++ {
+			vals, err := redis.Values(redis.DoContext(conn, ctx, "SCAN", cursor, "MATCH", "_kombu.binding.*", "COUNT", 500))
+			if err != nil || len(vals) != 2 {
+				break
+			}
+			cursor, _ = redis.String(vals[0], nil)
+			keys, _ := redis.Strings(vals[1], nil)
+			for _, k := range keys {
+				if strings.Contains(k, "pidbox") || strings.Contains(k, "celeryev") {
+					continue
+				}
+				// A member is routing_key SEP pattern SEP queue.
+				members, _ := redis.Strings(redis.DoContext(conn, ctx, "SMEMBERS", k))
+				for _, m := range members {
+					parts := strings.Split(m, "\x06\x16")
+					if q := parts[len(parts)-1]; q != "" {
+						set[q] = true
+					}
+				}
+			}
+			if cursor == "0" {
+				break
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for q := range set {
+		out = append(out, q)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// queueLengths reads every known queue's length over all priority bands.
+func (g *Gateway) queueLengths(ctx context.Context) (map[string]int64, error) {
+	out := map[string]int64{}
+	for _, q := range g.knownQueues(ctx) {
+		n, err := g.broker.QueueLength(ctx, q)
+		if err != nil {
+			return out, err
+		}
+		out[q] = n
+	}
+	return out, nil
+}
+
+// statusQueues is GET /api/v1/status/stats/queues: MoRAG's four counters,
+// with pending the real total, plus every queue's length.
+func (g *Gateway) statusQueues(c echo.Context) error {
+	lengths, err := g.queueLengths(c.Request().Context())
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to get queue stats: %v", err)
+	}
+	var pending int64
+	for _, n := range lengths {
+		pending += n
+	}
+	active := 0
+	for _, w := range g.fleet.Workers() {
+		active += w.ActiveTasks
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"pending": pending, "active": active, "completed": 0, "failed": 0, "queues": lengths,
+	})
+}
+
+// statusWorkers is GET /api/v1/status/workers in MoRAG's shape, with the
+// per-user queues and each worker's implementation.
+func (g *Gateway) statusWorkers(c echo.Context) error {
+	ctx := c.Request().Context()
+	workers := g.fleet.Workers()
+	details := map[string]any{}
+	gpuWorkers, cpuWorkers := 0, 0
+	perQueue := map[string]int{}
+	for _, w := range workers {
+		typ := "cpu"
+		if w.GPU {
+			typ = "gpu"
+			gpuWorkers++
+		} else {
+			cpuWorkers++
+		}
+		for _, q := range w.Queues {
+			perQueue[q]++
+		}
+		details[w.Hostname] = map[string]any{
+			"type": typ, "active_tasks": w.ActiveTasks, "max_tasks": w.MaxTasks, "queues": w.Queues,
+			"implementation": w.Implementation, "sw_ident": w.SWIdent, "gpu": w.GPU,
+			"last_heartbeat": w.LastSeen.UTC().Format(time.RFC3339Nano),
+		}
+	}
+	lengths, err := g.queueLengths(ctx)
+	if err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to get worker status: %v", err)
+	}
+	var gpuLen int64
+	queues := map[string]any{}
+	for q, n := range lengths {
+		if strings.Contains(q, "gpu-tasks") {
+			gpuLen += n
+		}
+		queues[q] = map[string]any{"length": n, "workers": perQueue[q]}
+	}
+	queues["gpu-tasks"] = map[string]any{"length": gpuLen, "workers": gpuWorkers}
+	queues["celery"] = map[string]any{"length": lengths["celery"], "workers": perQueue["celery"]}
+	return c.JSON(http.StatusOK, map[string]any{
+		"workers":       map[string]any{"total": len(workers), "gpu": gpuWorkers, "cpu": cpuWorkers, "details": details},
+		"queues":        queues,
+		"gpu_available": gpuWorkers > 0,
+	})
+}
+
+// cancelTask is DELETE /api/v1/ingest/{task_id}: revoke with terminate via
+// pidbox and record REVOKED. A task submitted with a key can only be
+// cancelled with a key of the same user.
+func (g *Gateway) cancelTask(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("task_id")
+	if conn, err := g.pool.GetContext(ctx); err == nil {
+		owner, _ := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+id))
+		conn.Close()
+		if owner != "" {
+			u := auth.UserFrom(c)
+			if u == nil || u.UserID != owner {
+				return detail(c, http.StatusForbidden, "Only the user who submitted task %s can cancel it", id)
+			}
+		}
+	}
+	if _, err := g.control.Broadcast(ctx, "revoke",
+		map[string]any{"task_id": id, "terminate": true, "signal": "SIGTERM"}, nil, 0); err != nil {
+		return detail(c, http.StatusInternalServerError, "Failed to cancel task: %v", err)
+	}
+	if err := g.backend.Store(ctx, protocol.StoreRequest{TaskID: id, State: protocol.StateRevoked,
+		Result: protocol.NewTaskError("TaskRevokedError", "celery.exceptions", "revoked")}); err != nil {
+		return detail(c, http.StatusInternalServerError, "Task revoked but its state was not recorded: %v", err)
+	}
+	g.log.Info().Str("task_id", id).Msg("task revoked")
+	return c.JSON(http.StatusOK, map[string]string{"message": fmt.Sprintf("Task %s cancelled successfully", id)})
+}

@@ -1,0 +1,179 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/labstack/echo/v4"
+
+	"morag-gpu/auth"
+	"morag-gpu/gateway/files"
+	"morag-gpu/protocol"
+)
+
+// taskOwnerPrefix records who submitted a task, so only they can cancel it.
+const taskOwnerPrefix = "morag:tasks:owner:"
+
+// route decides the queue for this request and records the decision.
+func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData) {
+	user := auth.UserFrom(c)
+	d := auth.Route(c.Request().Context(), user, gpu, g.fleet)
+	g.metrics.routed(d)
+	return d, user
+}
+
+// send enqueues a task on d.Queue, records its owner and logs the routing.
+func (g *Gateway) send(c echo.Context, d auth.Decision, name string, args []any) (*protocol.AsyncResult, error) {
+	ctx := c.Request().Context()
+	res, err := g.client.Send(ctx, name, args, nil, protocol.SendOptions{Queue: d.Queue})
+	if err != nil {
+		g.log.Error().Err(err).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).Msg("enqueue failed")
+		return nil, err
+	}
+	g.log.Info().Str("task_id", res.ID).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).
+		Str("reason", d.Reason).Msg("task enqueued")
+	if d.UserID != "" {
+		if conn, err := g.pool.GetContext(ctx); err == nil {
+			_, _ = redis.DoContext(conn, ctx, "SET", taskOwnerPrefix+res.ID, d.UserID, "EX", int64((48*time.Hour)/time.Second))
+			conn.Close()
+		}
+	}
+	return res, nil
+}
+
+// enqueueError answers a failed enqueue.
+func enqueueError(c echo.Context, err error) error {
+	return detail(c, http.StatusServiceUnavailable, "Could not enqueue the task: %v; check that Redis is reachable", err)
+}
+
+// clientError maps form and upload errors to 400/413, anything else to 500.
+func clientError(c echo.Context, err error) error {
+	var bf *errBadForm
+	switch {
+	case errors.As(err, &bf):
+		return detail(c, http.StatusBadRequest, "%s", bf.msg)
+	case errors.Is(err, files.ErrTooLarge):
+		return detail(c, http.StatusRequestEntityTooLarge, "File too large: %v", err)
+	case errors.Is(err, context.Canceled):
+		return detail(c, 499, "client closed the request")
+	}
+	return detail(c, http.StatusInternalServerError, "%v", err)
+}
+
+// ProcessingResult is MoRAG's ProcessingResultResponse, field order kept.
+type ProcessingResult struct {
+	Success        bool           `json:"success"`
+	Content        string         `json:"content"`
+	Metadata       map[string]any `json:"metadata"`
+	ProcessingTime float64        `json:"processing_time"`
+	ErrorMessage   *string        `json:"error_message"`
+	Thumbnails     []string       `json:"thumbnails"`
+}
+
+// Accepted is the 202 answer of an async request.
+type Accepted struct {
+	TaskID    string `json:"task_id"`
+	StatusURL string `json:"status_url"`
+	Queue     string `json:"queue"`
+	Reason    string `json:"reason"`
+}
+
+func (g *Gateway) accepted(c echo.Context, id string, d auth.Decision) error {
+	return c.JSON(http.StatusAccepted, Accepted{TaskID: id, StatusURL: "/api/v1/status/" + id, Queue: d.Queue, Reason: d.Reason})
+}
+
+// wait waits for a task's result up to WaitTimeout. A nil meta with nil
+// error means the request context ended (client gone).
+func (g *Gateway) wait(c echo.Context, res *protocol.AsyncResult) (*protocol.ResultMeta, error) {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), g.cfg.WaitTimeout)
+	defer cancel()
+	return res.Wait(ctx)
+}
+
+// waitError answers a wait that did not produce a result.
+func (g *Gateway) waitError(c echo.Context, id string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && c.Request().Context().Err() == nil {
+		g.metrics.outcome("timeout")
+		return c.JSON(http.StatusGatewayTimeout, map[string]any{
+			"detail":     fmt.Sprintf("task %s did not finish within %s; poll status_url for its result", id, g.cfg.WaitTimeout),
+			"task_id":    id,
+			"status_url": "/api/v1/status/" + id,
+		})
+	}
+	return detail(c, http.StatusServiceUnavailable, "waiting for task %s failed: %v", id, err)
+}
+
+// toResult turns a ready meta into MoRAG's response; a failed task is
+// success:false with the error.
+func (g *Gateway) toResult(meta *protocol.ResultMeta, d auth.Decision) ProcessingResult {
+	md := map[string]any{}
+	out := ProcessingResult{Metadata: md}
+	if err := meta.Err(); err != nil {
+		msg := err.Error()
+		out.ErrorMessage = &msg
+		g.metrics.outcome("failure")
+	} else {
+		var v any
+		if err := meta.DecodeResult(&v); err != nil {
+			msg := err.Error()
+			out.ErrorMessage = &msg
+			g.metrics.outcome("failure")
+		} else {
+			out = resultFromValue(v)
+			md = out.Metadata
+			if out.Success {
+				g.metrics.outcome("success")
+			} else {
+				g.metrics.outcome("failure")
+			}
+		}
+	}
+	md["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
+	md["task_id"] = meta.TaskID
+	return out
+}
+
+// resultFromValue reads the 5-key dict the tasks return.
+func resultFromValue(v any) ProcessingResult {
+	out := ProcessingResult{Metadata: map[string]any{}}
+	m, ok := v.(map[string]any)
+	if !ok {
+		b, _ := json.Marshal(v)
+		out.Success, out.Content = true, string(b)
+		return out
+	}
+	out.Success, _ = m["success"].(bool)
+	switch ct := m["content"].(type) {
+	case string:
+		out.Content = ct
+	case nil:
+	default:
+		b, _ := json.MarshalIndent(ct, "", "  ")
+		out.Content = string(b)
+	}
+	if md, ok := m["metadata"].(map[string]any); ok {
+		out.Metadata = md
+	}
+	switch pt := m["processing_time"].(type) {
+	case json.Number:
+		out.ProcessingTime, _ = pt.Float64()
+	case float64:
+		out.ProcessingTime = pt
+	}
+	if s, ok := m["error_message"].(string); ok {
+		out.ErrorMessage = &s
+	}
+	if th, ok := m["thumbnails"].([]any); ok {
+		for _, t := range th {
+			if s, ok := t.(string); ok {
+				out.Thumbnails = append(out.Thumbnails, s)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,57 @@
+// Command gateway is MoRAG's HTTP API in Go: it enqueues Celery tasks on
+// Redis for Python and Go workers and routes gpu=true to the caller's GPU
+// queue. See `gateway -h`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"morag-gpu/gateway/httpapi"
+)
+
+func main() {
+	cfg := httpapi.Config{}
+	flag.StringVar(&cfg.Addr, "addr", ":8000", "listen address")
+	flag.StringVar(&cfg.RedisURL, "redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis URL: broker, results and API keys (env REDIS_URL)")
+	flag.StringVar(&cfg.UploadDir, "upload-dir", "", "where uploads are stored (default $TMPDIR/morag-uploads)")
+	flag.StringVar(&cfg.PublicURL, "public-url", "", "URL workers use to reach this gateway (default http://127.0.0.1:<port>)")
+	maxUpload := flag.Int64("max-upload", 2<<30, "largest accepted upload in bytes")
+	flag.DurationVar(&cfg.WaitTimeout, "wait-timeout", 2*time.Hour, "how long synchronous /process requests wait for a result")
+	flag.StringVar(&cfg.FileTransfer, "file-transfer", "shared", "how CPU workers get uploads: shared (a path on a shared disk) or http (a signed URL)")
+	flag.StringVar(&cfg.AdminToken, "admin-token", os.Getenv("MORAG_ADMIN_TOKEN"), "token for key management (env MORAG_ADMIN_TOKEN); empty disables it")
+	flag.StringVar(&cfg.URLSecret, "url-secret", os.Getenv("MORAG_URL_SECRET"), "secret for signed file URLs (env MORAG_URL_SECRET); empty shares one through Redis")
+	flag.DurationVar(&cfg.URLTTL, "url-ttl", 0, "validity of signed file URLs (default wait-timeout + 1h)")
+	level := flag.String("log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	cfg.MaxUpload = *maxUpload
+
+	lvl, err := zerolog.ParseLevel(*level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: -log-level %q: %v\n", *level, err)
+		os.Exit(2)
+	}
+	cfg.Logger = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "gateway").Logger()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := httpapi.Run(ctx, cfg); err != nil {
+		cfg.Logger.Error().Err(err).Msg("gateway stopped")
+		stop()
+		os.Exit(1)
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
