@@ -799,8 +799,10 @@ func (l *ResultListener) session(ctx context.Context) (bool, error) {
 			return true, err
 		}
 		// With no subscription left the connection is out of pub/sub mode
-		// and a PING is answered with a plain PONG.
-		if s, ok := reply.(string); ok && s == "PONG" {
+		// and a PING is answered with a plain reply: PONG, or the PING's
+		// argument as a bulk string.
+		switch reply.(type) {
+		case string, []byte:
 			continue
 		}
 		switch v := resultParsePush(reply).(type) {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"strings"
@@ -44,6 +45,7 @@ func run(args []string) error {
 	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
 	diagnostics := fs.Bool("diagnostics", false, "register the diag.* tasks")
 	expires := fs.Duration("result-expires", 24*time.Hour, "how long results are kept")
+	mediaOpts := registerMediaFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil
@@ -58,15 +60,22 @@ func run(args []string) error {
 		return fmt.Errorf("-loglevel %q: use debug, info, warn or error", *loglevel)
 	}
 
+	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
 	info := map[string]any{}
 	if len(gpus) > 0 {
-		info["gpu"] = gpus
+		info["gpus"] = gpus // "gpu" holds the detected capabilities
 	}
 	mux := runner.NewMux()
 	tasks.RegisterHealth(mux)
 	if *diagnostics {
 		tasks.RegisterDiagnostics(mux)
 	}
+	mediaInfo, cleanup, err := mediaOpts.setup(context.Background(), log, *concurrency, *forward, mux)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	maps.Copy(info, mediaInfo)
 	srv, err := runner.NewServer(runner.Config{
 		Queues:            strings.Split(*queues, ","),
 		Concurrency:       *concurrency,
@@ -78,7 +87,7 @@ func run(args []string) error {
 		ResultExpires:     *expires,
 		Events:            *events,
 		ForwardUnknown:    *forward,
-		Logger:            zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger(),
+		Logger:            log,
 		Info:              info,
 	}, mux)
 	if err != nil {

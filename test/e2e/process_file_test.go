@@ -1,0 +1,325 @@
+// Package e2e runs the whole stack as separate processes: redis-server, the
+// gateway binary, the Go worker binary and a Python Celery worker running
+// the stand-in morag package, and talks to it over HTTP as a MoRAG client
+// does.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"morag-gpu/auth"
+	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol"
+)
+
+// stack is one running deployment.
+type stack struct {
+	base     string // the gateway's URL
+	aliceKey string
+	goWorker *testenv.Process
+	uploads  string
+}
+
+// TestProcessFileGPU: alice uploads with gpu=true, the gateway routes to
+// gpu-tasks-alice, where the Go worker (default build: no transcriber)
+// either does the work itself or hands it to the Python worker on celery,
+// and the client gets one complete MoRAG result either way.
+func TestProcessFileGPU(t *testing.T) {
+	testenv.RequireCelery(t)
+	if _, err := exec.LookPath("ffmpeg"); err != nil {
+		t.Skip("SKIP: ffmpeg is not installed (apt-get install ffmpeg)")
+	}
+	media := t.TempDir()
+	withAudio := filepath.Join(media, "talk.mp4")
+	silent := filepath.Join(media, "silent.mp4")
+	ffmpeg(t, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3", "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", withAudio)
+	ffmpeg(t, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3",
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", silent)
+
+	s := startStack(t)
+
+	t.Run("video with audio is forwarded to the Python worker", func(t *testing.T) {
+		res := s.processFile(t, withAudio, map[string]any{"include_thumbnails": true})
+		meta := res.Metadata
+		if !res.Success || res.ErrorMessage != nil {
+			t.Fatalf("success %v error %v", res.Success, res.ErrorMessage)
+		}
+		if meta["processed_by"] != "python-standin" {
+			t.Fatalf("processed_by %v, want python-standin (the Go worker has no transcriber)", meta["processed_by"])
+		}
+		if want := fileSHA(t, withAudio); meta["sha256"] != want {
+			t.Errorf("the Python worker hashed %v, want the uploaded file's %s", meta["sha256"], want)
+		}
+		if r, _ := meta["routing"].(map[string]any); r["queue"] != "gpu-tasks-alice" {
+			t.Errorf("routing %v: want gpu-tasks-alice (the Go worker was alive)", meta["routing"])
+		}
+		if !strings.Contains(res.Content, "Stand-in processing") {
+			t.Errorf("content %q", res.Content)
+		}
+		id, _ := meta["task_id"].(string)
+		if !s.goLogged(t, "task forwarded", id, func(l map[string]any) bool { return l["to_queue"] == "celery" }) {
+			t.Errorf("the Go worker did not log forwarding task %s to celery:\n%s", id, s.goWorker.Output())
+		}
+	})
+
+	t.Run("video without audio is done by the Go worker", func(t *testing.T) {
+		res := s.processFile(t, silent, map[string]any{"include_thumbnails": true})
+		meta := res.Metadata
+		if !res.Success || res.ErrorMessage != nil {
+			t.Fatalf("success %v error %v", res.Success, res.ErrorMessage)
+		}
+		for k, want := range map[string]any{"processed_by": "morag-gpu", "decode": "cpu", "has_audio": false,
+			"resolution": "320x240", "fps": 25.0, "thumbnails_count": 5.0} {
+			if meta[k] != want {
+				t.Errorf("metadata[%q] = %v, want %v", k, meta[k], want)
+			}
+		}
+		if d, _ := meta["duration"].(float64); d < 2.8 || d > 3.2 {
+			t.Errorf("duration %v, want about 3", meta["duration"])
+		}
+		if r, _ := meta["routing"].(map[string]any); r["queue"] != "gpu-tasks-alice" {
+			t.Errorf("routing %v", meta["routing"])
+		}
+		if dl, _ := meta["download"].(map[string]any); dl["sha256_verified"] != true || dl["sha256"] != fileSHA(t, silent) {
+			t.Errorf("download %v: want the gateway's sha256 verified", meta["download"])
+		}
+		for _, want := range []string{"# Video Analysis", "| Resolution | 320x240 |", "| Audio | No |", "## Thumbnails"} {
+			if !strings.Contains(res.Content, want) {
+				t.Errorf("content lacks %q:\n%s", want, res.Content)
+			}
+		}
+		if len(res.Thumbnails) != 5 {
+			t.Fatalf("%d thumbnails, want 5", len(res.Thumbnails))
+		}
+		for i, th := range res.Thumbnails {
+			b64, ok := strings.CutPrefix(th, "data:image/jpeg;base64,")
+			jpg, err := base64.StdEncoding.DecodeString(b64)
+			if !ok || err != nil || len(jpg) < 2 || jpg[0] != 0xFF || jpg[1] != 0xD8 {
+				t.Errorf("thumbnail %d is not a JPEG data URL", i)
+			}
+		}
+		id, _ := meta["task_id"].(string)
+		if s.goLogged(t, "task forwarded", id, nil) {
+			t.Errorf("the Go worker forwarded task %s it should have done itself", id)
+		}
+	})
+}
+
+// result is MoRAG's ProcessingResultResponse.
+type result struct {
+	Success        bool           `json:"success"`
+	Content        string         `json:"content"`
+	Metadata       map[string]any `json:"metadata"`
+	ProcessingTime float64        `json:"processing_time"`
+	ErrorMessage   *string        `json:"error_message"`
+	Thumbnails     []string       `json:"thumbnails"`
+}
+
+// processFile posts the file to /process/file with gpu=true and alice's key
+// and returns the one answer.
+func (s *stack) processFile(t *testing.T, path string, options map[string]any) result {
+	t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	part, _ := mw.CreateFormFile("file", filepath.Base(path))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part.Write(data)
+	opts, _ := json.Marshal(options)
+	mw.WriteField("options", string(opts))
+	mw.WriteField("gpu", "true")
+	mw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/process/file", &body)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+s.aliceKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /process/file: %v", err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /process/file: HTTP %d: %s", resp.StatusCode, raw)
+	}
+	var res result
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&res); err != nil {
+		t.Fatalf("answer is not MoRAG's result: %v: %s", err, raw)
+	}
+	if dec.More() {
+		t.Fatalf("more than one result in the answer: %s", raw)
+	}
+	var keys map[string]json.RawMessage
+	json.Unmarshal(raw, &keys)
+	for _, k := range []string{"success", "content", "metadata", "processing_time", "error_message", "thumbnails"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("answer has no %q: %s", k, raw)
+		}
+	}
+	if res.Metadata == nil {
+		t.Fatalf("answer has no metadata: %s", raw)
+	}
+	return res
+}
+
+// startStack runs redis, the gateway, the Go worker on gpu-tasks-alice and
+// the Python stand-in worker on celery, and waits until the gateway sees
+// the Go worker alive.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	gatewayBin := build(t, dir, "./gateway", "gateway")
+	workerBin, workerArgs := goWorker(t, dir)
+	r := testenv.StartRedis(t)
+
+	pool, err := protocol.NewPool(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key, _, err := auth.NewKeyService(pool).Create(ctx, "alice", "e2e", 1)
+	if err != nil {
+		t.Fatalf("create alice's key: %v", err)
+	}
+
+	port := testenv.FreePort(t)
+	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
+	gw := testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef"}, gatewayBin,
+		"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", s.uploads, "-public-url", s.base, "-wait-timeout", "3m")
+	if !gw.WaitOutput("gateway listening", 60*time.Second) {
+		t.Fatalf("gateway did not start:\n%s", gw.Output())
+	}
+	s.goWorker = testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}, workerBin,
+		append([]string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery"}, workerArgs...)...)
+	if !s.goWorker.WaitOutput(`"ready."`, 60*time.Second) {
+		t.Fatalf("Go worker did not become ready:\n%s", s.goWorker.Output())
+	}
+	if !s.goWorker.WaitOutput("no transcriber", time.Second) {
+		t.Errorf("the default build's worker did not say at start that it has no transcriber:\n%s", s.goWorker.Output())
+	}
+	testenv.StartCeleryWorker(t, r.URL(), "morag.worker", "-Q", "celery", "-n", "py@%h", "--concurrency", "1")
+
+	deadline := time.Now().Add(60 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, body := s.goWorkerListed()
+		if ok {
+			return s
+		}
+		last = body
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("the gateway never listed the Go worker on gpu-tasks-alice; last /api/v1/status/workers: %s", last)
+	return nil
+}
+
+// goWorkerListed reports whether /api/v1/status/workers lists the Go
+// worker with gpu-tasks-alice.
+func (s *stack) goWorkerListed() (bool, string) {
+	resp, err := http.Get(s.base + "/api/v1/status/workers")
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var body struct {
+		Workers struct {
+			Details map[string]struct {
+				Queues []string `json:"queues"`
+			} `json:"details"`
+		} `json:"workers"`
+	}
+	if json.Unmarshal(raw, &body) != nil {
+		return false, string(raw)
+	}
+	for name, w := range body.Workers.Details {
+		if strings.HasPrefix(name, "alice-gpu@") {
+			for _, q := range w.Queues {
+				if q == "gpu-tasks-alice" {
+					return true, string(raw)
+				}
+			}
+		}
+	}
+	return false, string(raw)
+}
+
+// goLogged reports whether the Go worker logged message for task id (and
+// the line passes match, when given).
+func (s *stack) goLogged(t *testing.T, message, id string, match func(map[string]any) bool) bool {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(s.goWorker.Output()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) != nil {
+			continue
+		}
+		if line["message"] == message && line["task_id"] == id && (match == nil || match(line)) {
+			return true
+		}
+	}
+	return false
+}
+
+// goWorker builds the Go worker and returns it with its extra flags. The
+// GPU is off so that the decode path asserted ("cpu") is the same on every
+// machine.
+func goWorker(t *testing.T, dir string) (string, []string) {
+	t.Helper()
+	return build(t, dir, "./worker", "worker"), []string{"-gpu", "off"}
+}
+
+// build compiles pkg; a package that does not build yet skips the test
+// with the compiler's reason.
+func build(t *testing.T, dir, pkg, out string) string {
+	t.Helper()
+	bin := filepath.Join(dir, out)
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Dir = testenv.RepoRoot(t)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return bin
+}
+
+func ffmpeg(t *testing.T, args ...string) {
+	t.Helper()
+	cmd := exec.Command("ffmpeg", append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-y"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg %v: %v\n%s", args, err, out)
+	}
+}
+
+func fileSHA(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}

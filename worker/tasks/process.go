@@ -1,0 +1,394 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"morag-gpu/media"
+	"morag-gpu/media/morag"
+	"morag-gpu/media/transcribe"
+)
+
+// kind is what a task's input is, as far as this worker is concerned.
+type kind int
+
+const (
+	kindUnknown kind = iota // find out by probing the file
+	kindAudio
+	kindVideo
+	kindOther // documents, images, web pages: a Python worker's job
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindAudio:
+		return "audio"
+	case kindVideo:
+		return "video"
+	case kindOther:
+		return "other"
+	}
+	return "unknown"
+}
+
+// kindFromContentType reads a task's content_type argument, which is a MIME
+// type or a MoRAG type (audio, video, document, image, web, youtube, ...).
+func kindFromContentType(ct string) kind {
+	ct = strings.ToLower(strings.TrimSpace(ct))
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = strings.TrimSpace(ct[:i])
+	}
+	if ct == "" {
+		return kindUnknown
+	}
+	major, _, isMIME := strings.Cut(ct, "/")
+	if !isMIME {
+		switch ct {
+		case "audio":
+			return kindAudio
+		case "video":
+			return kindVideo
+		}
+		return kindOther
+	}
+	switch {
+	case major == "audio":
+		return kindAudio
+	case major == "video":
+		return kindVideo
+	case ct == "application/octet-stream", ct == "application/ogg", ct == "application/mp4",
+		ct == "application/x-matroska", ct == "binary/octet-stream":
+		// Says nothing about what is inside: probe it.
+		return kindUnknown
+	}
+	return kindOther
+}
+
+// Extensions decide without a download when the content type is missing.
+// A container extension is only a hint; the probe has the last word.
+var (
+	audioExts = map[string]bool{".mp3": true, ".wav": true, ".m4a": true, ".aac": true, ".flac": true,
+		".oga": true, ".opus": true, ".wma": true, ".aiff": true, ".aif": true, ".amr": true}
+	videoExts = map[string]bool{".mp4": true, ".m4v": true, ".mov": true, ".mkv": true, ".webm": true,
+		".avi": true, ".wmv": true, ".flv": true, ".mpeg": true, ".mpg": true, ".ts": true, ".mts": true,
+		".m2ts": true, ".3gp": true, ".ogv": true}
+	otherExts = map[string]bool{".pdf": true, ".doc": true, ".docx": true, ".txt": true, ".md": true,
+		".html": true, ".htm": true, ".rtf": true, ".odt": true, ".ppt": true, ".pptx": true, ".xls": true,
+		".xlsx": true, ".csv": true, ".json": true, ".xml": true, ".epub": true, ".png": true, ".jpg": true,
+		".jpeg": true, ".gif": true, ".bmp": true, ".tif": true, ".tiff": true, ".webp": true, ".svg": true}
+)
+
+func kindFromName(name string) kind {
+	ext := strings.ToLower(filepath.Ext(name))
+	switch {
+	case audioExts[ext]:
+		return kindAudio
+	case videoExts[ext]:
+		return kindVideo
+	case otherExts[ext]:
+		return kindOther
+	}
+	return kindUnknown
+}
+
+// kindFromURL is kindFromName of a URL's path.
+func kindFromURL(raw string) kind {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return kindUnknown
+	}
+	return kindFromName(path.Base(u.Path))
+}
+
+// isImageFormat reports whether an ffprobe format name is a still image
+// (image2, png_pipe, jpeg_pipe, ...) or a GIF, which probe as a one-frame
+// "video" but are images to MoRAG.
+func isImageFormat(format string) bool {
+	for _, f := range strings.Split(format, ",") {
+		if f == "image2" || f == "gif" || f == "apng" || strings.HasSuffix(f, "_pipe") {
+			return true
+		}
+	}
+	return false
+}
+
+// taskOptions are the task_options (or options) keys this worker uses.
+type taskOptions struct {
+	IncludeThumbnails bool
+	ExtractKeyframes  bool
+	VideoQuality      string // "720p": make a proxy transcode
+	Language          string // "" or "auto": detect
+}
+
+func parseOptions(m map[string]any) (taskOptions, error) {
+	var o taskOptions
+	var err error
+	if o.IncludeThumbnails, err = boolOption(m, "include_thumbnails"); err != nil {
+		return o, err
+	}
+	if o.ExtractKeyframes, err = boolOption(m, "extract_keyframes"); err != nil {
+		return o, err
+	}
+	if o.VideoQuality, err = stringOption(m, "video_quality"); err != nil {
+		return o, err
+	}
+	if o.Language, err = stringOption(m, "language"); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+func boolOption(m map[string]any, key string) (bool, error) {
+	switch v := m[key].(type) {
+	case nil:
+		return false, nil
+	case bool:
+		return v, nil
+	case string:
+		switch strings.ToLower(strings.TrimSpace(v)) {
+		case "true", "1", "yes", "on":
+			return true, nil
+		case "false", "0", "no", "off", "":
+			return false, nil
+		}
+	case json.Number:
+		f, err := v.Float64()
+		return f != 0, err
+	case float64:
+		return v != 0, nil
+	}
+	return false, fmt.Errorf("task option %s must be true or false, got %v", key, m[key])
+}
+
+func stringOption(m map[string]any, key string) (string, error) {
+	switch v := m[key].(type) {
+	case nil:
+		return "", nil
+	case string:
+		return strings.TrimSpace(v), nil
+	}
+	return "", fmt.Errorf("task option %s must be a string, got %v", key, m[key])
+}
+
+// processor turns an audio or video file into MoRAG's result.
+type processor struct {
+	tools *media.Tools
+	tr    transcribe.Transcriber // nil: this worker cannot transcribe
+	// window is the PCM transcribed at a time (transcribe.DefaultWindow).
+	window time.Duration
+}
+
+// job is one file to process.
+type job struct {
+	Path     string
+	Name     string // the original file name, for titles and metadata
+	Size     int64
+	Options  taskOptions
+	Progress func(fraction float64, message string) // fraction of the processing, 0..1
+	// ProxyDir receives the proxy transcode, when one is asked for.
+	ProxyDir string
+}
+
+// plan is what the probe decided.
+type plan struct {
+	Info *media.Info
+	Kind kind // kindAudio or kindVideo
+	// Forward, when not empty, is why the file is not audio or video and
+	// belongs to a Python worker.
+	Forward string
+	// NeedsTranscript says whether the pipeline transcribes: audio always,
+	// video when it has an audio stream.
+	NeedsTranscript bool
+}
+
+// decide probes the file and picks the pipeline. hint comes from the
+// content type or the file name; kindUnknown lets the probe decide.
+func (p *processor) decide(ctx context.Context, file string, hint kind) (*plan, error) {
+	info, err := p.tools.Probe(ctx, file)
+	if err != nil {
+		if hint == kindUnknown && (errors.Is(err, media.ErrCorrupt) || errors.Is(err, media.ErrNoStreams)) {
+			return &plan{Forward: "the file is not audio or video (ffprobe cannot read it as media)"}, nil
+		}
+		return nil, err
+	}
+	pl := &plan{Info: info}
+	switch {
+	case hint == kindUnknown && isImageFormat(info.Format):
+		pl.Forward = fmt.Sprintf("the file is an image (%s), not audio or video", info.Format)
+		return pl, nil
+	case hint == kindAudio:
+		if !info.HasAudio() {
+			return nil, &media.Error{Op: "process audio", Path: file, Kind: media.ErrNoAudio}
+		}
+		pl.Kind = kindAudio
+	case info.HasVideo():
+		pl.Kind = kindVideo
+	case info.HasAudio():
+		// Sent as video but holds only sound (an audio-only .webm, say):
+		// what MoRAG's audio pipeline makes of it is what the client wants.
+		pl.Kind = kindAudio
+	case hint == kindUnknown:
+		pl.Forward = "the file has neither an audio nor a video stream"
+		return pl, nil
+	default:
+		return nil, &media.Error{Op: "process video", Path: file, Kind: media.ErrNoStreams}
+	}
+	pl.NeedsTranscript = pl.Kind == kindAudio || info.HasAudio()
+	return pl, nil
+}
+
+// output is a processed file: MoRAG's content and metadata, plus what this
+// worker adds.
+type output struct {
+	Content    string
+	Metadata   map[string]any
+	Thumbnails []string // data URLs, when asked for
+	Keyframes  []string // data URLs, when asked for
+	// ProxyFile is the proxy transcode's path, when one was made; the
+	// caller uploads it. ProxyPath says how it was made.
+	ProxyFile string
+	ProxyPath media.Path
+	ProxyErr  error
+}
+
+// run processes the file as pl says. The transcriber must be present when
+// pl.NeedsTranscript.
+func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
+	started := time.Now()
+	report := j.Progress
+	if report == nil {
+		report = func(float64, string) {}
+	}
+	var tr *transcribe.Transcript
+	if pl.NeedsTranscript {
+		if p.tr == nil {
+			return nil, errors.New("no transcriber") // callers check first; this is a backstop
+		}
+		// Transcription is most of the work: the first 80 %.
+		report(0, "transcribing")
+		src := func(ctx context.Context, window time.Duration, fn func(time.Duration, []float32) error) error {
+			return p.tools.StreamPCM(ctx, j.Path, window, fn)
+		}
+		var err error
+		tr, err = transcribe.Stream(ctx, p.tr, src, p.window, pl.Info.Duration,
+			transcribe.Options{Language: j.Options.Language},
+			func(f float64) { report(0.8*f, "transcribing") })
+		if err != nil {
+			return nil, fmt.Errorf("transcribe %s: %w", j.Name, err)
+		}
+	}
+	if pl.Kind == kindAudio {
+		report(0.95, "formatting")
+		meta := morag.AudioMetadata(morag.AudioInput{
+			FileName: j.Name, FileSize: j.Size, Info: pl.Info, Transcript: tr, ProcessingTime: time.Since(started),
+		})
+		meta["decode"] = media.PathCPU // audio codecs have no GPU decoder
+		content := morag.AudioMarkdown(j.Name, tr, meta)
+		if content == "" {
+			meta["warning"] = "no speech was found: the transcript is empty"
+		}
+		return &output{Content: content, Metadata: meta}, nil
+	}
+	return p.video(ctx, j, pl, tr, started, report)
+}
+
+func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.Transcript, started time.Time, report func(float64, string)) (*output, error) {
+	out := &output{}
+	meta := morag.VideoMetadata(pl.Info)
+	// Audio extraction never decodes video, so without frames or a proxy
+	// the video decode path is the CPU's (nothing decoded).
+	used := media.Path{Decode: media.PathCPU}
+	var thumbs, keys []morag.Image
+	if j.Options.IncludeThumbnails {
+		report(0.82, "thumbnails")
+		frames, path, err := p.tools.Thumbnails(ctx, j.Path, media.FrameOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("thumbnails of %s: %w", j.Name, err)
+		}
+		used = path
+		for i, f := range frames {
+			out.Thumbnails = append(out.Thumbnails, f.DataURL())
+			thumbs = append(thumbs, morag.Image{Ref: fmt.Sprintf("thumbnail_%d.jpg", i+1), Time: f.Time})
+		}
+	}
+	if j.Options.ExtractKeyframes {
+		report(0.86, "keyframes")
+		frames, path, err := p.tools.Keyframes(ctx, j.Path, media.FrameOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("keyframes of %s: %w", j.Name, err)
+		}
+		if !j.Options.IncludeThumbnails {
+			used = path
+		}
+		for i, f := range frames {
+			out.Keyframes = append(out.Keyframes, f.DataURL())
+			keys = append(keys, morag.Image{Ref: fmt.Sprintf("keyframe_%d.jpg", i+1), Time: f.Time})
+		}
+	}
+	if q := j.Options.VideoQuality; q != "" {
+		report(0.9, "transcoding a "+q+" proxy")
+		out.ProxyFile, out.ProxyPath, out.ProxyErr = p.proxy(ctx, j, q)
+		if out.ProxyErr == nil {
+			used.Encode = out.ProxyPath.Encode
+			if !j.Options.IncludeThumbnails && !j.Options.ExtractKeyframes {
+				used.Decode, used.Fallback = out.ProxyPath.Decode, out.ProxyPath.Fallback
+			}
+		} else if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+	}
+	report(0.97, "formatting")
+	meta["decode"] = used.Decode
+	if used.Encode != "" {
+		meta["encode"] = used.Encode
+	}
+	if used.Fallback != "" {
+		meta["gpu_fallback"] = used.Fallback
+	}
+	// The keys MoRAG's JSON-mode video content adds to its metadata.
+	meta["thumbnails_count"] = len(out.Thumbnails)
+	meta["keyframes_count"] = len(out.Keyframes)
+	meta["filename"] = j.Name
+	meta["file_size"] = j.Size
+	if tr != nil {
+		meta["transcript_length"] = len(tr.Text())
+		meta["segments_count"] = len(tr.Segments)
+		meta["word_count"] = tr.WordCount()
+		meta["has_speaker_diarization"] = false
+		meta["has_topic_segmentation"] = false
+		if tr.Language != "" {
+			meta["language"] = tr.Language
+		}
+		if len(tr.Segments) == 0 {
+			meta["warning"] = "no speech was found in the audio track: the transcript is empty"
+		}
+	}
+	meta["processing_time"] = time.Since(started).Seconds()
+	out.Metadata = meta
+	out.Content = morag.VideoMarkdown(morag.VideoInput{Info: pl.Info, Transcript: tr, Thumbnails: thumbs, Keyframes: keys})
+	return out, nil
+}
+
+// proxy transcodes the video to the quality asked for, into j.ProxyDir.
+func (p *processor) proxy(ctx context.Context, j job, quality string) (string, media.Path, error) {
+	h, err := media.ParseQuality(quality)
+	if err != nil {
+		return "", media.Path{}, err
+	}
+	dst := filepath.Join(j.ProxyDir, "proxy_"+strconv.Itoa(h)+"p.mp4")
+	used, err := p.tools.Transcode(ctx, j.Path, dst, media.TranscodeOptions{Height: h})
+	if err != nil {
+		os.Remove(dst)
+		return "", used, err
+	}
+	return dst, used, nil
+}
