@@ -45,6 +45,14 @@ func (s *Server) next(stopCtx context.Context) *request {
 		if s.stopping {
 			return true
 		}
+		dropped := false
+		defer func() {
+			// Taking a task moves it from ready to active, which changes
+			// no one's condition; dropping one frees room for a fetch.
+			if dropped {
+				s.broadcastLocked()
+			}
+		}()
 		for len(s.ready) > 0 {
 			c := s.ready[0]
 			s.ready[0] = nil
@@ -52,9 +60,9 @@ func (s *Server) next(stopCtx context.Context) *request {
 			if c.transition(stateActive, stateReserved) {
 				r = c
 				s.active++
-				s.broadcastLocked()
 				return true
 			}
+			dropped = true
 		}
 		return false
 	})

@@ -12,19 +12,50 @@ import (
 // also bounds how long a stop request waits for the fetch loop.
 const fetchTimeout = time.Second
 
+// maxFetchers bounds the fetch loops that run side by side. One fetch is a
+// Redis round trip during which a single loop would leave every idle slot
+// waiting; a few loops keep the slots fed, while each idle one holds a
+// connection in BRPOP.
+const maxFetchers = 4
+
+// fetchers is how many fetch loops Run starts: one per slot up to
+// maxFetchers, and never more than the prefetch limit allows messages in
+// hand. A single slot gets a single loop, so it runs tasks in queue order.
+func (s *Server) fetchers() int {
+	return max(1, min(s.cfg.Concurrency, s.cfg.Concurrency+s.cfg.Prefetch, maxFetchers))
+}
+
 // fetchLoop takes messages while the prefetch limit allows, until stopCtx
-// ends. The fetch itself runs under ioCtx: a fetch is never abandoned half
-// way, so a message popped during shutdown is still recorded as held and
+// ends. Several loops may run: each counts its fetch in flight against the
+// limit before it starts, so together they never hold more than
+// Concurrency+Prefetch messages that are running or waiting for a slot.
+// The fetch itself runs under ioCtx: a fetch is never abandoned half way,
+// so a message popped during shutdown is still recorded as held and
 // requeued rather than lost.
 func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 	var b protocol.Backoff
 	limit := s.cfg.Concurrency + s.cfg.Prefetch
 	for {
-		canFetch := s.waitFor(stopCtx, func() bool { return s.active+len(s.ready) < limit && !s.stopping })
+		canFetch := s.waitFor(stopCtx, func() bool {
+			if s.active+len(s.ready)+s.fetching < limit && !s.stopping {
+				s.fetching++
+				return true
+			}
+			return false
+		})
 		if !canFetch {
 			return
 		}
 		d, err := s.consumer.Fetch(ioCtx, fetchTimeout)
+		if err == nil && d != nil {
+			s.receive(stopCtx, ioCtx, d)
+		}
+		// Released only after receive has queued the message, so that the
+		// limit never reads low in between.
+		s.mu.Lock()
+		s.fetching--
+		s.broadcastLocked()
+		s.mu.Unlock()
 		if err != nil {
 			if stopCtx.Err() != nil {
 				return
@@ -37,9 +68,6 @@ func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 			continue
 		}
 		b.Reset()
-		if d != nil {
-			s.receive(stopCtx, ioCtx, d)
-		}
 	}
 }
 
@@ -70,17 +98,19 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 		s.revoke(ioCtx, r, revokeReason(expired), false, nil)
 		return
 	}
-	s.taskEvent("task-received", map[string]any{
-		"uuid":      msg.ID,
-		"name":      r.name(),
-		"args":      argsRepr(msg),
-		"kwargs":    kwargsRepr(msg),
-		"root_id":   nullIfEmpty(msg.RootID),
-		"parent_id": nullIfEmpty(msg.ParentID),
-		"retries":   msg.Retries,
-		"eta":       isoOrNil(msg.ETA),
-		"expires":   isoOrNil(msg.Expires),
-	})
+	if s.taskEvents.Load() { // the reprs cost more than the rest of receive
+		s.taskEvent("task-received", map[string]any{
+			"uuid":      msg.ID,
+			"name":      r.name(),
+			"args":      argsRepr(msg),
+			"kwargs":    kwargsRepr(msg),
+			"root_id":   nullIfEmpty(msg.RootID),
+			"parent_id": nullIfEmpty(msg.ParentID),
+			"retries":   msg.Retries,
+			"eta":       isoOrNil(msg.ETA),
+			"expires":   isoOrNil(msg.Expires),
+		})
+	}
 	if msg.ETA != nil && msg.ETA.After(now) {
 		r.mu.Lock()
 		r.state = stateScheduled

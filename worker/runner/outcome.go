@@ -24,33 +24,39 @@ func (s *Server) succeed(ctx context.Context, r *request, value any, runtime tim
 		s.fail(ctx, r, te, traceback(te, ""))
 		return
 	}
-	retval := decodeGeneric(encoded)
+	// retval is what Python's callbacks and event repr see; decoding it
+	// costs as much as encoding, so only when something reads it.
+	events := s.taskEvents.Load()
+	var retval any
+	if events || len(r.msg.Embed.Callbacks) > 0 || len(r.msg.Embed.Chain) > 0 {
+		retval = decodeGeneric(encoded)
+	}
 	children, ok := s.continueCanvas(ctx, r, retval)
 	if !ok {
 		return
 	}
-	if !r.msg.IgnoreResult {
-		err := s.store(ctx, r, "store SUCCESS", protocol.StoreRequest{
-			TaskID:   r.msg.ID,
-			State:    protocol.StateSuccess,
-			Result:   json.RawMessage(encoded),
-			Message:  r.msg,
-			Worker:   s.cfg.Hostname,
-			Children: children,
-		})
-		if err != nil {
+	if r.msg.IgnoreResult {
+		r.markStored()
+		if !s.ack(ctx, r) {
 			return
 		}
-	}
-	r.markStored()
-	if !s.ack(ctx, r) {
+	} else if !s.storeAndAck(ctx, r, "store SUCCESS", protocol.StoreRequest{
+		TaskID:   r.msg.ID,
+		State:    protocol.StateSuccess,
+		Result:   json.RawMessage(encoded),
+		Message:  r.msg,
+		Worker:   s.cfg.Hostname,
+		Children: children,
+	}) {
 		return
 	}
-	s.taskEvent("task-succeeded", map[string]any{
-		"uuid":    r.msg.ID,
-		"result":  pyRepr(retval, 1024),
-		"runtime": runtime.Seconds(),
-	})
+	if events {
+		s.taskEvent("task-succeeded", map[string]any{
+			"uuid":    r.msg.ID,
+			"result":  pyRepr(retval, 1024),
+			"runtime": runtime.Seconds(),
+		})
+	}
 	r.log.Info().Float64("runtime", runtime.Seconds()).Msg("task succeeded")
 }
 
@@ -199,18 +205,13 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 		return
 	}
 	te := protocol.NewTaskError("NotRegistered", modCelery, r.msg.Task)
-	err := s.store(ctx, r, "store FAILURE (NotRegistered)", protocol.StoreRequest{
+	if !s.storeAndAck(ctx, r, "store FAILURE (NotRegistered)", protocol.StoreRequest{
 		TaskID:  r.msg.ID,
 		State:   protocol.StateFailure,
 		Result:  te,
 		Message: r.msg,
 		Worker:  s.cfg.Hostname,
-	})
-	if err != nil {
-		return
-	}
-	r.markStored()
-	if !s.ack(ctx, r) {
+	}) {
 		return
 	}
 	s.taskEvent("task-failed", map[string]any{
@@ -224,18 +225,13 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 // task-revoked. signum is the terminate signal number, or nil.
 func (s *Server) revoke(ctx context.Context, r *request, reason string, terminated bool, signum any) {
 	te := protocol.NewTaskError("TaskRevokedError", modCelery, reason)
-	err := s.store(ctx, r, "store REVOKED", protocol.StoreRequest{
+	if !s.storeAndAck(ctx, r, "store REVOKED", protocol.StoreRequest{
 		TaskID:  r.msg.ID,
 		State:   protocol.StateRevoked,
 		Result:  te,
 		Message: r.msg,
 		Worker:  s.cfg.Hostname,
-	})
-	if err != nil {
-		return
-	}
-	r.markStored()
-	if !s.ack(ctx, r) {
+	}) {
 		return
 	}
 	s.taskEvent("task-revoked", map[string]any{
@@ -264,6 +260,32 @@ func (s *Server) ack(ctx context.Context, r *request) bool {
 	if err != nil {
 		return false
 	}
+	s.acked(r, held)
+	return true
+}
+
+// storeAndAck stores the final state and acks the message in one atomic
+// Redis step (result first, as ack does after store), retrying through
+// outages. It reports false when a forced shutdown stopped it first; the
+// message then stays held, and Run requeues it unless the step had
+// already succeeded, in which case the requeue finds nothing to restore.
+func (s *Server) storeAndAck(ctx context.Context, r *request, what string, req protocol.StoreRequest) bool {
+	var held bool
+	err := persist(ctx, r.log, what+" and acknowledge the message", func(ctx context.Context) error {
+		var err error
+		held, err = s.broker.StoreAndAck(ctx, s.backend, req, r.d.Tag)
+		return err
+	})
+	if err != nil {
+		return false
+	}
+	r.markStored()
+	s.acked(r, held)
+	return true
+}
+
+// acked forgets an acknowledged message.
+func (s *Server) acked(r *request, held bool) {
 	r.mu.Lock()
 	r.state = stateDone
 	r.mu.Unlock()
@@ -272,7 +294,6 @@ func (s *Server) ack(ctx context.Context, r *request) bool {
 		r.log.Warn().Msg("the message was no longer held when acknowledged: it was restored by another consumer " +
 			"(a shorter visibility timeout, or Redis lost it), so this task may run again")
 	}
-	return true
 }
 
 // decodeGeneric decodes JSON into plain values with json.Number numbers,

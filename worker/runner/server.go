@@ -42,10 +42,11 @@ type Server struct {
 	work sync.WaitGroup
 
 	mu        sync.Mutex
-	changed   chan struct{} // closed and replaced whenever held/ready/active change
+	changed   chan struct{} // closed and replaced whenever ready/active/fetching change
 	held      map[string]*request
 	ready     []*request // reserved, in fetch order
 	active    int
+	fetching  int                // fetches in flight: each may add one to ready
 	stop      context.CancelFunc // starts a graceful shutdown
 	stopping  bool
 	startTime time.Time
@@ -141,7 +142,11 @@ func (s *Server) Run(ctx context.Context) error {
 	fetchDone := make(chan struct{})
 	s.work.Go(func() {
 		defer close(fetchDone)
-		s.fetchLoop(stopCtx, ioCtx)
+		var fetchers sync.WaitGroup
+		for range s.fetchers() {
+			fetchers.Go(func() { s.fetchLoop(stopCtx, ioCtx) })
+		}
+		fetchers.Wait()
 	})
 	for i := 0; i < s.cfg.Concurrency; i++ {
 		s.work.Go(func() { s.slot(stopCtx, ioCtx, base) })
@@ -267,10 +272,11 @@ func (s *Server) waitFor(ctx context.Context, cond func() bool) bool {
 	}
 }
 
+// hold and unhold do not broadcast: nothing waits on held itself, and a
+// wake-up per change costs every fetcher and slot a context switch.
 func (s *Server) hold(r *request) {
 	s.mu.Lock()
 	s.held[r.d.Tag] = r
-	s.broadcastLocked()
 	s.mu.Unlock()
 }
 
@@ -279,7 +285,6 @@ func (s *Server) unhold(r *request) {
 	if s.held[r.d.Tag] == r {
 		delete(s.held, r.d.Tag)
 	}
-	s.broadcastLocked()
 	s.mu.Unlock()
 }
 
