@@ -183,7 +183,7 @@ func (m *Mailbox) serve(ctx context.Context, req *ControlRequest) {
 	}
 	if err != nil {
 		m.log.Error().Err(err).Str("method", req.Method).Msg("pidbox command error")
-		reply = map[string]any{"error": "Error(" + pythonRepr(err.Error()) + ")"}
+		reply = map[string]any{"error": "Error(" + PyStrRepr(err.Error()) + ")"}
 	}
 	if req.ReplyTo == nil {
 		return
@@ -201,7 +201,7 @@ func (m *Mailbox) call(ctx context.Context, req *ControlRequest) (reply any, err
 	m.mu.RUnlock()
 	if h == nil {
 		m.log.Warn().Str("method", req.Method).Msg("no such control command")
-		return map[string]any{"error": "KeyError(" + pythonRepr(req.Method) + ")"}, nil
+		return map[string]any{"error": "KeyError(" + PyStrRepr(req.Method) + ")"}, nil
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -377,38 +377,6 @@ func fnmatchRegexp(pat string) string {
 		}
 	}
 	b.WriteString(`$`)
-	return b.String()
-}
-
-// pythonRepr quotes s as Python's repr(str) does, for error replies shaped
-// like Python's ("KeyError('foo')").
-func pythonRepr(s string) string {
-	quote := byte('\'')
-	if strings.ContainsRune(s, '\'') && !strings.ContainsRune(s, '"') {
-		quote = '"'
-	}
-	var b strings.Builder
-	b.WriteByte(quote)
-	for _, r := range s {
-		switch {
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == rune(quote):
-			b.WriteByte('\\')
-			b.WriteByte(quote)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte(quote)
 	return b.String()
 }
 

@@ -232,8 +232,8 @@ func TestPythonRepr(t *testing.T) {
 		"a\nb\\":   `'a\nb\\'`,
 		"é\x01":    `'é\x01'`,
 	} {
-		if got := pythonRepr(in); got != want {
-			t.Errorf("pythonRepr(%q) = %s, want %s", in, got, want)
+		if got := PyStrRepr(in); got != want {
+			t.Errorf("PyStrRepr(%q) = %s, want %s", in, got, want)
 		}
 	}
 }

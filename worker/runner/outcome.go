@@ -216,7 +216,7 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 	}
 	s.taskEvent("task-failed", map[string]any{
 		"uuid":      r.msg.ID,
-		"exception": "NotRegistered(" + pyStrRepr(r.msg.Task) + ")",
+		"exception": "NotRegistered(" + protocol.PyStrRepr(r.msg.Task) + ")",
 	})
 	r.log.Error().Msg("received unregistered task and nowhere to forward it; failed it as NotRegistered")
 }

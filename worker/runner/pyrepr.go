@@ -7,7 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode"
+
+	"morag-gpu/protocol"
 )
 
 // pyRepr renders a JSON-like value the way Python's repr() would render
@@ -62,7 +63,7 @@ func writeRepr(b *strings.Builder, v any, depth int) {
 			b.WriteString("False")
 		}
 	case string:
-		b.WriteString(pyStrRepr(x))
+		b.WriteString(protocol.PyStrRepr(x))
 	case json.Number:
 		b.WriteString(x.String())
 	case float64:
@@ -91,7 +92,7 @@ func writeRepr(b *strings.Builder, v any, depth int) {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString(pyStrRepr(k))
+			b.WriteString(protocol.PyStrRepr(k))
 			b.WriteString(": ")
 			writeRepr(b, x[k], depth+1)
 		}
@@ -105,14 +106,14 @@ func writeRepr(b *strings.Builder, v any, depth int) {
 		}
 		data, err := json.Marshal(v)
 		if err != nil {
-			b.WriteString(pyStrRepr(fmt.Sprint(v)))
+			b.WriteString(protocol.PyStrRepr(fmt.Sprint(v)))
 			return
 		}
 		var generic any
 		dec := json.NewDecoder(strings.NewReader(string(data)))
 		dec.UseNumber()
 		if dec.Decode(&generic) != nil {
-			b.WriteString(pyStrRepr(string(data)))
+			b.WriteString(protocol.PyStrRepr(string(data)))
 			return
 		}
 		writeRepr(b, generic, depth+1)
@@ -125,43 +126,6 @@ func pyFloat(f float64) string {
 		s += ".0"
 	}
 	return s
-}
-
-// pyStrRepr is Python 3's repr(str).
-func pyStrRepr(s string) string {
-	quote := byte('\'')
-	if strings.ContainsRune(s, '\'') && !strings.ContainsRune(s, '"') {
-		quote = '"'
-	}
-	var b strings.Builder
-	b.WriteByte(quote)
-	for _, r := range s {
-		switch {
-		case r == rune(quote) || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\x%02x`, r)
-		case r > 0x7f && !unicode.IsPrint(r):
-			if r <= 0xff {
-				fmt.Fprintf(&b, `\x%02x`, r)
-			} else if r <= 0xffff {
-				fmt.Fprintf(&b, `\u%04x`, r)
-			} else {
-				fmt.Fprintf(&b, `\U%08x`, r)
-			}
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte(quote)
-	return b.String()
 }
 
 // pyFloatNumber is f as a JSON number Python reads back as a float (with a
