@@ -39,8 +39,9 @@ worker-whisper:
 	$(WHISPER_ENV) $(GO) build -tags whisper -o $(BIN)/worker-whisper ./worker
 
 test-whisper:
-	@scripts/check-whisper || { echo "test-whisper: SKIPPED (see above)"; exit 0; }
-	$(WHISPER_ENV) $(GO) test -tags whisper -count=1 -v -run 'Whisper' ./media/...
+	@if scripts/check-whisper; then \
+	  $(WHISPER_ENV) $(GO) test -tags whisper -count=1 -v -run 'Whisper' ./media/...; \
+	else echo "test-whisper: SKIPPED (see above)"; fi
 
 # For a machine with an NVIDIA GPU: detection, NVDEC/NVENC vs CPU, whisper RTF.
 gpu-check:
