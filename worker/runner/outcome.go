@@ -181,16 +181,20 @@ func (s *Server) forward(ctx context.Context, r *request, queue, reason string) 
 		s.fail(ctx, r, te, traceback(te, ""))
 		return
 	}
-	// Publish before ack: a crash in between duplicates the task rather
-	// than losing it.
+	// Publish and ack in one step: a crash can neither lose nor duplicate
+	// the task.
+	var held bool
 	err = persist(ctx, r.log, "forward the task", func(ctx context.Context) error {
-		return s.broker.Publish(ctx, queue, envelope, r.msg.Priority)
+		var err error
+		held, err = s.broker.Forward(ctx, r.d.Tag, queue, envelope, r.msg.Priority)
+		return err
 	})
 	if err != nil {
 		return
 	}
 	r.markStored()
-	if s.ack(ctx, r) {
+	s.acked(r, held)
+	if held {
 		r.log.Info().Str("to_queue", queue).Str("reason", reason).Msg("task forwarded")
 	}
 }
