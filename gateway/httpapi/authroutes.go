@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +14,27 @@ import (
 // formValue reads a form field from a urlencoded or multipart body.
 func formValue(c echo.Context, name string) string {
 	return strings.TrimSpace(c.FormValue(name))
+}
+
+// maxAuthForm bounds the body of the key routes: they take a few short
+// fields, and an unbounded multipart body would spill to temp files.
+const maxAuthForm = 64 << 10
+
+// smallForm parses the key routes' form with a size limit before the
+// handlers read fields, answering 413 for an oversized body.
+func smallForm(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, maxAuthForm)
+		if err := r.ParseMultipartForm(maxAuthForm); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return detail(c, http.StatusRequestEntityTooLarge, "Request body larger than %d bytes", maxAuthForm)
+			}
+			return detail(c, http.StatusBadRequest, "invalid form: %v", err)
+		}
+		return next(c)
+	}
 }
 
 // createKey is POST /api/v1/auth/create-key (admin only).

@@ -151,6 +151,16 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 		return detail(c, http.StatusServiceUnavailable, "Could not store the result: %v", err)
 	}
 	defer conn.Close()
+	// A result may only be attached to the uploader's own task: otherwise
+	// any key could overwrite another user's result.
+	if other, err := g.resultOwner(ctx, conn, taskID); err != nil {
+		drop()
+		return detail(c, http.StatusServiceUnavailable, "Could not store the result: %v", err)
+	} else if other != "" && other != user.UserID {
+		drop()
+		g.log.Warn().Str("user", user.UserID).Str("task_id", taskID).Msg("refused a result for another user's task")
+		return detail(c, http.StatusForbidden, "Task %s belongs to another user", taskID)
+	}
 	if _, err := redis.DoContext(conn, ctx, "SET", resultPrefix+taskID, record, "EX", int64(24*time.Hour/time.Second)); err != nil {
 		drop()
 		return detail(c, http.StatusServiceUnavailable, "Could not store the result: %v", err)
@@ -161,4 +171,25 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 		out["transfer_id"] = f.upload.ID
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// resultOwner is the user a task belongs to: who submitted it, else who
+// stored its result first; "" when nobody has claimed it.
+func (g *Gateway) resultOwner(ctx context.Context, conn redis.Conn, taskID string) (string, error) {
+	owner, err := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+taskID))
+	if err == nil || !errors.Is(err, redis.ErrNil) {
+		return owner, err
+	}
+	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", resultPrefix+taskID))
+	if errors.Is(err, redis.ErrNil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var prev struct {
+		UserID string `json:"user_id"`
+	}
+	_ = json.Unmarshal(raw, &prev)
+	return prev.UserID, nil
 }

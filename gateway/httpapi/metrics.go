@@ -24,6 +24,13 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) request(method, route string, code int) {
+	// The method is the client's to choose: an unknown one would grow the
+	// label set (and memory) without bound.
+	switch method {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS":
+	default:
+		method = "OTHER"
+	}
 	m.mu.Lock()
 	m.requests[[3]string{method, route, fmt.Sprint(code)}]++
 	m.mu.Unlock()

@@ -57,10 +57,10 @@ func (g *Gateway) routes() *echo.Echo {
 	e.GET("/api/v1/status/", g.statusActive)
 	e.GET("/api/v1/status/:task_id", g.taskStatus)
 
-	e.POST("/api/v1/auth/create-key", g.createKey, g.requireAdmin)
-	e.POST("/api/v1/auth/validate-key", g.validateKey)
+	e.POST("/api/v1/auth/create-key", g.createKey, g.requireAdmin, smallForm)
+	e.POST("/api/v1/auth/validate-key", g.validateKey, smallForm)
 	e.GET("/api/v1/auth/queue-info", g.queueInfo)
-	e.POST("/api/v1/auth/revoke-key", g.revokeKey, g.requireAdmin)
+	e.POST("/api/v1/auth/revoke-key", g.revokeKey, g.requireAdmin, smallForm)
 	e.GET("/api/v1/auth/keys", g.listKeys, g.requireAdmin)
 
 	e.POST("/api/v1/files/download", g.legacyDownload, auth.RequireUser)

@@ -229,19 +229,32 @@ func (g *Gateway) statusWorkers(c echo.Context) error {
 func (g *Gateway) cancelTask(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("task_id")
-	if conn, err := g.pool.GetContext(ctx); err == nil {
-		owner, _ := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+id))
-		conn.Close()
-		if owner != "" {
-			u := auth.UserFrom(c)
-			if u == nil || u.UserID != owner {
-				return detail(c, http.StatusForbidden, "Only the user who submitted task %s can cancel it", id)
-			}
+	// Fail closed: without the owner we cannot tell whether this caller
+	// may cancel the task.
+	conn, err := g.pool.GetContext(ctx)
+	if err != nil {
+		return detail(c, http.StatusServiceUnavailable, "Failed to cancel task: %v", err)
+	}
+	owner, err := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+id))
+	conn.Close()
+	if err != nil && !errors.Is(err, redis.ErrNil) {
+		return detail(c, http.StatusServiceUnavailable, "Failed to cancel task: %v", err)
+	}
+	if owner != "" {
+		u := auth.UserFrom(c)
+		if u == nil || u.UserID != owner {
+			return detail(c, http.StatusForbidden, "Only the user who submitted task %s can cancel it", id)
 		}
 	}
 	if _, err := g.control.Broadcast(ctx, "revoke",
 		map[string]any{"task_id": id, "terminate": true, "signal": "SIGTERM"}, nil, 0); err != nil {
 		return detail(c, http.StatusInternalServerError, "Failed to cancel task: %v", err)
+	}
+	// A finished task keeps its result: REVOKED would overwrite it, and
+	// revoking cannot undo the work anyway (Celery leaves it too).
+	if meta, err := g.backend.Get(ctx, id); err == nil && meta.Status.Ready() {
+		g.log.Info().Str("task_id", id).Str("state", string(meta.Status)).Msg("revoke of a finished task: result kept")
+		return c.JSON(http.StatusOK, map[string]string{"message": fmt.Sprintf("Task %s cancelled successfully", id)})
 	}
 	if err := g.backend.Store(ctx, protocol.StoreRequest{TaskID: id, State: protocol.StateRevoked,
 		Result: protocol.NewTaskError("TaskRevokedError", "celery.exceptions", "revoked")}); err != nil {
