@@ -220,13 +220,13 @@ func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost bool) er
 	}
 	defer c.Close()
 	for attempt := 0; attempt < 10; attempt++ {
-		if _, err := c.Do("WATCH", b.key(unackedKey)); err != nil {
+		if _, err := redis.DoContext(c, ctx, "WATCH", b.key(unackedKey)); err != nil {
 			return fmt.Errorf("protocol: restore %s: %w", tag, err)
 		}
-		entry, err := redis.Bytes(c.Do("HGET", b.key(unackedKey), tag))
+		entry, err := redis.Bytes(redis.DoContext(c, ctx, "HGET", b.key(unackedKey), tag))
 		if errors.Is(err, redis.ErrNil) {
-			_, _ = c.Do("UNWATCH")
-			_, err = c.Do("ZREM", b.key(unackedIndexKey), tag)
+			_, _ = redis.DoContext(c, ctx, "UNWATCH")
+			_, err = redis.DoContext(c, ctx, "ZREM", b.key(unackedIndexKey), tag)
 			return err
 		}
 		if err != nil {
@@ -248,7 +248,7 @@ func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost bool) er
 			}
 			_ = c.Send(cmd, b.key(b.QueueForPriority(q, pri)), payload)
 		}
-		res, err := c.Do("EXEC")
+		res, err := redis.DoContext(c, ctx, "EXEC")
 		if err != nil {
 			return fmt.Errorf("protocol: restore %s: %w", tag, err)
 		}

@@ -125,14 +125,22 @@ func (s *Server) retry(ctx context.Context, r *request, re *RetryError, cause er
 	if err != nil {
 		return
 	}
+	// Republish and ack in one step, as forward does: a retried Publish
+	// after a lost reply, or a crash between publish and ack, would
+	// otherwise leave two live copies of the task. When the original is no
+	// longer held, whoever restored it owns the task and nothing is sent.
+	var held bool
 	err = persist(ctx, r.log, "republish the task for retry", func(ctx context.Context) error {
-		return s.broker.Publish(ctx, r.d.Queue, envelope, next.Priority)
+		var err error
+		held, err = s.broker.Forward(ctx, r.d.Tag, r.d.Queue, envelope, next.Priority)
+		return err
 	})
 	if err != nil {
 		return
 	}
 	r.markStored()
-	if !s.ack(ctx, r) {
+	s.acked(r, held)
+	if !held {
 		return
 	}
 	s.taskEvent("task-retried", map[string]any{

@@ -282,3 +282,36 @@ func TestServerForcedShutdownRequeues(t *testing.T) {
 		t.Errorf("an abandoned task must not be failed: it is requeued")
 	}
 }
+
+// A retry republishes and acks in one step: when the original is no longer
+// held (another consumer restored it, so that copy will run), no second
+// live copy is published.
+func TestServerRetryOfUnheldMessagePublishesNothing(t *testing.T) {
+	t.Parallel()
+	mux := NewMux()
+	var h *harness
+	tags := make(chan string, 1)
+	mux.HandleFunc("t.lostretry", func(_ context.Context, t *Task) (any, error) {
+		c := h.redis.Conn()
+		defer c.Close()
+		_, _ = c.Do("ZREM", "unacked_index", t.Message.DeliveryTag)
+		_, _ = c.Do("HDEL", "unacked", t.Message.DeliveryTag)
+		tags <- t.Message.DeliveryTag
+		return nil, Retry(errors.New("again"), time.Hour, 5)
+	})
+	h = startServer(t, Config{Queues: []string{"rq"}}, mux)
+	id := h.send("t.lostretry", protocol.SendOptions{})
+	tag := <-tags
+	h.waitFor("RETRY stored and the original forgotten", 10*time.Second, func() bool {
+		st, _ := h.client.Result(id).State(context.Background())
+		h.srv.mu.Lock()
+		_, held := h.srv.held[tag]
+		h.srv.mu.Unlock()
+		return st == protocol.StateRetry && !held
+	})
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if n := h.redisInt("LLEN", "rq") + h.redisInt("ZCARD", "unacked_index"); n != 0 {
+			t.Fatalf("%d copies of the retried task were published although the original was no longer held", n)
+		}
+	}
+}
