@@ -171,25 +171,9 @@ func (m *mediaTasks) taskLog(t *runner.Task) zerolog.Logger {
 func (m *mediaTasks) processFileRemote(ctx context.Context, t *runner.Task) (any, error) {
 	started := time.Now()
 	log := m.taskLog(t)
-	fileURL, err := stringArg(t, 0, "file_url", true)
+	fileURL, userID, contentType, opts, err := remoteArgs(t, "file_url")
 	if err != nil {
 		return nil, err
-	}
-	userID, err := stringArg(t, 1, "user_id", true)
-	if err != nil {
-		return nil, err
-	}
-	contentType, err := stringArg(t, 2, "content_type", false)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := mapArg(t, 3, "task_options")
-	if err != nil {
-		return nil, err
-	}
-	opts, err := parseOptions(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.Name, err)
 	}
 	gateway, err := gatewayOrigin(fileURL)
 	if err != nil {
@@ -230,31 +214,37 @@ func (m *mediaTasks) processFileRemote(ctx context.Context, t *runner.Task) (any
 	return res, nil
 }
 
+// remoteArgs reads the arguments every *_remote task shares:
+// (<first>, user_id, content_type=None, task_options=None).
+func remoteArgs(t *runner.Task, first string) (target, userID, contentType string, opts taskOptions, err error) {
+	if target, err = stringArg(t, 0, first, true); err != nil {
+		return
+	}
+	if userID, err = stringArg(t, 1, "user_id", true); err != nil {
+		return
+	}
+	if contentType, err = stringArg(t, 2, "content_type", false); err != nil {
+		return
+	}
+	raw, err := mapArg(t, 3, "task_options")
+	if err != nil {
+		return
+	}
+	if opts, err = parseOptions(raw); err != nil {
+		err = fmt.Errorf("%s: %w", t.Name, err)
+	}
+	return
+}
+
 // processURLRemote is morag.worker.process_url_task_remote(url, user_id,
 // content_type=None, task_options=None): a direct media URL. Web pages and
 // YouTube go to a Python worker.
 func (m *mediaTasks) processURLRemote(ctx context.Context, t *runner.Task) (any, error) {
 	started := time.Now()
 	log := m.taskLog(t)
-	rawURL, err := stringArg(t, 0, "url", true)
+	rawURL, userID, contentType, opts, err := remoteArgs(t, "url")
 	if err != nil {
 		return nil, err
-	}
-	userID, err := stringArg(t, 1, "user_id", true)
-	if err != nil {
-		return nil, err
-	}
-	contentType, err := stringArg(t, 2, "content_type", false)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := mapArg(t, 3, "task_options")
-	if err != nil {
-		return nil, err
-	}
-	opts, err := parseOptions(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.Name, err)
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
