@@ -19,26 +19,8 @@ import (
 // JSON, ARGV[2] TTL seconds (0: no expiry), ARGV[3] delivery tag.
 // Returns {stored, held}: stored 0 when a SUCCESS was kept, held 0 when the
 // message was no longer in unacked_index.
-var storeAndAckScript = redis.NewScript(3, `
-local stored = 1
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local status = string.match(cur, '^%s*{%s*"status"%s*:%s*"([^"]*)"')
-  if status == nil then
-    local ok, meta = pcall(cjson.decode, cur)
-    if ok and type(meta) == 'table' then status = meta['status'] end
-  end
-  if status == 'SUCCESS' then stored = 0 end
-end
-if stored == 1 then
-  local ttl = tonumber(ARGV[2])
-  if ttl > 0 then
-    redis.call('SETEX', KEYS[1], ttl, ARGV[1])
-  else
-    redis.call('SET', KEYS[1], ARGV[1])
-  end
-  redis.call('PUBLISH', KEYS[1], ARGV[1])
-end
+var storeAndAckScript = redis.NewScript(3, luaStoreResult+`
+local stored = store_result(KEYS[1], ARGV[1], ARGV[2])
 local held = redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[3])
 return {stored, held}
