@@ -39,6 +39,9 @@ type Mailbox struct {
 	mu       sync.RWMutex
 	handlers map[string]ControlHandler
 	running  atomic.Bool
+
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 // NewMailbox creates the mailbox node for hostname (e.g. "gpu@host") on
@@ -56,8 +59,14 @@ func NewMailbox(pool *redis.Pool, db int, hostname, keyPrefix string, opts ...No
 		clock:    cfg.clock,
 		log:      cfg.log.With().Str("component", "pidbox").Str("hostname", hostname).Logger(),
 		handlers: make(map[string]ControlHandler),
+		ready:    make(chan struct{}),
 	}
 }
+
+// Ready is closed once the mailbox is first subscribed: from then on no
+// control request is missed (fanout delivery is at-most-once), so a worker
+// announces itself after it.
+func (m *Mailbox) Ready() <-chan struct{} { return m.ready }
 
 // Handle registers the handler for method, replacing any earlier one. It
 // may be called while Run runs.
@@ -91,7 +100,10 @@ func (m *Mailbox) Run(ctx context.Context) error {
 		pool:    m.pool,
 		pattern: m.channel,
 		log:     m.log,
-		onReady: m.register,
+		onReady: func(ctx context.Context) {
+			m.register(ctx)
+			m.readyOnce.Do(func() { close(m.ready) })
+		},
 		onMessage: func(ctx context.Context, _ string, data []byte) {
 			req, ok := m.accept(data)
 			if !ok {

@@ -484,6 +484,19 @@ func TestControlBroadcastPythonAndGo(t *testing.T) {
 	const pyNode = "pyw@testhost"
 	testenv.StartCeleryWorker(t, r.URL(), "wireapp", "-P", "solo", "-n", pyNode)
 	ctl := NewControl(pool, 0, "")
+	// Celery prints "ready." before its event loop has PSUBSCRIBEd the
+	// pidbox, and fanout is at-most-once: wait until the worker answers,
+	// as `celery inspect` users retry, before the asserted broadcast.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ := ctl.Broadcast(t.Context(), "ping", nil, []string{pyNode}, time.Second)
+		if got[pyNode] != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Python worker %s never answered a ping", pyNode)
+		}
+	}
 
 	replies, err := ctl.Broadcast(t.Context(), "ping", nil, []string{pyNode, testNode}, 10*time.Second)
 	if err != nil {

@@ -151,6 +151,14 @@ func (s *Server) Run(ctx context.Context) error {
 	for i := 0; i < s.cfg.Concurrency; i++ {
 		s.work.Go(func() { s.slot(stopCtx, ioCtx, base) })
 	}
+	// Announce the worker only once remote control can hear it: a
+	// `celery inspect` sent right after "ready." must not be missed.
+	select {
+	case <-s.mailbox.Ready():
+	case <-stopCtx.Done():
+	case <-time.After(10 * time.Second):
+		s.log.Warn().Msg("remote control is not subscribed yet; starting anyway (it keeps retrying)")
+	}
 	s.workerEvent(ioCtx, "worker-online", nil)
 	s.log.Info().Strs("queues", s.cfg.Queues).Int("concurrency", s.cfg.Concurrency).
 		Int("prefetch", s.cfg.Prefetch).Strs("tasks", s.mux.Names()).Msg("ready.")
