@@ -179,22 +179,11 @@ func (m *mediaTasks) processFileRemote(ctx context.Context, t *runner.Task) (any
 	if err != nil {
 		return nil, fmt.Errorf("%s: file_url: %w", t.Name, err)
 	}
-	hint := kindFromContentType(contentType)
-	if hint == kindUnknown {
-		hint = kindFromURL(fileURL)
-	}
-	if fwd, err := m.early(log, t, hint, contentType); fwd || err != nil {
+	hint, dir, st, done, err := m.startDownload(ctx, log, t, contentType, fileURL)
+	if done || err != nil {
 		return nil, err
 	}
-
-	dir, err := os.MkdirTemp("", "morag-task-")
-	if err != nil {
-		return nil, fmt.Errorf("%s: create a temporary directory: %w", t.Name, err)
-	}
 	defer os.RemoveAll(dir)
-
-	st := newStates(ctx, t, log)
-	st.set(stateDownloading, map[string]any{"stage": "downloading_file", "progress": 0.0})
 	dl, err := m.files.fetch(ctx, fetchRequest{URL: fileURL, Bearer: m.cfg.APIKey, Dir: dir, Progress: st.download})
 	if err != nil {
 		return nil, err
@@ -212,6 +201,26 @@ func (m *mediaTasks) processFileRemote(ctx context.Context, t *runner.Task) (any
 	}
 	res["user_id"] = userID
 	return res, nil
+}
+
+// startDownload is what both download tasks do before fetching: classify
+// the input from its declared content type or URL (forwarding what this
+// worker does not process: done), make the task's temporary directory (the
+// caller removes it) and report DOWNLOADING.
+func (m *mediaTasks) startDownload(ctx context.Context, log zerolog.Logger, t *runner.Task, contentType, rawURL string) (hint kind, dir string, st *states, done bool, err error) {
+	hint = kindFromContentType(contentType)
+	if hint == kindUnknown {
+		hint = kindFromURL(rawURL)
+	}
+	if done, err = m.early(log, t, hint, contentType); done || err != nil {
+		return hint, "", nil, true, err
+	}
+	if dir, err = os.MkdirTemp("", "morag-task-"); err != nil {
+		return hint, "", nil, true, fmt.Errorf("%s: create a temporary directory: %w", t.Name, err)
+	}
+	st = newStates(ctx, t, log)
+	st.set(stateDownloading, map[string]any{"stage": "downloading_file", "progress": 0.0})
+	return hint, dir, st, false, nil
 }
 
 // remoteArgs reads the arguments every *_remote task shares:
@@ -253,22 +262,11 @@ func (m *mediaTasks) processURLRemote(ctx context.Context, t *runner.Task) (any,
 	if isYouTube(u) {
 		return m.forward(log, t, "YouTube URLs are fetched by a Python worker (yt-dlp)")
 	}
-	hint := kindFromContentType(contentType)
-	if hint == kindUnknown {
-		hint = kindFromURL(rawURL)
-	}
-	if fwd, err := m.early(log, t, hint, contentType); fwd || err != nil {
+	hint, dir, st, done, err := m.startDownload(ctx, log, t, contentType, rawURL)
+	if done || err != nil {
 		return nil, err
 	}
-
-	dir, err := os.MkdirTemp("", "morag-task-")
-	if err != nil {
-		return nil, fmt.Errorf("%s: create a temporary directory: %w", t.Name, err)
-	}
 	defer os.RemoveAll(dir)
-
-	st := newStates(ctx, t, log)
-	st.set(stateDownloading, map[string]any{"stage": "downloading_file", "progress": 0.0})
 	// Decide from the response's Content-Type before its body is read: a
 	// web page is not downloaded, it is forwarded.
 	check := func(resp *http.Response) error {
