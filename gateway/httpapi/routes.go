@@ -65,6 +65,8 @@ func (g *Gateway) routes() *echo.Echo {
 
 	e.POST("/api/v1/files/download", g.legacyDownload, auth.RequireUser)
 	e.POST("/api/v1/files/upload-result", g.uploadResult, auth.RequireUser)
+	e.GET("/api/v1/files/s/:expires/:token/:transfer_id", g.getSignedFile)
+	e.HEAD("/api/v1/files/s/:expires/:token/:transfer_id", g.getSignedFile)
 	e.GET("/api/v1/files/:transfer_id", g.getFile)
 	e.HEAD("/api/v1/files/:transfer_id", g.getFile)
 	return e
