@@ -49,7 +49,7 @@ func (g *Gateway) readForm(ctx context.Context, r *http.Request, userID string, 
 	case "multipart/form-data":
 	case "application/x-www-form-urlencoded":
 		if fileRequired {
-			return f, &errBadForm{"a file is required: send multipart/form-data with a 'file' field"}
+			return f, errNoFile
 		}
 		r.Body = http.MaxBytesReader(nil, r.Body, maxFieldBytes*4)
 		if err := r.ParseForm(); err != nil {
@@ -60,6 +60,9 @@ func (g *Gateway) readForm(ctx context.Context, r *http.Request, userID string, 
 		}
 		return f, nil
 	default:
+		if fileRequired {
+			return f, errNoFile // FastAPI reads no form from such a body: file is missing
+		}
 		return f, &errBadForm{fmt.Sprintf("expected multipart/form-data, got %q", ct)}
 	}
 	// The body may hold the file plus fields: allow the upload limit and
@@ -116,7 +119,7 @@ func (g *Gateway) readForm(ctx context.Context, r *http.Request, userID string, 
 		}
 	}
 	if fileRequired && f.upload == nil {
-		return f, &errBadForm{"a file is required: send it in the multipart field 'file'"}
+		return f, errNoFile
 	}
 	return f, nil
 }

@@ -352,9 +352,9 @@ func TestSecurity(t *testing.T) {
 		t.Fatalf("garbage options: %d %s", res.Code, res.Body)
 	}
 	check("options not an object", e.postForm("/process/file", map[string]string{"options": "[1]"}, "doc.txt", []byte("x")), 400)
-	check("bad gpu flag", e.postForm("/process/file", map[string]string{"gpu": "maybe"}, "doc.txt", []byte("x")), 400)
+	check("bad gpu flag", e.postForm("/process/file", map[string]string{"gpu": "maybe"}, "doc.txt", []byte("x")), 422)
 	check("garbage metadata", e.postForm("/api/v1/ingest/file", map[string]string{"metadata": "{"}, "doc.txt", []byte("x")), 400)
-	check("no file", e.postForm("/process/file", map[string]string{"gpu": "true"}, "", nil), 400)
+	check("no file", e.postForm("/process/file", map[string]string{"gpu": "true"}, "", nil), 422)
 	if files := uploadDirFiles(t, e.gw.files.Dir()); len(files) != 1 || files[0] != up.ID {
 		t.Fatalf("upload dir after refused requests: %v, want only %s", files, up.ID)
 	}
