@@ -515,6 +515,14 @@ func TestCompatUpstreamShapes(t *testing.T) {
 			{"items not a list", e.postJSON("/api/v1/ingest/batch", map[string]any{"items": "x"}), `["body","items"]`, "list_type"},
 			{"bad JSON", e.do("POST", "/process/url", strings.NewReader(`{"url": `), "Content-Type", "application/json"), `["body",8]`, "json_invalid"},
 			{"body not an object", e.postJSON("/search", []any{1}), `["body"]`, "model_attributes_type"},
+			{"user_id missing", e.do("POST", "/api/v1/auth/create-key", strings.NewReader("description=x"),
+				"Content-Type", "application/x-www-form-urlencoded", "X-Admin-Token", adminToken), `["body","user_id"]`, "missing"},
+			{"expires_days not an int", e.do("POST", "/api/v1/auth/create-key", strings.NewReader("user_id=dave&expires_days=soon"),
+				"Content-Type", "application/x-www-form-urlencoded", "X-Admin-Token", adminToken), `["body","expires_days"]`, "int_parsing"},
+			{"api_key missing", e.do("POST", "/api/v1/auth/validate-key", strings.NewReader(""),
+				"Content-Type", "application/x-www-form-urlencoded"), `["body","api_key"]`, "missing"},
+			{"result_data missing", e.postForm("/api/v1/files/upload-result", map[string]string{"x": "y"}, "", nil, bearer(alice)...),
+				`["body","result_data"]`, "missing"},
 		} {
 			if c.res.Code != 422 {
 				t.Errorf("%s: %d %s, want 422", c.name, c.res.Code, c.res.Body)
