@@ -154,7 +154,7 @@ func (g *Gateway) ingestURL(c echo.Context) error {
 	}
 	options := map[string]any{"webhook_url": body.WebhookURL, "metadata": body.Metadata, "store_in_vector_db": true}
 	d, _ := g.route(c, body.GPU)
-	res, err := g.send(c, d, ingestPrefix+"ingest_url_task", []any{body.URL, body.SourceType, options})
+	res, err := g.send(c, d, ingestPrefix+"ingest_url_task", []any{body.URL, nullable(body.SourceType), options})
 	if err != nil {
 		return enqueueError(c, err)
 	}

@@ -97,9 +97,9 @@ func (g *Gateway) processFile(c echo.Context) error {
 // urlRequest is MoRAG's ProcessURLRequest.
 type urlRequest struct {
 	URL         string
-	ContentType any // string or nil
+	ContentType string
 	Options     map[string]any
-	GPU         bool
+	GPU         *bool
 }
 
 // readURLRequest validates a ProcessURLRequest body as pydantic does.
@@ -112,11 +112,10 @@ func readURLRequest(c echo.Context) (urlRequest, []fieldError) {
 	b := bodyField{v: &v, body: m}
 	var r urlRequest
 	r.URL, _ = b.str("url", true)
-	if ct, ok := b.str("content_type", false); ok {
-		r.ContentType = ct
-	}
+	r.ContentType, _ = b.str("content_type", false)
 	r.Options = b.object("options")
-	r.GPU = b.boolean("gpu", false)
+	gpu := b.boolean("gpu", false)
+	r.GPU = &gpu
 	return r, v.errs
 }
 
@@ -128,20 +127,20 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 	if errs = append(errs, v.errs...); len(errs) > 0 {
 		return unprocessable(c, errs...)
 	}
-	d, _ := g.route(c, body.GPU)
+	d, _ := g.route(c, body.GPU != nil && *body.GPU)
 	var name string
 	var args []any
 	if d.GPU {
 		name = taskPrefix + remote
 		args = []any{body.URL, d.UserID}
 		if withContentType {
-			args = append(args, body.ContentType)
+			args = append(args, nullable(body.ContentType))
 		}
 	} else {
 		name = taskPrefix + local
 		args = []any{body.URL}
 		if withContentType {
-			args = append(args, body.ContentType)
+			args = append(args, nullable(body.ContentType))
 		}
 	}
 	args = append(args, optionsOrNil(body.Options))
