@@ -435,6 +435,12 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		if resp.StatusCode != 307 || resp.Header.Get("Location") != e.url+"/api/v1/status/" {
 			t.Errorf("GET /api/v1/status: %d Location %q, want 307 to %s/api/v1/status/", resp.StatusCode, resp.Header.Get("Location"), e.url)
 		}
+		req, _ := http.NewRequest("POST", e.url+"/process/file/", nil)
+		if resp, err := noFollow.Do(req); err != nil || resp.StatusCode != 307 || resp.Header.Get("Location") != e.url+"/process/file" {
+			t.Errorf("POST /process/file/: %v %v, want 307 to /process/file", resp, err)
+		} else {
+			resp.Body.Close()
+		}
 		if nf := e.do("GET", "/api/v1/nothing/", nil); nf.Code != 404 {
 			t.Errorf("unknown path with a slash: %d", nf.Code)
 		}
