@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,8 +31,15 @@ func main() {
 	flag.StringVar(&cfg.URLSecret, "url-secret", os.Getenv("MORAG_URL_SECRET"), "secret for signed file URLs (env MORAG_URL_SECRET); empty shares one through Redis")
 	flag.DurationVar(&cfg.URLTTL, "url-ttl", 0, "validity of signed file URLs (default wait-timeout + 1h)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
+	cors := flag.String("cors-origins", "*", "comma-separated origins browsers may call the API from (* any, as MoRAG; empty none)")
 	flag.Parse()
 	cfg.MaxUpload = *maxUpload
+	cfg.CORSOrigins = []string{}
+	for _, o := range strings.Split(*cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.CORSOrigins = append(cfg.CORSOrigins, o)
+		}
+	}
 
 	lvl, err := zerolog.ParseLevel(*level)
 	if err != nil {

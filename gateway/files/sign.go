@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -60,13 +59,23 @@ func (s *Store) sign(id string, expires int64) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
+// SignedPrefix starts the path of a signed file URL.
+const SignedPrefix = "/api/v1/files/s/"
+
 // SignedURL is the URL a worker downloads id from without an API key:
-// <publicURL>/api/v1/files/<id>?expires=<unix>&token=<hmac>.
+// <publicURL>/api/v1/files/s/<expires unix>/<hmac>/<id>. The signature is in
+// the path, not the query, so the URL ends in the upload's own name and
+// extension: MoRAG's remote task takes the temp file's suffix from
+// Path(file_url).suffix, which a query string would turn into
+// ".mp4?expires=…" and break its type detection.
 func (s *Store) SignedURL(publicURL, id string, ttl time.Duration) string {
 	exp := time.Now().Add(ttl).Unix()
-	q := url.Values{"expires": {strconv.FormatInt(exp, 10)}, "token": {s.sign(id, exp)}}
-	return strings.TrimRight(publicURL, "/") + "/api/v1/files/" + id + "?" + q.Encode()
+	return strings.TrimRight(publicURL, "/") + SignedPrefix + strconv.FormatInt(exp, 10) + "/" + s.sign(id, exp) + "/" + id
 }
+
+// Token is the signature SignedURL puts in a URL for id valid until
+// expires (unix seconds).
+func (s *Store) Token(id string, expires int64) string { return s.sign(id, expires) }
 
 // Verify checks a signed URL's token and expiry for id.
 func (s *Store) Verify(id, expires, token string) error {

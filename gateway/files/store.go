@@ -39,8 +39,10 @@ var (
 	ErrOutside  = errors.New("path is outside the upload directory")
 )
 
-// idPattern is a transfer id: 32 hex digits and an optional short extension.
-var idPattern = regexp.MustCompile(`^[0-9a-f]{32}(\.[A-Za-z0-9]{1,10})?$`)
+// idPattern is a transfer id: 32 hex digits, then "_" and the client's file
+// name made safe (storedName), or (ids from before names were kept) an
+// optional short extension.
+var idPattern = regexp.MustCompile(`^[0-9a-f]{32}(\.[A-Za-z0-9]{1,10}|_[A-Za-z0-9_-][A-Za-z0-9._-]{0,159})?$`)
 
 // Upload is one stored file.
 type Upload struct {
@@ -113,7 +115,7 @@ func (s *Store) Save(ctx context.Context, userID, name string, r io.Reader) (*Up
 	if _, err := rand.Read(raw[:]); err != nil {
 		return nil, err
 	}
-	id := hex.EncodeToString(raw[:]) + safeExt(name)
+	id := hex.EncodeToString(raw[:]) + "_" + storedName(name)
 	f, err := os.CreateTemp(s.dir, partPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("files: create upload file: %w", err)
@@ -248,19 +250,42 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// safeExt keeps a short alphanumeric extension, which workers use to guess
-// the file type from the URL; anything else is dropped.
-func safeExt(name string) string {
-	ext := filepath.Ext(filepath.Base(name))
-	if len(ext) < 2 || len(ext) > 11 {
-		return ""
+// storedName is the client's file name as MoRAG's upload handler sanitizes
+// it (last path element, <>:"/\\|?* replaced, leading and trailing dots and
+// spaces stripped, "uploaded_file" when nothing is left), then narrowed to
+// [A-Za-z0-9._-] so the id is safe in a URL path and a shell. Upstream saves
+// uploads as <8 hex>_<name>: tasks see the original name in the path
+// (document ids, source_path) and its extension (type detection), and so
+// do they here.
+func storedName(name string) string {
+	name = strings.ReplaceAll(name, "\\", "/")
+	name = filepath.Base(name)
+	if name == "/" || name == "." {
+		name = ""
 	}
-	for _, r := range ext[1:] {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return ""
+	name = strings.Trim(name, ". ")
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
 		}
 	}
-	return ext
+	name = b.String()
+	if name == "" {
+		return "uploaded_file"
+	}
+	if len(name) > 160 {
+		// Keep the extension, as upstream does for over-long names.
+		ext := filepath.Ext(name)
+		if len(ext) > 20 {
+			ext = ""
+		}
+		name = name[:160-len(ext)] + ext
+	}
+	return name
 }
 
 // ctxReader stops a copy when ctx ends (client gone, shutdown).

@@ -139,34 +139,75 @@ func TestResolveRefusesEscapes(t *testing.T) {
 	}
 }
 
+// signedParts splits a signed URL into its expiry, token and id.
+func signedParts(t *testing.T, raw string) (host, exp, tok, id string) {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil || u.RawQuery != "" || !strings.HasPrefix(u.Path, SignedPrefix) {
+		t.Fatalf("signed url %q: want %s<expires>/<token>/<id> and no query", raw, SignedPrefix)
+	}
+	parts := strings.Split(strings.TrimPrefix(u.Path, SignedPrefix), "/")
+	if len(parts) != 3 {
+		t.Fatalf("signed url %q: %d path elements after the prefix", raw, len(parts))
+	}
+	return u.Host, parts[0], parts[1], parts[2]
+}
+
 func TestSignedURL(t *testing.T) {
 	s, _ := newStore(t, Options{})
-	id := strings.Repeat("ab", 16) + ".wav"
+	id := strings.Repeat("ab", 16) + "_talk.wav"
 	raw := s.SignedURL("http://gw:8000/", id, time.Hour)
-	u, err := url.Parse(raw)
-	if err != nil || u.Path != "/api/v1/files/"+id || u.Host != "gw:8000" {
+	host, expires, token, gotID := signedParts(t, raw)
+	if host != "gw:8000" || gotID != id || !strings.HasSuffix(raw, "_talk.wav") {
 		t.Fatalf("url %q", raw)
 	}
-	q := u.Query()
-	if err := s.Verify(id, q.Get("expires"), q.Get("token")); err != nil {
+	if err := s.Verify(id, expires, token); err != nil {
 		t.Fatalf("valid URL refused: %v", err)
 	}
-	tok := []byte(q.Get("token"))
+	tok := []byte(token)
 	tok[3] ^= 1
-	if err := s.Verify(id, q.Get("expires"), string(tok)); !errors.Is(err, ErrBadSignature) {
+	if err := s.Verify(id, expires, string(tok)); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("tampered token: %v", err)
 	}
-	exp, _ := strconv.ParseInt(q.Get("expires"), 10, 64)
-	if err := s.Verify(id, strconv.FormatInt(exp+3600, 10), q.Get("token")); !errors.Is(err, ErrBadSignature) {
+	exp, _ := strconv.ParseInt(expires, 10, 64)
+	if err := s.Verify(id, strconv.FormatInt(exp+3600, 10), token); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("extended expiry: %v", err)
 	}
-	if err := s.Verify(strings.Repeat("cd", 16), q.Get("expires"), q.Get("token")); !errors.Is(err, ErrBadSignature) {
+	if err := s.Verify(strings.Repeat("cd", 16), expires, token); !errors.Is(err, ErrBadSignature) {
 		t.Errorf("other id: %v", err)
 	}
-	old := s.SignedURL("http://gw", id, -time.Minute)
-	ou, _ := url.Parse(old)
-	if err := s.Verify(id, ou.Query().Get("expires"), ou.Query().Get("token")); !errors.Is(err, ErrExpired) {
+	_, oexp, otok, _ := signedParts(t, s.SignedURL("http://gw", id, -time.Minute))
+	if err := s.Verify(id, oexp, otok); !errors.Is(err, ErrExpired) {
 		t.Errorf("expired URL: %v", err)
+	}
+}
+
+// TestStoredNameKeepsTheClientsName: the id (file name, URL element) is
+// <32 hex>_<name sanitized as upstream's upload handler does>, so tasks see
+// the original name and extension, and every id is a valid id.
+func TestStoredNameKeepsTheClientsName(t *testing.T) {
+	for in, want := range map[string]string{
+		"report.pdf":           "report.pdf",
+		"../../evil/talk.MP4":  "talk.MP4",
+		`C:\Users\me\clip.mov`: "clip.mov",
+		"my talk (final).mp3":  "my_talk__final_.mp3",
+		"  .hidden. ":          "hidden",
+		"Straße.wav":           "Stra_e.wav",
+		"":                     "uploaded_file",
+		"..":                   "uploaded_file",
+		"a:b?.txt":             "a_b_.txt",
+	} {
+		got := storedName(in)
+		if got != want {
+			t.Errorf("storedName(%q) = %q, want %q", in, got, want)
+		}
+		if id := strings.Repeat("0f", 16) + "_" + got; !idPattern.MatchString(id) {
+			t.Errorf("id %q for %q does not match idPattern", id, in)
+		}
+	}
+	long := storedName(strings.Repeat("x", 300) + ".flac")
+	if len(long) != 160 || !strings.HasSuffix(long, ".flac") {
+		t.Errorf("long name: %d %q", len(long), long)
 	}
 }
 

@@ -2,8 +2,8 @@ package httpapi
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -40,17 +40,29 @@ func smallForm(next echo.HandlerFunc) echo.HandlerFunc {
 // createKey is POST /api/v1/auth/create-key (admin only).
 func (g *Gateway) createKey(c echo.Context) error {
 	userID := formValue(c, "user_id")
+	if userID == "" {
+		return unprocessable(c, errMissing([]any{"body", "user_id"}, nil))
+	}
 	if err := auth.ValidateUserID(userID); err != nil {
 		return detail(c, http.StatusBadRequest, "Invalid user_id: %v", err)
 	}
 	var expires any
 	days := 0
 	if s := formValue(c, "expires_days"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > auth.MaxExpiresDays {
-			return detail(c, http.StatusUnprocessableEntity, "expires_days must be a whole number of days from 1 to %d", auth.MaxExpiresDays)
+		var v validator
+		n, ok := v.integer([]any{"body", "expires_days"}, s)
+		switch {
+		case !ok:
+			return unprocessable(c, v.errs...)
+		case n < 1:
+			return unprocessable(c, fieldError{Type: "greater_than_equal", Loc: []any{"body", "expires_days"},
+				Msg: "Input should be greater than or equal to 1", Input: s, Ctx: map[string]any{"ge": 1}})
+		case n > auth.MaxExpiresDays:
+			return unprocessable(c, fieldError{Type: "less_than_equal", Loc: []any{"body", "expires_days"},
+				Msg: fmt.Sprintf("Input should be less than or equal to %d", auth.MaxExpiresDays), Input: s,
+				Ctx: map[string]any{"le": auth.MaxExpiresDays}})
 		}
-		days, expires = n, n
+		days, expires = int(n), int(n)
 	}
 	desc := c.FormValue("description")
 	key, _, err := g.keys.Create(c.Request().Context(), userID, desc, days)
@@ -68,7 +80,7 @@ func (g *Gateway) createKey(c echo.Context) error {
 func (g *Gateway) validateKey(c echo.Context) error {
 	key := formValue(c, "api_key")
 	if key == "" {
-		return detail(c, http.StatusUnprocessableEntity, "api_key is required")
+		return unprocessable(c, errMissing([]any{"body", "api_key"}, nil))
 	}
 	data, err := g.keys.Validate(c.Request().Context(), key)
 	if err != nil {
@@ -148,7 +160,7 @@ func (g *Gateway) revokeKey(c echo.Context) error {
 		}
 	}
 	if key == "" {
-		return detail(c, http.StatusUnprocessableEntity, "api_key (or key_hash) is required")
+		return unprocessable(c, errMissing([]any{"body", "api_key"}, nil))
 	}
 	ok, err := g.keys.Revoke(c.Request().Context(), key)
 	if err != nil {

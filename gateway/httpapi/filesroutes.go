@@ -125,7 +125,7 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 	raw, ok := f.fields["result_data"]
 	if !ok {
 		drop()
-		return detail(c, http.StatusUnprocessableEntity, "result_data is required")
+		return unprocessable(c, errMissing([]any{"body", "result_data"}, nil))
 	}
 	result, err := parseJSONObject("result_data", raw)
 	if err != nil {

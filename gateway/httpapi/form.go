@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"morag-gpu/gateway/files"
@@ -49,7 +48,7 @@ func (g *Gateway) readForm(ctx context.Context, r *http.Request, userID string, 
 	case "multipart/form-data":
 	case "application/x-www-form-urlencoded":
 		if fileRequired {
-			return f, &errBadForm{"a file is required: send multipart/form-data with a 'file' field"}
+			return f, errNoFile
 		}
 		r.Body = http.MaxBytesReader(nil, r.Body, maxFieldBytes*4)
 		if err := r.ParseForm(); err != nil {
@@ -60,6 +59,9 @@ func (g *Gateway) readForm(ctx context.Context, r *http.Request, userID string, 
 		}
 		return f, nil
 	default:
+		if fileRequired {
+			return f, errNoFile // FastAPI reads no form from such a body: file is missing
+		}
 		return f, &errBadForm{fmt.Sprintf("expected multipart/form-data, got %q", ct)}
 	}
 	// The body may hold the file plus fields: allow the upload limit and
@@ -116,37 +118,9 @@ func (g *Gateway) readForm(ctx context.Context, r *http.Request, userID string, 
 		}
 	}
 	if fileRequired && f.upload == nil {
-		return f, &errBadForm{"a file is required: send it in the multipart field 'file'"}
+		return f, errNoFile
 	}
 	return f, nil
-}
-
-// parseBool reads a form boolean the way pydantic does.
-func parseBool(name, s string, def bool) (bool, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "":
-		return def, nil
-	case "1", "true", "t", "yes", "y", "on":
-		return true, nil
-	case "0", "false", "f", "no", "n", "off":
-		return false, nil
-	}
-	return false, &errBadForm{fmt.Sprintf("%s: %q is not a boolean (use true or false)", name, s)}
-}
-
-// parseOptionalInt reads an optional integer form field within [lo, hi].
-func parseOptionalInt(name, s string, lo, hi int) (any, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, nil
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		return nil, &errBadForm{fmt.Sprintf("%s: %q is not an integer", name, s)}
-	}
-	if n < lo || n > hi {
-		return nil, &errBadForm{fmt.Sprintf("%s: %d is outside %d..%d", name, n, lo, hi)}
-	}
-	return n, nil
 }
 
 // parseJSONObject parses an options/metadata string: empty or null is no
@@ -172,15 +146,6 @@ func parseJSONObject(field, s string) (map[string]any, error) {
 		return nil, &errBadForm{fmt.Sprintf("Invalid JSON in %s: expected a JSON object", field)}
 	}
 	return m, nil
-}
-
-// asyncRequested reads async from the query or the form.
-func asyncRequested(r *http.Request, f *form) (bool, error) {
-	v := r.URL.Query().Get("async")
-	if v == "" && f != nil {
-		v = f.value("async")
-	}
-	return parseBool("async", v, false)
 }
 
 // decodeJSON reads a JSON request body (bounded) into v.

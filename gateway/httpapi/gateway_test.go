@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -328,11 +329,17 @@ func TestSecurity(t *testing.T) {
 	if res := e.do("GET", signed.RequestURI(), nil); res.Code != 200 || !bytes.Equal(res.Body, data) {
 		t.Fatalf("signed URL: %d %s", res.Code, res.Body)
 	}
-	q := signed.Query()
-	tok := []byte(q.Get("token"))
+	parts := strings.Split(signed.Path, "/") // "", api, v1, files, s, expires, token, id
+	tok := []byte(parts[6])
 	tok[0] ^= 2
-	q.Set("token", string(tok))
-	check("tampered token", e.do("GET", signed.Path+"?"+q.Encode(), nil), 403)
+	parts[6] = string(tok)
+	check("tampered token", e.do("GET", strings.Join(parts, "/"), nil), 403)
+	// URLs signed before the signature moved into the path still work.
+	exp := time.Now().Add(time.Hour).Unix()
+	legacyURL := "/api/v1/files/" + up.ID + "?expires=" + strconv.FormatInt(exp, 10) + "&token=" + e.gw.files.Token(up.ID, exp)
+	if res := e.do("GET", legacyURL, nil); res.Code != 200 || !bytes.Equal(res.Body, data) {
+		t.Fatalf("query-signed URL: %d %s", res.Code, res.Body)
+	}
 	expired, _ := url.Parse(e.gw.files.SignedURL(e.url, up.ID, -time.Second))
 	check("expired URL", e.do("GET", expired.RequestURI(), nil), 403)
 
@@ -345,9 +352,9 @@ func TestSecurity(t *testing.T) {
 		t.Fatalf("garbage options: %d %s", res.Code, res.Body)
 	}
 	check("options not an object", e.postForm("/process/file", map[string]string{"options": "[1]"}, "doc.txt", []byte("x")), 400)
-	check("bad gpu flag", e.postForm("/process/file", map[string]string{"gpu": "maybe"}, "doc.txt", []byte("x")), 400)
+	check("bad gpu flag", e.postForm("/process/file", map[string]string{"gpu": "maybe"}, "doc.txt", []byte("x")), 422)
 	check("garbage metadata", e.postForm("/api/v1/ingest/file", map[string]string{"metadata": "{"}, "doc.txt", []byte("x")), 400)
-	check("no file", e.postForm("/process/file", map[string]string{"gpu": "true"}, "", nil), 400)
+	check("no file", e.postForm("/process/file", map[string]string{"gpu": "true"}, "", nil), 422)
 	if files := uploadDirFiles(t, e.gw.files.Dir()); len(files) != 1 || files[0] != up.ID {
 		t.Fatalf("upload dir after refused requests: %v, want only %s", files, up.ID)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -59,13 +58,17 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 		_ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID)
 		return clientError(c, err)
 	}
-	docID := f.value("document_id")
-	if docID != "" && !documentIDPattern.MatchString(docID) {
-		return fail(&errBadForm{"Invalid document_id: only letters, digits, '_' and '-' are allowed"})
-	}
-	replace, err := parseBool("replace_existing", f.value("replace_existing"), false)
-	if err != nil {
-		return fail(err)
+	// Upstream's order: the declared fields (422), metadata's JSON (400),
+	// then its own range and pattern checks (400).
+	var v validator
+	replace := v.formBool(f, "replace_existing", false)
+	useDocling := v.formBool(f, "use_docling", false)
+	chunkSize := v.formInt(f, "chunk_size")
+	chunkOverlap := v.formInt(f, "chunk_overlap")
+	gpu := v.formBool(f, "gpu", false)
+	if v.failed() {
+		_ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID)
+		return unprocessable(c, v.errs...)
 	}
 	metadata, err := parseJSONObject("metadata", f.value("metadata"))
 	if err != nil {
@@ -74,21 +77,21 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 	if metadata == nil {
 		metadata = map[string]any{}
 	}
-	useDocling, err := parseBool("use_docling", f.value("use_docling"), false)
-	if err != nil {
-		return fail(err)
+	if n, ok := chunkSize.(int64); ok && (n < 500 || n > 16000) {
+		return fail(&errBadForm{"chunk_size must be between 500 and 16000 characters"})
 	}
-	chunkSize, err := parseOptionalInt("chunk_size", f.value("chunk_size"), 500, 16000)
-	if err != nil {
-		return fail(err)
+	if n, ok := chunkOverlap.(int64); ok && (n < 0 || n > 1000) {
+		return fail(&errBadForm{"chunk_overlap must be between 0 and 1000 characters"})
 	}
-	chunkOverlap, err := parseOptionalInt("chunk_overlap", f.value("chunk_overlap"), 0, 1000)
-	if err != nil {
-		return fail(err)
+	docID := f.value("document_id")
+	if docID != "" && !documentIDPattern.MatchString(docID) {
+		return fail(&errBadForm{"Document ID must contain only alphanumeric characters, hyphens, and underscores"})
 	}
-	gpu, err := parseBool("gpu", f.value("gpu"), false)
-	if err != nil {
-		return fail(err)
+	// Detected as upstream does, from the stored file's name, which keeps
+	// the client's (as upstream's <8hex>_<name> did).
+	sourceType := f.value("source_type")
+	if sourceType == "" {
+		sourceType = detectFromFile(g.files.Path(up))
 	}
 	options := map[string]any{
 		"document_id":        nullable(docID),
@@ -109,7 +112,7 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 		source = g.files.SignedURL(g.cfg.PublicURL, up.ID, g.cfg.URLTTL)
 		options["file_url"] = source
 	}
-	res, err := g.send(c, d, ingestPrefix+"ingest_file_task", []any{source, nullable(f.value("source_type")), options})
+	res, err := g.send(c, d, ingestPrefix+"ingest_file_task", []any{source, sourceType, options})
 	if err != nil {
 		_ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID)
 		return enqueueError(c, err)
@@ -124,21 +127,30 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 
 // ingestURL is POST /api/v1/ingest/url (MoRAG's IngestURLRequest, plus gpu).
 func (g *Gateway) ingestURL(c echo.Context) error {
+	m, ferr := readJSONBody(c.Request())
+	if ferr != nil {
+		return unprocessable(c, *ferr)
+	}
+	var v validator
+	b := bodyField{v: &v, body: m}
 	var body struct {
-		SourceType string         `json:"source_type"`
-		URL        string         `json:"url"`
-		WebhookURL string         `json:"webhook_url"`
-		Metadata   map[string]any `json:"metadata"`
-		GPU        bool           `json:"gpu"`
+		SourceType, URL, WebhookURL string
+		Metadata                    map[string]any
+		GPU                         bool
 	}
-	if err := decodeJSON(c.Request(), &body); err != nil {
-		return clientError(c, err)
-	}
-	if strings.TrimSpace(body.URL) == "" {
-		return detail(c, http.StatusUnprocessableEntity, "url is required")
+	body.SourceType, _ = b.str("source_type", false)
+	body.URL, _ = b.str("url", true)
+	body.WebhookURL, _ = b.str("webhook_url", false)
+	body.Metadata = b.object("metadata")
+	body.GPU = b.boolean("gpu", false)
+	if v.failed() {
+		return unprocessable(c, v.errs...)
 	}
 	if body.Metadata == nil {
 		body.Metadata = map[string]any{}
+	}
+	if body.SourceType == "" {
+		body.SourceType = detectFromURL(body.URL)
 	}
 	options := map[string]any{"webhook_url": body.WebhookURL, "metadata": body.Metadata, "store_in_vector_db": true}
 	d, _ := g.route(c, body.GPU)
@@ -153,20 +165,21 @@ func (g *Gateway) ingestURL(c echo.Context) error {
 
 // ingestBatch is POST /api/v1/ingest/batch: one task for all items.
 func (g *Gateway) ingestBatch(c echo.Context) error {
+	m, ferr := readJSONBody(c.Request())
+	if ferr != nil {
+		return unprocessable(c, *ferr)
+	}
+	var v validator
+	b := bodyField{v: &v, body: m}
 	var body struct {
-		Items      []map[string]any `json:"items"`
-		WebhookURL string           `json:"webhook_url"`
-		GPU        bool             `json:"gpu"`
+		WebhookURL string
+		GPU        bool
 	}
-	if err := decodeJSON(c.Request(), &body); err != nil {
-		return clientError(c, err)
-	}
-	if body.Items == nil {
-		return detail(c, http.StatusUnprocessableEntity, "items is required")
-	}
-	items := make([]any, len(body.Items))
-	for i, it := range body.Items {
-		items[i] = it
+	items := b.objects("items")
+	body.WebhookURL, _ = b.str("webhook_url", false)
+	body.GPU = b.boolean("gpu", false)
+	if v.failed() {
+		return unprocessable(c, v.errs...)
 	}
 	d, _ := g.route(c, body.GPU)
 	res, err := g.send(c, d, ingestPrefix+"ingest_batch_task",
@@ -174,9 +187,9 @@ func (g *Gateway) ingestBatch(c echo.Context) error {
 	if err != nil {
 		return enqueueError(c, err)
 	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
 	routingHeaders(c, d)
-	return c.JSON(http.StatusOK, BatchIngestResponse{BatchID: "batch-" + hex.EncodeToString(b[:]), TaskIDs: []string{res.ID},
-		TotalItems: len(items), Message: fmt.Sprintf("Batch ingestion started for %d items", len(items))})
+	return c.JSON(http.StatusOK, BatchIngestResponse{BatchID: "batch-" + hex.EncodeToString(rnd[:]), TaskIDs: []string{res.ID},
+		TotalItems: len(items), Message: fmt.Sprintf("Batch ingestion started with %d items", len(items))})
 }

@@ -3,7 +3,6 @@ package httpapi
 import (
 	"context"
 	"net/http"
-	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -42,23 +41,25 @@ func (g *Gateway) processFile(c echo.Context) error {
 	up := f.upload
 	// From here on a refused request must delete the upload.
 	drop := func() { _ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID) }
+	// FastAPI validates the declared fields (422) before the handler
+	// parses options (400).
+	var v validator
+	gpu := v.formBool(f, "gpu", false)
+	async := v.queryBool(req, "async", false) || v.formBool(f, "async", false)
+	if v.failed() {
+		drop()
+		return unprocessable(c, v.errs...)
+	}
 	options, err := parseJSONObject("options", f.value("options"))
 	if err != nil {
 		drop()
 		return clientError(c, err)
 	}
-	gpu, err := parseBool("gpu", f.value("gpu"), false)
-	if err != nil {
-		drop()
-		return clientError(c, err)
-	}
-	async, err := asyncRequested(req, f)
-	if err != nil {
-		drop()
-		return clientError(c, err)
-	}
 	d, _ := g.route(c, gpu)
-	contentType := nullable(f.value("content_type"))
+	// MoRAG types, not the MIME types clients often send (upstream
+	// normalizes before processing; a Python worker makes a MIME type
+	// "unknown").
+	contentType := normalizeContentType(f.value("content_type"))
 	var name string
 	var args []any
 	if d.GPU || g.cfg.FileTransfer == TransferHTTP {
@@ -95,24 +96,36 @@ func (g *Gateway) processFile(c echo.Context) error {
 
 // urlRequest is MoRAG's ProcessURLRequest.
 type urlRequest struct {
-	URL         string         `json:"url"`
-	ContentType string         `json:"content_type"`
-	Options     map[string]any `json:"options"`
-	GPU         *bool          `json:"gpu"`
+	URL         string
+	ContentType string
+	Options     map[string]any
+	GPU         *bool
+}
+
+// readURLRequest validates a ProcessURLRequest body as pydantic does.
+func readURLRequest(c echo.Context) (urlRequest, []fieldError) {
+	m, ferr := readJSONBody(c.Request())
+	if ferr != nil {
+		return urlRequest{}, []fieldError{*ferr}
+	}
+	var v validator
+	b := bodyField{v: &v, body: m}
+	var r urlRequest
+	r.URL, _ = b.str("url", true)
+	r.ContentType, _ = b.str("content_type", false)
+	r.Options = b.object("options")
+	gpu := b.boolean("gpu", false)
+	r.GPU = &gpu
+	return r, v.errs
 }
 
 // processURLish is the shared body of /process/url, /web and /youtube.
 func (g *Gateway) processURLish(c echo.Context, local, remote string, withContentType bool) error {
-	var body urlRequest
-	if err := decodeJSON(c.Request(), &body); err != nil {
-		return clientError(c, err)
-	}
-	if strings.TrimSpace(body.URL) == "" {
-		return detail(c, http.StatusUnprocessableEntity, "url is required")
-	}
-	async, err := asyncRequested(c.Request(), nil)
-	if err != nil {
-		return clientError(c, err)
+	body, errs := readURLRequest(c)
+	var v validator
+	async := v.queryBool(c.Request(), "async", false)
+	if errs = append(errs, v.errs...); len(errs) > 0 {
+		return unprocessable(c, errs...)
 	}
 	d, _ := g.route(c, body.GPU != nil && *body.GPU)
 	var name string
@@ -159,26 +172,20 @@ func (g *Gateway) processYouTube(c echo.Context) error {
 
 // processBatch is POST /process/batch: a JSON list of results.
 func (g *Gateway) processBatch(c echo.Context) error {
-	var body struct {
-		Items   []map[string]any `json:"items"`
-		Options map[string]any   `json:"options"`
+	m, ferr := readJSONBody(c.Request())
+	if ferr != nil {
+		return unprocessable(c, *ferr)
 	}
-	if err := decodeJSON(c.Request(), &body); err != nil {
-		return clientError(c, err)
-	}
-	if body.Items == nil {
-		return detail(c, http.StatusUnprocessableEntity, "items is required")
-	}
-	async, err := asyncRequested(c.Request(), nil)
-	if err != nil {
-		return clientError(c, err)
+	var v validator
+	b := bodyField{v: &v, body: m}
+	items := b.objects("items")
+	options := b.object("options")
+	async := v.queryBool(c.Request(), "async", false)
+	if v.failed() {
+		return unprocessable(c, v.errs...)
 	}
 	d, _ := g.route(c, false)
-	items := make([]any, len(body.Items))
-	for i, it := range body.Items {
-		items[i] = it
-	}
-	res, err := g.send(c, d, taskPrefix+"process_batch_task", []any{items, optionsOrNil(body.Options)})
+	res, err := g.send(c, d, taskPrefix+"process_batch_task", []any{items, optionsOrNil(options)})
 	if err != nil {
 		return enqueueError(c, err)
 	}
@@ -192,9 +199,9 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	if terr := meta.Err(); terr != nil {
 		return c.JSON(http.StatusOK, []ProcessingResult{g.toResult(meta, d)})
 	}
-	var v any
-	_ = meta.DecodeResult(&v)
-	list, _ := v.([]any)
+	var result any
+	_ = meta.DecodeResult(&result)
+	list, _ := result.([]any)
 	out := make([]ProcessingResult, 0, len(list))
 	for _, it := range list {
 		r := resultFromValue(it)

@@ -20,6 +20,8 @@ func (g *Gateway) routes() *echo.Echo {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = g.errorHandler
+	// Before routing, so preflights to any path are answered.
+	e.Pre(cors(g.cfg.CORSOrigins))
 	authMW := auth.Middleware(g.keys, auth.MiddlewareOptions{Logger: g.log})
 	e.Use(g.observe, func(next echo.HandlerFunc) echo.HandlerFunc {
 		withKey := authMW(next)
@@ -40,12 +42,14 @@ func (g *Gateway) routes() *echo.Echo {
 	e.GET("/metrics", g.metricsHandler)
 	e.GET("/openapi.json", serveOpenAPI)
 	e.GET("/docs", serveDocs)
+	e.GET("/redoc", serveRedoc)
 
 	e.POST("/process/url", g.processURL)
 	e.POST("/process/file", g.processFile)
 	e.POST("/process/web", g.processWeb)
 	e.POST("/process/youtube", g.processYouTube)
 	e.POST("/process/batch", g.processBatch)
+	e.POST("/search", g.search)
 
 	e.POST("/api/v1/ingest/file", g.ingestFile)
 	e.POST("/api/v1/ingest/url", g.ingestURL)
@@ -56,6 +60,7 @@ func (g *Gateway) routes() *echo.Echo {
 	e.GET("/api/v1/status/stats/queues", g.statusQueues)
 	e.GET("/api/v1/status/", g.statusActive)
 	e.GET("/api/v1/status/:task_id", g.taskStatus)
+	e.POST("/api/v1/admin/cleanup", g.adminCleanup, g.requireAdmin)
 
 	e.POST("/api/v1/auth/create-key", g.createKey, g.requireAdmin, smallForm)
 	e.POST("/api/v1/auth/validate-key", g.validateKey, smallForm)
@@ -65,6 +70,8 @@ func (g *Gateway) routes() *echo.Echo {
 
 	e.POST("/api/v1/files/download", g.legacyDownload, auth.RequireUser)
 	e.POST("/api/v1/files/upload-result", g.uploadResult, auth.RequireUser)
+	e.GET("/api/v1/files/s/:expires/:token/:transfer_id", g.getSignedFile)
+	e.HEAD("/api/v1/files/s/:expires/:token/:transfer_id", g.getSignedFile)
 	e.GET("/api/v1/files/:transfer_id", g.getFile)
 	e.HEAD("/api/v1/files/:transfer_id", g.getFile)
 	return e
@@ -86,6 +93,9 @@ func (g *Gateway) errorHandler(err error, c echo.Context) {
 		code = he.Code
 		msg = fmt.Sprint(he.Message)
 		if code == http.StatusNotFound {
+			if c.Path() == "" && g.redirectSlash(c) {
+				return
+			}
 			msg = "Not Found"
 		}
 	} else {

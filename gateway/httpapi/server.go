@@ -47,6 +47,9 @@ type Config struct {
 	URLSecret string
 	// URLTTL is how long a signed file URL stays valid; default WaitTimeout + 1 h.
 	URLTTL time.Duration
+	// CORSOrigins may call the API from a browser; nil means any ("*", as
+	// MoRAG), empty none.
+	CORSOrigins []string
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
 	Logger          zerolog.Logger
@@ -85,6 +88,9 @@ func (c *Config) defaults() error {
 	}
 	if c.URLTTL <= 0 {
 		c.URLTTL = c.WaitTimeout + time.Hour
+	}
+	if c.CORSOrigins == nil {
+		c.CORSOrigins = []string{"*"}
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second

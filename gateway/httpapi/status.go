@@ -20,7 +20,7 @@ import (
 type TaskStatus struct {
 	TaskID                 string  `json:"task_id"`
 	Status                 string  `json:"status"`
-	Progress               float64 `json:"progress"`
+	Progress               pyFloat `json:"progress"`
 	Message                *string `json:"message"`
 	Result                 any     `json:"result"`
 	Error                  *string `json:"error"`
@@ -45,7 +45,7 @@ func taskStatus(meta *protocol.ResultMeta) TaskStatus {
 		st.Result = info
 	case protocol.StateProgress:
 		if p, ok := infoMap["progress"]; ok {
-			st.Progress = toFloat(p)
+			st.Progress = pyFloat(toFloat(p))
 		}
 	case protocol.StateFailure:
 		msg := "Task failed"
@@ -55,7 +55,9 @@ func taskStatus(meta *protocol.ResultMeta) TaskStatus {
 		}
 		st.Error = &msg
 	}
-	if meta.Status != protocol.StateSuccess && infoMap != nil {
+	// Upstream reads message from info whatever the state, a successful
+	// result's own "message" included.
+	if infoMap != nil {
 		if m, ok := infoMap["message"].(string); ok {
 			st.Message = &m
 		}
@@ -157,23 +159,43 @@ func (g *Gateway) queueLengths(ctx context.Context) (map[string]int64, error) {
 	return out, nil
 }
 
-// statusQueues is GET /api/v1/status/stats/queues: MoRAG's four counters,
-// with pending the real total, plus every queue's length.
+// statusQueues is GET /api/v1/status/stats/queues: MoRAG's four counters
+// meaning what they mean there (pending: tasks the workers hold with an ETA,
+// inspect().scheduled(); active: tasks running), plus every queue's length
+// (queues) and their sum (queued): what waits for a worker.
 func (g *Gateway) statusQueues(c echo.Context) error {
-	lengths, err := g.queueLengths(c.Request().Context())
+	ctx := c.Request().Context()
+	lengths, err := g.queueLengths(ctx)
 	if err != nil {
 		return detail(c, http.StatusInternalServerError, "Failed to get queue stats: %v", err)
 	}
-	var pending int64
+	var queued int64
 	for _, n := range lengths {
-		pending += n
+		queued += n
 	}
+	workers := g.fleet.Workers()
 	active := 0
-	for _, w := range g.fleet.Workers() {
+	hosts := make([]string, 0, len(workers))
+	for _, w := range workers {
 		active += w.ActiveTasks
+		hosts = append(hosts, w.Hostname)
+	}
+	pending := 0
+	if len(hosts) > 0 {
+		// Addressed to the live workers, so the call returns as soon as
+		// each has answered (at most a second, Celery's inspect timeout).
+		replies, err := g.control.Broadcast(ctx, "scheduled", nil, hosts, time.Second)
+		if err != nil && len(replies) == 0 && ctx.Err() == nil {
+			g.log.Warn().Err(err).Msg("inspect scheduled failed; pending counts 0")
+		}
+		for _, r := range replies {
+			if list, ok := r.([]any); ok {
+				pending += len(list)
+			}
+		}
 	}
 	return c.JSON(http.StatusOK, map[string]any{
-		"pending": pending, "active": active, "completed": 0, "failed": 0, "queues": lengths,
+		"pending": pending, "active": active, "completed": 0, "failed": 0, "queued": queued, "queues": lengths,
 	})
 }
 

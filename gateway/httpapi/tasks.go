@@ -55,6 +55,8 @@ func enqueueError(c echo.Context, err error) error {
 func clientError(c echo.Context, err error) error {
 	var bf *errBadForm
 	switch {
+	case errors.Is(err, errNoFile):
+		return unprocessable(c, errMissing([]any{"body", "file"}, nil))
 	case errors.As(err, &bf):
 		return detail(c, http.StatusBadRequest, "%s", bf.msg)
 	case errors.Is(err, files.ErrTooLarge):
@@ -70,7 +72,7 @@ type ProcessingResult struct {
 	Success        bool           `json:"success"`
 	Content        string         `json:"content"`
 	Metadata       map[string]any `json:"metadata"`
-	ProcessingTime float64        `json:"processing_time"`
+	ProcessingTime pyFloat        `json:"processing_time"`
 	ErrorMessage   *string        `json:"error_message"`
 	Thumbnails     []string       `json:"thumbnails"`
 }
@@ -138,7 +140,12 @@ func (g *Gateway) toResult(meta *protocol.ResultMeta, d auth.Decision) Processin
 	return out
 }
 
-// resultFromValue reads the 5-key dict the tasks return.
+// resultFromValue reads the 5-key dict the tasks return and shapes it as
+// MoRAG's server shapes a result (normalize_processing_result, then
+// ProcessingResultResponse): content always a string (a non-string one as
+// json.dumps(..., indent=2)), metadata always an object, processing_time
+// always a float; the task's other keys (user_id) are not part of the
+// response.
 func resultFromValue(v any) ProcessingResult {
 	out := ProcessingResult{Metadata: map[string]any{}}
 	m, ok := v.(map[string]any)
@@ -159,12 +166,7 @@ func resultFromValue(v any) ProcessingResult {
 	if md, ok := m["metadata"].(map[string]any); ok {
 		out.Metadata = md
 	}
-	switch pt := m["processing_time"].(type) {
-	case json.Number:
-		out.ProcessingTime, _ = pt.Float64()
-	case float64:
-		out.ProcessingTime = pt
-	}
+	out.ProcessingTime = pyFloat(toFloat(m["processing_time"]))
 	if s, ok := m["error_message"].(string); ok {
 		out.ErrorMessage = &s
 	}

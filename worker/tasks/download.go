@@ -482,13 +482,23 @@ func safeExt(name string) string {
 	return ext
 }
 
-// redactURL hides query parameters (signed tokens) and credentials in logs
-// and errors.
+// signedFilesPath starts the gateway's signed file URLs, whose next two path
+// elements are the expiry and the signature (gateway/files.SignedURL).
+const signedFilesPath = "/api/v1/files/s/"
+
+// redactURL hides query parameters and signed-URL path elements (tokens) and
+// credentials in logs and errors.
 func redactURL(u *url.URL) string {
 	c := *u
 	c.User = nil
 	if c.RawQuery != "" {
 		c.RawQuery = "…"
+	}
+	if i := strings.Index(c.Path, signedFilesPath); i >= 0 {
+		if parts := strings.SplitN(c.Path[i+len(signedFilesPath):], "/", 3); len(parts) == 3 {
+			c.Path = c.Path[:i+len(signedFilesPath)] + "redacted/redacted/" + parts[2]
+			c.RawPath = ""
+		}
 	}
 	c.Fragment = ""
 	return c.String()

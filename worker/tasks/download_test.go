@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -199,5 +200,20 @@ func assertEmptyDir(t *testing.T, dir string) {
 	}
 	for _, e := range entries {
 		t.Errorf("left behind: %s", e.Name())
+	}
+}
+
+// TestRedactURLHidesSignatures: logs show neither a query token nor the
+// expiry and signature the gateway puts in a signed URL's path.
+func TestRedactURLHidesSignatures(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://gw:8000/api/v1/files/s/1796034049/c2VjcmV0/0f0f_talk.mp4": "http://gw:8000/api/v1/files/s/redacted/redacted/0f0f_talk.mp4",
+		"http://u:p@gw/api/v1/files/abc.mp4?expires=1&token=secret":       "http://gw/api/v1/files/abc.mp4?…",
+		"https://example.com/a/b.pdf":                                     "https://example.com/a/b.pdf",
+	} {
+		u, _ := url.Parse(in)
+		if got := redactURL(u); got != want || strings.Contains(got, "c2VjcmV0") || strings.Contains(got, "secret") {
+			t.Errorf("redactURL(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

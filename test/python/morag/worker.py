@@ -45,6 +45,41 @@ if os.getenv("VISIBILITY_TIMEOUT"):
 app = celery_app
 
 
+_VALID_TYPES = ['document', 'audio', 'video', 'image', 'web', 'youtube', 'text', 'unknown']
+_SUFFIX_TYPES = {
+    'document': ['.pdf', '.doc', '.docx', '.txt', '.md', '.rtf', '.pptx', '.ppt', '.xlsx', '.xls', '.csv', '.json', '.xml'],
+    'audio': ['.mp3', '.wav', '.flac', '.m4a', '.ogg', '.aac'],
+    'video': ['.mp4', '.avi', '.mkv', '.mov', '.wmv', '.flv', '.webm'],
+    'image': ['.jpg', '.jpeg', '.png', '.gif', '.bmp', '.webp', '.tiff', '.svg'],
+    'web': ['.html', '.htm'],
+}
+
+
+def _detect_content_type_from_file(file_path: Path) -> str:
+    """MoRAGAPI._detect_content_type_from_file (api.py @ bb0da91)."""
+    suffix = file_path.suffix.lower()
+    for content_type, suffixes in _SUFFIX_TYPES.items():
+        if suffix in suffixes:
+            return content_type
+    return 'document'
+
+
+def _morag_content_type(path: str, content_type: Optional[str]) -> str:
+    """The type MoRAGAPI.process_file (api.py @ bb0da91) processes a file as:
+    detected from the path's suffix when none is given, as given when it is
+    a ContentType, else _normalize_content_type: a bare extension maps to
+    its type, anything else (a MIME type) becomes 'unknown'."""
+    if content_type is None:
+        content_type = _detect_content_type_from_file(Path(path))
+    if content_type in _VALID_TYPES:
+        return content_type
+    lower = content_type.lower()
+    for t, suffixes in _SUFFIX_TYPES.items():
+        if '.' + lower in suffixes:
+            return t
+    return lower if lower in _VALID_TYPES else 'unknown'
+
+
 def _describe(path: str, content_type: Optional[str], options: Optional[Dict[str, Any]], started: float) -> Dict[str, Any]:
     data = Path(path).read_bytes()
     name = Path(path).name
@@ -56,6 +91,7 @@ def _describe(path: str, content_type: Optional[str], options: Optional[Dict[str
             "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
             "content_type": content_type,
+            "morag_content_type": _morag_content_type(path, content_type),
             "options": options or {},
             "processed_by": "python-standin",
         },
@@ -124,7 +160,11 @@ def process_batch_task(self, items: List[Dict[str, Any]], options: Optional[Dict
 
 @celery_app.task(bind=True)
 def search_task(self, query: str, limit: int = 10, filters: Optional[Dict[str, Any]] = None):
-    return {"results": []}
+    self.update_state(state="PROCESSING", meta={"stage": "searching"})
+    # Stand-in results echo the request, so tests can check what arrived.
+    return {"results": [{"id": f"standin-{i}", "score": 1.0 - i / 10, "content": query,
+                         "metadata": {"limit": limit, "filters": filters, "processed_by": "python-standin"}}
+                        for i in range(min(limit, 2))]}
 
 
 @celery_app.task
@@ -139,11 +179,14 @@ def process_file_task_remote(self, file_url: str, user_id: str, content_type: Op
                              task_options: Optional[Dict[str, Any]] = None):
     started = time.time()
     self.update_state(state="DOWNLOADING", meta={"stage": "downloading_file"})
-    suffix = Path(file_url.split("?", 1)[0]).suffix
+    # Exactly upstream: the temp file's suffix, which type detection reads,
+    # is the URL's (a query string would end up in it).
+    suffix = Path(file_url).suffix
     tmp = _download(file_url, suffix)
     try:
         self.update_state(state="PROCESSING", meta={"stage": "processing"})
         result = _describe(tmp, content_type, task_options, started)
+        result["metadata"]["temp_suffix"] = suffix
         result["user_id"] = user_id
         return result
     finally:
