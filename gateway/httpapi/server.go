@@ -142,6 +142,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, pool: pool, db: db, started: time.Now(), metrics: newMetrics()}
+	g.metrics.watch(g)
 	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{Logger: log})
 	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{Logger: log})
 	listener := g.backend.NewListener()
