@@ -38,6 +38,10 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// ResultExpires is result_expires. Default 24h.
 	ResultExpires time.Duration
+	// KeyPrefix is kombu's and Celery's global_keyprefix, applied to every
+	// key and channel (queues, results, events, remote control). It must
+	// match every other participant's. Default "".
+	KeyPrefix string
 	// Events enables task events at start (worker events are always sent,
 	// as Python does without -E). enable_events/disable_events toggle it.
 	Events bool
@@ -54,6 +58,9 @@ type Config struct {
 	// Info holds extra fields for `inspect stats` and for handlers
 	// (Task.Info), e.g. {"gpu": [...]}.
 	Info map[string]any
+	// Observer is told about tasks, held messages, lease refreshes and dead
+	// letters, for metrics. Default NopObserver.
+	Observer Observer
 }
 
 const (
@@ -116,6 +123,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.Hostname = ExpandNodename(cfg.Hostname, host)
 	if cfg.Route == nil {
 		cfg.Route = func(string) string { return defaultQueue }
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
 	}
 	if reflect.ValueOf(cfg.Logger).IsZero() {
 		cfg.Logger = zerolog.New(os.Stderr).With().Timestamp().Logger().Level(zerolog.InfoLevel)
