@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/worker/metrics"
 	"morag-gpu/worker/runner"
 	"morag-gpu/worker/tasks"
 )
@@ -40,6 +41,9 @@ func run(args []string) error {
 	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
 	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
 	loglevel := fs.String("loglevel", "info", "debug, info, warn or error")
+	fs.StringVar(loglevel, "log-level", "info", "same as -loglevel (the gateway's spelling)")
+	keyPrefix := fs.String("key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "Celery/kombu global_keyprefix; must match every participant's (env MORAG_KEY_PREFIX)")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://<addr>/metrics, e.g. :9808 (empty: off)")
 	events := fs.Bool("events", true, "send task events (worker events are always sent)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
 	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
@@ -61,6 +65,17 @@ func run(args []string) error {
 	}
 
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	// Bound before anything starts, so a busy port fails the start.
+	var obs runner.Observer = runner.NopObserver{}
+	var metricsSrv *metrics.Server
+	var workerMetrics *metrics.Metrics
+	if *metricsAddr != "" {
+		workerMetrics = metrics.New()
+		if metricsSrv, err = metrics.Listen(*metricsAddr, workerMetrics, log); err != nil {
+			return fmt.Errorf("-metrics-addr: %w", err)
+		}
+		obs = workerMetrics
+	}
 	info := map[string]any{}
 	if len(gpus) > 0 {
 		info["gpus"] = gpus // "gpu" holds the detected capabilities
@@ -76,6 +91,9 @@ func run(args []string) error {
 	}
 	defer cleanup()
 	maps.Copy(info, mediaInfo)
+	if workerMetrics != nil {
+		workerMetrics.SetMedia(mediaStatus(mediaInfo))
+	}
 	srv, err := runner.NewServer(runner.Config{
 		Queues:            strings.Split(*queues, ","),
 		Concurrency:       *concurrency,
@@ -87,13 +105,29 @@ func run(args []string) error {
 		ResultExpires:     *expires,
 		Events:            *events,
 		ForwardUnknown:    *forward,
+		KeyPrefix:         *keyPrefix,
 		Logger:            log,
 		Info:              info,
+		Observer:          obs,
 	}, mux)
 	if err != nil {
 		return err
 	}
-	return srv.RunWithSignals(context.Background())
+	if metricsSrv == nil {
+		return srv.RunWithSignals(context.Background())
+	}
+	// The metrics server lives as long as the worker: it stops when the
+	// worker has stopped, and run waits for it.
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- metricsSrv.Serve(ctx) }() // owner: run, which stops and waits for it below
+	log.Info().Str("addr", metricsSrv.Addr()).Msg("metrics at http://" + metricsSrv.Addr() + "/metrics")
+	err = srv.RunWithSignals(context.Background())
+	stop()
+	if serr := <-served; serr != nil && err == nil {
+		err = fmt.Errorf("metrics server: %w", serr)
+	}
+	return err
 }
 
 func envOr(key, def string) string {
