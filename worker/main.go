@@ -42,7 +42,8 @@ func run(args []string) error {
 	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
 	loglevel := fs.String("loglevel", "info", "debug, info, warn or error")
 	fs.StringVar(loglevel, "log-level", "info", "same as -loglevel (the gateway's spelling)")
-	keyPrefix := fs.String("key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "Celery/kombu global_keyprefix; must match every participant's (env MORAG_KEY_PREFIX)")
+	keyPrefix := fs.String("key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "broker_transport_options global_keyprefix (queues, events, remote control); must match every participant's (env MORAG_KEY_PREFIX)")
+	resultKeyPrefix := fs.String("result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every participant's (env MORAG_RESULT_KEY_PREFIX)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://<addr>/metrics, e.g. :9808 (empty: off)")
 	events := fs.Bool("events", true, "send task events (worker events are always sent)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
@@ -106,6 +107,7 @@ func run(args []string) error {
 		Events:            *events,
 		ForwardUnknown:    *forward,
 		KeyPrefix:         *keyPrefix,
+		ResultKeyPrefix:   *resultKeyPrefix,
 		Logger:            log,
 		Info:              info,
 		Observer:          obs,

@@ -52,11 +52,13 @@ type Config struct {
 	CORSOrigins []string
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
-	// KeyPrefix is kombu's and Celery's global_keyprefix for every Celery
-	// key (queues, results, events, remote control); MoRAG's own keys
-	// (API keys, task owners, the URL secret) are never prefixed. It must
-	// match every worker's. Default "".
-	KeyPrefix string
+	// KeyPrefix is broker_transport_options' global_keyprefix (queues,
+	// events, remote control) and ResultKeyPrefix
+	// result_backend_transport_options' (celery-task-meta-<id>; Celery
+	// 5.3+), kept apart as Celery keeps them. MoRAG's own keys (API keys,
+	// task owners, the URL secret) are never prefixed. Both must match
+	// every worker's. Default "".
+	KeyPrefix, ResultKeyPrefix string
 	// ResultExpires is result_expires for the states the gateway stores
 	// (REVOKED), and sets how long a task's owner is remembered: its
 	// result's lifetime plus WaitTimeout, the longest the gateway waits for
@@ -161,7 +163,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, pool: pool, db: db, started: time.Now(), metrics: newMetrics()}
 	g.metrics.watch(g)
 	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{KeyPrefix: cfg.KeyPrefix, Logger: log})
-	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{KeyPrefix: cfg.KeyPrefix, Expires: cfg.ResultExpires, Logger: log})
+	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{KeyPrefix: cfg.ResultKeyPrefix, Expires: cfg.ResultExpires, Logger: log})
 	listener := g.backend.NewListener()
 	g.client = protocol.NewClient(g.broker, g.backend).WithListener(listener)
 	g.control = protocol.NewControl(pool, db, cfg.KeyPrefix)

@@ -20,7 +20,8 @@ import (
 )
 
 // TestWorkerMetrics runs a runner.Server with the metrics as its Observer
-// and a global_keyprefix, against a real Redis, and scrapes the endpoint.
+// and both global_keyprefix settings, against a real Redis, and scrapes the
+// endpoint.
 func TestWorkerMetrics(t *testing.T) {
 	r := testenv.StartRedis(t)
 	const prefix = "pfx:"
@@ -30,7 +31,7 @@ func TestWorkerMetrics(t *testing.T) {
 	mux.HandleFunc("t.ok", func(context.Context, *runner.Task) (any, error) { return 1, nil })
 	mux.HandleFunc("t.fail", func(context.Context, *runner.Task) (any, error) { return nil, errors.New("boom") })
 	srv, err := runner.NewServer(runner.Config{
-		Queues: []string{"q"}, RedisURL: r.URL(), KeyPrefix: prefix, ForwardUnknown: "elsewhere",
+		Queues: []string{"q"}, RedisURL: r.URL(), KeyPrefix: prefix, ResultKeyPrefix: prefix, ForwardUnknown: "elsewhere",
 		Logger: zerolog.Nop(), Observer: m,
 	}, mux)
 	if err != nil {

@@ -38,10 +38,16 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// ResultExpires is result_expires. Default 24h.
 	ResultExpires time.Duration
-	// KeyPrefix is kombu's and Celery's global_keyprefix, applied to every
-	// key and channel (queues, results, events, remote control). It must
-	// match every other participant's. Default "".
+	// KeyPrefix is broker_transport_options' global_keyprefix: kombu puts it
+	// before every broker key and channel (queues, unacked, bindings,
+	// events, remote control). It must match every other participant's.
+	// Default "".
 	KeyPrefix string
+	// ResultKeyPrefix is result_backend_transport_options'
+	// global_keyprefix (Celery 5.3+; 5.2 has none, so leave it empty with
+	// 5.2 peers), for celery-task-meta-<id>. Celery keeps the two settings
+	// apart, and so does this. Default "".
+	ResultKeyPrefix string
 	// Events enables task events at start (worker events are always sent,
 	// as Python does without -E). enable_events/disable_events toggle it.
 	Events bool

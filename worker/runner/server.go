@@ -87,7 +87,7 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		total:   map[string]int64{},
 	}
 	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, KeyPrefix: cfg.KeyPrefix, Logger: s.log})
-	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, KeyPrefix: cfg.KeyPrefix, Logger: s.log})
+	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, KeyPrefix: cfg.ResultKeyPrefix, Logger: s.log})
 	s.consumer = s.broker.NewConsumer(cfg.Queues...)
 	// One Lamport clock for events and remote control, as Python's
 	// app.clock.
