@@ -75,6 +75,7 @@ func run(args []string) error {
 		if metricsSrv, err = metrics.Listen(*metricsAddr, workerMetrics, log); err != nil {
 			return fmt.Errorf("-metrics-addr: %w", err)
 		}
+		defer metricsSrv.Close() // when the start fails before Serve
 		obs = workerMetrics
 	}
 	info := map[string]any{}
@@ -122,7 +123,13 @@ func run(args []string) error {
 	// worker has stopped, and run waits for it.
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
-	go func() { served <- metricsSrv.Serve(ctx) }() // owner: run, which stops and waits for it below
+	go func() { // owner: run, which stops and waits for it below
+		err := metricsSrv.Serve(ctx)
+		if err != nil {
+			log.Error().Err(err).Msg("metrics server stopped; the worker goes on without it")
+		}
+		served <- err
+	}()
 	log.Info().Str("addr", metricsSrv.Addr()).Msg("metrics at http://" + metricsSrv.Addr() + "/metrics")
 	err = srv.RunWithSignals(context.Background())
 	stop()

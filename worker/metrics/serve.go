@@ -36,6 +36,9 @@ func Listen(addr string, m *Metrics, log zerolog.Logger) (*Server, error) {
 	return &Server{ln: ln, log: log, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}, nil
 }
 
+// Close releases the address without serving; after Serve it is a no-op.
+func (s *Server) Close() { _ = s.ln.Close() }
+
 // Addr is the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
