@@ -307,3 +307,15 @@ func TestOtherGoTypes(t *testing.T) {
 		t.Errorf("Repr of a self-containing list = %.40s...", got)
 	}
 }
+
+// TestInvalidUTF8: a Go string that is not UTF-8 has no Python str; each
+// bad byte is read as U+FFFD, as bytes.decode(errors="replace") reads a
+// lone byte.
+func TestInvalidUTF8(t *testing.T) {
+	if got := StrRepr("a\xffb"); got != "'a\uFFFDb'" {
+		t.Errorf("StrRepr = %q", got)
+	}
+	if got := string(AppendJSONString(nil, "a\xffb")); got != `"a\ufffdb"` {
+		t.Errorf("AppendJSONString = %s", got)
+	}
+}
