@@ -32,6 +32,8 @@ type metrics struct {
 	routing  *prometheus.CounterVec
 	outcomes *prometheus.CounterVec
 
+	http http.Handler // set by watch
+
 	mu     sync.Mutex
 	queues map[string]struct{} // queues this gateway routed to
 }
@@ -102,15 +104,14 @@ func (m *metrics) routedQueues() []string {
 	return out
 }
 
-// watch adds the gauges read from g at scrape time.
-func (m *metrics) watch(g *Gateway) { m.reg.MustRegister(newStateCollector(g)) }
-
-// handler serves the registry in Prometheus text format. A failed queue
-// read is logged and leaves that gauge out; the rest is still served.
-func (m *metrics) handler(log zerolog.Logger) http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+// watch adds the gauges read from g at scrape time and makes the handler
+// that serves the registry in Prometheus text format. A failed queue read
+// is logged and leaves that gauge out; the rest is still served.
+func (m *metrics) watch(g *Gateway) {
+	m.reg.MustRegister(newStateCollector(g))
+	m.http = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		ErrorHandling: promhttp.ContinueOnError,
-		ErrorLog:      promLogger{log},
+		ErrorLog:      promLogger{g.log},
 	})
 }
 

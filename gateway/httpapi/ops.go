@@ -127,6 +127,6 @@ func (g *Gateway) health(c echo.Context) error {
 
 // metricsHandler is GET /metrics in Prometheus text format (see metrics.go).
 func (g *Gateway) metricsHandler(c echo.Context) error {
-	g.metrics.handler(g.log).ServeHTTP(c.Response(), c.Request())
+	g.metrics.http.ServeHTTP(c.Response(), c.Request())
 	return nil
 }
