@@ -9,94 +9,45 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // The helpers in this file reproduce, byte for byte, what MoRAG's Python
 // writes: json.dumps with its default separators (", " and ": ") and
 // ensure_ascii=True, and datetime.isoformat() of a naive UTC datetime. Go's
 // encoding/json differs in both separators and escaping (it writes "<" as
-// \u003c and leaves non-ASCII alone), so it cannot be used for stored values.
+// \u003c and leaves non-ASCII alone), so it cannot be used for stored values;
+// internal/pyfmt writes them.
 
 // encodeKeyData writes d the way json.dumps(key_data) does for the dict
 // built in APIKeyService.create_api_key, keys in the same order.
 func encodeKeyData(d KeyData) []byte {
-	var b bytes.Buffer
-	b.WriteString(`{"user_id": `)
-	writePyString(&b, d.UserID)
-	b.WriteString(`, "description": `)
-	writePyString(&b, d.Description)
-	b.WriteString(`, "created_at": `)
-	writePyString(&b, d.CreatedAt)
-	b.WriteString(`, "expires_at": `)
-	if d.ExpiresAt == nil {
-		b.WriteString("null")
-	} else {
-		writePyString(&b, *d.ExpiresAt)
+	var expires any
+	if d.ExpiresAt != nil {
+		expires = *d.ExpiresAt
 	}
-	b.WriteString(`, "active": `)
-	if d.Active {
-		b.WriteString("true")
-	} else {
-		b.WriteString("false")
-	}
-	b.WriteByte('}')
-	return b.Bytes()
+	// Strings, nil and a bool: json.dumps of these cannot fail.
+	b, _ := pyfmt.Dumps(pyfmt.Dict{
+		{Key: "user_id", Value: d.UserID},
+		{Key: "description", Value: d.Description},
+		{Key: "created_at", Value: d.CreatedAt},
+		{Key: "expires_at", Value: expires},
+		{Key: "active", Value: d.Active},
+	})
+	return b
 }
 
 // writePyString is json.encoder.py_encode_basestring_ascii: everything outside
 // printable ASCII becomes \uXXXX with lower-case hex (surrogate pairs above
-// U+FFFF), and only \" \\ \b \f \n \r \t get short escapes.
-func writePyString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	u4 := func(r rune) {
-		b.WriteString(`\u`)
-		b.WriteByte(hex[r>>12&0xf])
-		b.WriteByte(hex[r>>8&0xf])
-		b.WriteByte(hex[r>>4&0xf])
-		b.WriteByte(hex[r&0xf])
-	}
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\b':
-			b.WriteString(`\b`)
-		case r == '\f':
-			b.WriteString(`\f`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r >= ' ' && r <= '~':
-			b.WriteByte(byte(r))
-		case r > 0xffff:
-			r -= 0x10000
-			u4(0xd800 | (r>>10)&0x3ff)
-			u4(0xdc00 | r&0x3ff)
-		default:
-			// Invalid UTF-8 arrives here as utf8.RuneError and is written as
-			// \ufffd, the replacement Python would have made when decoding.
-			u4(r)
-		}
-	}
-	b.WriteByte('"')
-}
+// U+FFFF), and only \" \\ \b \f \n \r \t get short escapes. Invalid
+// UTF-8 is written as \ufffd, the replacement Python would have made when
+// decoding.
+func writePyString(b *bytes.Buffer, s string) { b.Write(pyfmt.AppendJSONString(nil, s)) }
 
 // pyISOFormat is datetime.isoformat() of a naive UTC datetime: microsecond
 // precision, and no fraction at all when the microseconds are zero.
-func pyISOFormat(t time.Time) string {
-	t = t.UTC().Truncate(time.Microsecond)
-	s := t.Format("2006-01-02T15:04:05")
-	if us := t.Nanosecond() / 1000; us != 0 {
-		s += fmt.Sprintf(".%06d", us)
-	}
-	return s
-}
+func pyISOFormat(t time.Time) string { return pyfmt.ISOFormatNaive(t) }
 
 // parsePyISO reads a naive timestamp the way datetime.fromisoformat does for
 // the forms isoformat() writes (date, or date and time with optional

@@ -32,6 +32,10 @@ func main() {
 	flag.DurationVar(&cfg.URLTTL, "url-ttl", 0, "validity of signed file URLs (default wait-timeout + 1h)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	cors := flag.String("cors-origins", "*", "comma-separated origins browsers may call the API from (* any, as MoRAG; empty none)")
+	flag.StringVar(level, "loglevel", "info", "same as -log-level (the worker's and Celery's spelling)")
+	flag.StringVar(&cfg.KeyPrefix, "key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "broker_transport_options global_keyprefix (queues, events, remote control); must match every worker's (env MORAG_KEY_PREFIX)")
+	flag.StringVar(&cfg.ResultKeyPrefix, "result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every worker's (env MORAG_RESULT_KEY_PREFIX)")
+	flag.DurationVar(&cfg.ResultExpires, "result-expires", 24*time.Hour, "result_expires for states the gateway stores; task owners are kept this plus -wait-timeout")
 	flag.Parse()
 	cfg.MaxUpload = *maxUpload
 	cfg.CORSOrigins = []string{}

@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // NewID returns a new uuid4 string (task ids, delivery tags).
@@ -312,12 +314,9 @@ func (r *reprWriter) value(v any, level int) {
 		} else {
 			r.token(reprTruncate("False", r.budget))
 		}
-	case json.Number:
-		r.token(reprTruncate(string(x), r.budget))
-	case float64:
-		r.token(reprTruncate(pythonFloatRepr(x), r.budget))
-	case float32:
-		r.token(reprTruncate(pythonFloatRepr(float64(x)), r.budget))
+	case json.Number, float64, float32:
+		// A number literal is the int or float json.loads makes of it.
+		r.token(reprTruncate(pyfmt.Repr(x), r.budget))
 	case int:
 		r.int(int64(x))
 	case int64:
@@ -451,27 +450,4 @@ func reprTruncate(s string, maxlen int) string {
 		}
 	}
 	return head + "..."
-}
-
-// pythonFloatRepr is Python's repr(float): shortest digits, fixed notation
-// with ".0" between 1e-4 and 1e16, exponent notation outside.
-func pythonFloatRepr(f float64) string {
-	switch {
-	case math.IsNaN(f):
-		return "nan"
-	case math.IsInf(f, 1):
-		return "inf"
-	case math.IsInf(f, -1):
-		return "-inf"
-	}
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-4 || abs >= 1e16) {
-		return strconv.FormatFloat(f, 'e', -1, 64)
-	}
-	s := strconv.FormatFloat(f, 'f', -1, 64)
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' {
-			return s
-		}
-	}
-	return s + ".0"
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // Event is one Celery event: standard fields (type, hostname, timestamp,
@@ -648,22 +650,17 @@ func writeFanoutString(b *bytes.Buffer, s string) {
 	_ = writeFanoutMarshaler(b, s)
 }
 
-// appendFanoutFloat formats f as Python's repr does as far as JSON readers
-// care: shortest round-trip digits, always a fraction or an exponent.
+// appendFanoutFloat formats f as Python's json.dumps does (2.0, 1e-07),
+// except that NaN and the infinities become null: Go readers of events and
+// replies use encoding/json, which rejects json.dumps's NaN and Infinity.
 func appendFanoutFloat(dst []byte, f float64, bits int) []byte {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return append(dst, "null"...)
 	}
-	format := byte('f')
-	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
-		format = 'e'
+	if bits == 32 {
+		return pyfmt.AppendJSONFloat32(dst, float32(f))
 	}
-	start := len(dst)
-	dst = strconv.AppendFloat(dst, f, format, -1, bits)
-	if !bytes.ContainsAny(dst[start:], ".e") {
-		dst = append(dst, ".0"...)
-	}
-	return dst
+	return pyfmt.AppendJSONFloat(dst, f)
 }
 
 func fanoutValidNumber(s string) bool {

@@ -385,7 +385,11 @@ func (w *kombuWriter) number(n json.Number) error {
 	return nil
 }
 
-// float writes f as encoding/json does.
+// float writes f as encoding/json does (2.0 as 2), not as json.dumps would
+// (pyfmt.AppendJSONFloat): a Go float64 does not know whether it came from
+// a JSON int, and a body must round-trip what a Go caller decoded with
+// encoding/json. Events and control replies, which Python checks with
+// isinstance(x, float), use the json.dumps form (see appendFanoutFloat).
 func (w *kombuWriter) float(f float64, bits int) error {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return fmt.Errorf("protocol: cannot encode float %v: JSON has no NaN or Infinity", f)

@@ -3,74 +3,18 @@ package protocol
 import (
 	"fmt"
 	"time"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // FormatTime formats t as Python's datetime.isoformat() of an aware datetime
 // (microseconds omitted when zero). The offset is t's own; Celery sends UTC,
 // which is written "+00:00" (never "Z": Python < 3.11 fromisoformat rejects
 // it).
-func FormatTime(t time.Time) string {
-	return string(appendPythonTime(make([]byte, 0, 32), t))
-}
+func FormatTime(t time.Time) string { return pyfmt.ISOFormat(t) }
 
 // appendPythonTime is FormatTime without the allocation, for the encoders.
-func appendPythonTime(b []byte, t time.Time) []byte {
-	year, month, day := t.Date()
-	hour, min, sec := t.Clock()
-	b = appendDigits(b, year, 4)
-	b = append(b, '-')
-	b = appendDigits(b, int(month), 2)
-	b = append(b, '-')
-	b = appendDigits(b, day, 2)
-	b = append(b, 'T')
-	b = appendDigits(b, hour, 2)
-	b = append(b, ':')
-	b = appendDigits(b, min, 2)
-	b = append(b, ':')
-	b = appendDigits(b, sec, 2)
-	// Python datetimes have microsecond resolution; finer digits would make
-	// Python < 3.11 fromisoformat fail.
-	if us := t.Nanosecond() / 1000; us != 0 {
-		b = append(b, '.')
-		b = appendDigits(b, us, 6)
-	}
-	_, off := t.Zone()
-	sign := byte('+')
-	if off < 0 {
-		sign = '-'
-		off = -off
-	}
-	b = append(b, sign)
-	b = appendDigits(b, off/3600, 2)
-	b = append(b, ':')
-	b = appendDigits(b, off/60%60, 2)
-	if off%60 != 0 {
-		b = append(b, ':')
-		b = appendDigits(b, off%60, 2)
-	}
-	return b
-}
-
-// appendDigits writes n zero-padded to width digits (more when n needs them).
-func appendDigits(b []byte, n, width int) []byte {
-	if n < 0 {
-		b = append(b, '-')
-		n = -n
-	}
-	var tmp [20]byte
-	i := len(tmp)
-	for n >= 10 {
-		i--
-		tmp[i] = byte('0' + n%10)
-		n /= 10
-	}
-	i--
-	tmp[i] = byte('0' + n)
-	for pad := width - (len(tmp) - i); pad > 0; pad-- {
-		b = append(b, '0')
-	}
-	return append(b, tmp[i:]...)
-}
+func appendPythonTime(b []byte, t time.Time) []byte { return pyfmt.AppendISOFormat(b, t) }
 
 // ParseTime parses Python isoformat() output, naive (taken as UTC) or aware,
 // with or without fractional seconds. It also takes what Python 3.11's

@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/worker/metrics"
 	"morag-gpu/worker/runner"
 	"morag-gpu/worker/tasks"
 )
@@ -40,6 +41,10 @@ func run(args []string) error {
 	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
 	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
 	loglevel := fs.String("loglevel", "info", "debug, info, warn or error")
+	fs.StringVar(loglevel, "log-level", "info", "same as -loglevel (the gateway's spelling)")
+	keyPrefix := fs.String("key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "broker_transport_options global_keyprefix (queues, events, remote control); must match every participant's (env MORAG_KEY_PREFIX)")
+	resultKeyPrefix := fs.String("result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every participant's (env MORAG_RESULT_KEY_PREFIX)")
+	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://<addr>/metrics, e.g. :9808 (empty: off)")
 	events := fs.Bool("events", true, "send task events (worker events are always sent)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
 	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
@@ -61,6 +66,18 @@ func run(args []string) error {
 	}
 
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	// Bound before anything starts, so a busy port fails the start.
+	var obs runner.Observer = runner.NopObserver{}
+	var metricsSrv *metrics.Server
+	var workerMetrics *metrics.Metrics
+	if *metricsAddr != "" {
+		workerMetrics = metrics.New()
+		if metricsSrv, err = metrics.Listen(*metricsAddr, workerMetrics, log); err != nil {
+			return fmt.Errorf("-metrics-addr: %w", err)
+		}
+		defer metricsSrv.Close() // when the start fails before Serve
+		obs = workerMetrics
+	}
 	info := map[string]any{}
 	if len(gpus) > 0 {
 		info["gpus"] = gpus // "gpu" holds the detected capabilities
@@ -76,6 +93,9 @@ func run(args []string) error {
 	}
 	defer cleanup()
 	maps.Copy(info, mediaInfo)
+	if workerMetrics != nil {
+		workerMetrics.SetMedia(mediaStatus(mediaInfo))
+	}
 	srv, err := runner.NewServer(runner.Config{
 		Queues:            strings.Split(*queues, ","),
 		Concurrency:       *concurrency,
@@ -87,13 +107,36 @@ func run(args []string) error {
 		ResultExpires:     *expires,
 		Events:            *events,
 		ForwardUnknown:    *forward,
+		KeyPrefix:         *keyPrefix,
+		ResultKeyPrefix:   *resultKeyPrefix,
 		Logger:            log,
 		Info:              info,
+		Observer:          obs,
 	}, mux)
 	if err != nil {
 		return err
 	}
-	return srv.RunWithSignals(context.Background())
+	if metricsSrv == nil {
+		return srv.RunWithSignals(context.Background())
+	}
+	// The metrics server lives as long as the worker: it stops when the
+	// worker has stopped, and run waits for it.
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { // owner: run, which stops and waits for it below
+		err := metricsSrv.Serve(ctx)
+		if err != nil {
+			log.Error().Err(err).Msg("metrics server stopped; the worker goes on without it")
+		}
+		served <- err
+	}()
+	log.Info().Str("addr", metricsSrv.Addr()).Msg("metrics at http://" + metricsSrv.Addr() + "/metrics")
+	err = srv.RunWithSignals(context.Background())
+	stop()
+	if serr := <-served; serr != nil && err == nil {
+		err = fmt.Errorf("metrics server: %w", serr)
+	}
+	return err
 }
 
 func envOr(key, def string) string {

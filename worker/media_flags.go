@@ -125,6 +125,15 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 	return map[string]any{"gpu": caps, "transcriber": transcriber}, cleanup, nil
 }
 
+// mediaStatus reads what setup reported: the GPU capabilities and whether a
+// transcriber is loaded.
+func mediaStatus(info map[string]any) (media.Capabilities, bool) {
+	caps, _ := info["gpu"].(media.Capabilities)
+	tr, _ := info["transcriber"].(map[string]any)
+	available, _ := tr["available"].(bool)
+	return caps, available
+}
+
 func modelPath(flagValue string) string {
 	if flagValue != "" {
 		return flagValue

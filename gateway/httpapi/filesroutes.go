@@ -161,7 +161,7 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 		g.log.Warn().Str("user", user.UserID).Str("task_id", taskID).Msg("refused a result for another user's task")
 		return detail(c, http.StatusForbidden, "Task %s belongs to another user", taskID)
 	}
-	if _, err := redis.DoContext(conn, ctx, "SET", resultPrefix+taskID, record, "EX", int64(24*time.Hour/time.Second)); err != nil {
+	if _, err := redis.DoContext(conn, ctx, "SET", resultPrefix+taskID, record, "EX", int64(g.cfg.ResultExpires/time.Second)); err != nil {
 		drop()
 		return detail(c, http.StatusServiceUnavailable, "Could not store the result: %v", err)
 	}

@@ -421,9 +421,10 @@ func TestOperationsEndpoints(t *testing.T) {
 	e.postJSON("/process/url?async=true", map[string]any{"url": "https://x", "gpu": true})
 	m := e.do("GET", "/metrics", nil)
 	for _, want := range []string{
-		`morag_gateway_routing_decisions_total{target="default",reason="anonymous"} 1`,
+		// Label pairs in client_golang's order (sorted by name).
+		`morag_gateway_routing_decisions_total{reason="anonymous",target="default"} 1`,
 		`morag_queue_length{queue="celery"} 1`,
-		`morag_gateway_requests_total{method="POST",route="/process/url",code="202"} 1`,
+		`morag_gateway_requests_total{code="202",method="POST",route="/process/url"} 1`,
 	} {
 		if !strings.Contains(string(m.Body), want) {
 			t.Errorf("metrics lack %q:\n%s", want, m.Body)

@@ -1,26 +1,60 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
-	"io"
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 
 	"morag-gpu/auth"
 )
 
-// metrics are the gateway's counters, written in Prometheus text format by
-// hand (no client library). Gauges are read at scrape time.
+// maxRoutedQueues bounds the queues remembered from routing decisions: one
+// per GPU user at most, and the queue label set must stay bounded.
+const maxRoutedQueues = 1024
+
+// metrics are the gateway's Prometheus metrics. Counters are kept as things
+// happen; the gauges are read at scrape time from state that costs O(1) per
+// known queue (LLEN of its priority bands) and nothing per Redis key: no
+// scrape walks the keyspace.
 type metrics struct {
-	mu       sync.Mutex
-	requests map[[3]string]uint64 // method, route, code
-	routing  map[[2]string]uint64 // queue kind, reason
-	outcomes map[string]uint64
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	routing  *prometheus.CounterVec
+	outcomes *prometheus.CounterVec
+
+	http http.Handler // set by watch
+
+	mu     sync.Mutex
+	queues map[string]struct{} // queues this gateway routed to
 }
 
 func newMetrics() *metrics {
-	return &metrics{requests: map[[3]string]uint64{}, routing: map[[2]string]uint64{}, outcomes: map[string]uint64{}}
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "morag_gateway_requests_total", Help: "HTTP requests by method, route and status code.",
+		}, []string{"method", "route", "code"}),
+		routing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "morag_gateway_routing_decisions_total", Help: "Routing decisions by target and reason.",
+		}, []string{"target", "reason"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "morag_gateway_task_outcomes_total", Help: "Outcomes of tasks the gateway waited for.",
+		}, []string{"outcome"}),
+		queues: map[string]struct{}{},
+	}
+	m.reg.MustRegister(m.requests, m.routing, m.outcomes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
 }
 
 func (m *metrics) request(method, route string, code int) {
@@ -31,11 +65,11 @@ func (m *metrics) request(method, route string, code int) {
 	default:
 		method = "OTHER"
 	}
-	m.mu.Lock()
-	m.requests[[3]string{method, route, fmt.Sprint(code)}]++
-	m.mu.Unlock()
+	m.requests.WithLabelValues(method, route, strconv.Itoa(code)).Inc()
 }
 
+// routed counts a routing decision and remembers its queue, so that the
+// queue's length is reported even after the workers consuming it are gone.
 func (m *metrics) routed(d auth.Decision) {
 	kind := "default"
 	if d.GPU {
@@ -45,66 +79,88 @@ func (m *metrics) routed(d auth.Decision) {
 	if i := strings.Index(reason, ":"); i >= 0 {
 		reason = reason[:i] // liveness-unknown: <error> would explode the label set
 	}
+	m.routing.WithLabelValues(kind, reason).Inc()
+	if d.Queue == "" {
+		return
+	}
 	m.mu.Lock()
-	m.routing[[2]string{kind, reason}]++
+	if len(m.queues) < maxRoutedQueues {
+		m.queues[d.Queue] = struct{}{}
+	}
 	m.mu.Unlock()
 }
 
-func (m *metrics) outcome(o string) {
-	m.mu.Lock()
-	m.outcomes[o]++
-	m.mu.Unlock()
-}
+func (m *metrics) outcome(o string) { m.outcomes.WithLabelValues(o).Inc() }
 
-func label(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
-}
-
-// write emits the counters plus the gauges given.
-func (m *metrics) write(w io.Writer, queues map[string]int64, workers, gpuWorkers int) {
+// routedQueues are the queues routed to since start, sorted.
+func (m *metrics) routedQueues() []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	fmt.Fprintln(w, "# HELP morag_gateway_requests_total HTTP requests by method, route and status code.")
-	fmt.Fprintln(w, "# TYPE morag_gateway_requests_total counter")
-	rk := make([][3]string, 0, len(m.requests))
-	for k := range m.requests {
-		rk = append(rk, k)
+	out := make([]string, 0, len(m.queues))
+	for q := range m.queues {
+		out = append(out, q)
 	}
-	sort.Slice(rk, func(i, j int) bool { return strings.Join(rk[i][:], " ") < strings.Join(rk[j][:], " ") })
-	for _, k := range rk {
-		fmt.Fprintf(w, "morag_gateway_requests_total{method=\"%s\",route=\"%s\",code=\"%s\"} %d\n", label(k[0]), label(k[1]), k[2], m.requests[k])
+	sort.Strings(out)
+	return out
+}
+
+// watch adds the gauges read from g at scrape time and makes the handler
+// that serves the registry in Prometheus text format. A failed queue read
+// is logged and leaves that gauge out; the rest is still served.
+func (m *metrics) watch(g *Gateway) {
+	m.reg.MustRegister(newStateCollector(g))
+	m.http = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorHandling: promhttp.ContinueOnError,
+		ErrorLog:      promLogger{g.log},
+	})
+}
+
+type promLogger struct{ log zerolog.Logger }
+
+func (l promLogger) Println(v ...any) {
+	l.log.Warn().Str("component", "metrics").Msg(strings.TrimSpace(fmt.Sprintln(v...)))
+}
+
+// stateCollector reads the fleet (kept in memory from events) and the
+// length of each known queue.
+type stateCollector struct {
+	g                        *Gateway
+	queueLength, liveWorkers *prometheus.Desc
+}
+
+func newStateCollector(g *Gateway) stateCollector {
+	return stateCollector{g: g,
+		queueLength: prometheus.NewDesc("morag_queue_length",
+			"Messages waiting in a queue, all priority bands.", []string{"queue"}, nil),
+		liveWorkers: prometheus.NewDesc("morag_live_workers",
+			"Workers heard from within the liveness window.", []string{"type"}, nil),
 	}
-	fmt.Fprintln(w, "# HELP morag_gateway_routing_decisions_total Routing decisions by target and reason.")
-	fmt.Fprintln(w, "# TYPE morag_gateway_routing_decisions_total counter")
-	dk := make([][2]string, 0, len(m.routing))
-	for k := range m.routing {
-		dk = append(dk, k)
+}
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.queueLength
+	ch <- c.liveWorkers
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	// A scrape has no request context here; bound the Redis reads so a
+	// stalled Redis cannot hold the scrape forever.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	lengths, err := c.g.queueLengths(ctx)
+	for q, n := range lengths {
+		ch <- prometheus.MustNewConstMetric(c.queueLength, prometheus.GaugeValue, float64(n), q)
 	}
-	sort.Slice(dk, func(i, j int) bool { return dk[i][0]+dk[i][1] < dk[j][0]+dk[j][1] })
-	for _, k := range dk {
-		fmt.Fprintf(w, "morag_gateway_routing_decisions_total{target=\"%s\",reason=\"%s\"} %d\n", k[0], label(k[1]), m.routing[k])
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.queueLength, err)
 	}
-	fmt.Fprintln(w, "# HELP morag_gateway_task_outcomes_total Outcomes of tasks the gateway waited for.")
-	fmt.Fprintln(w, "# TYPE morag_gateway_task_outcomes_total counter")
-	ok := make([]string, 0, len(m.outcomes))
-	for k := range m.outcomes {
-		ok = append(ok, k)
+	workers := c.g.fleet.Workers()
+	gpu := 0
+	for _, w := range workers {
+		if w.GPU {
+			gpu++
+		}
 	}
-	sort.Strings(ok)
-	for _, k := range ok {
-		fmt.Fprintf(w, "morag_gateway_task_outcomes_total{outcome=\"%s\"} %d\n", label(k), m.outcomes[k])
-	}
-	fmt.Fprintln(w, "# HELP morag_queue_length Messages waiting in a queue, all priority bands.")
-	fmt.Fprintln(w, "# TYPE morag_queue_length gauge")
-	qk := make([]string, 0, len(queues))
-	for k := range queues {
-		qk = append(qk, k)
-	}
-	sort.Strings(qk)
-	for _, q := range qk {
-		fmt.Fprintf(w, "morag_queue_length{queue=\"%s\"} %d\n", label(q), queues[q])
-	}
-	fmt.Fprintln(w, "# HELP morag_live_workers Workers heard from within the liveness window.")
-	fmt.Fprintln(w, "# TYPE morag_live_workers gauge")
-	fmt.Fprintf(w, "morag_live_workers{type=\"all\"} %d\nmorag_live_workers{type=\"gpu\"} %d\n", workers, gpuWorkers)
+	ch <- prometheus.MustNewConstMetric(c.liveWorkers, prometheus.GaugeValue, float64(len(workers)), "all")
+	ch <- prometheus.MustNewConstMetric(c.liveWorkers, prometheus.GaugeValue, float64(gpu), "gpu")
 }

@@ -125,18 +125,8 @@ func (g *Gateway) health(c echo.Context) error {
 	return c.JSON(code, body)
 }
 
-// metricsHandler is GET /metrics in Prometheus text format.
+// metricsHandler is GET /metrics in Prometheus text format (see metrics.go).
 func (g *Gateway) metricsHandler(c echo.Context) error {
-	lengths, _ := g.queueLengths(c.Request().Context())
-	workers := g.fleet.Workers()
-	gpu := 0
-	for _, w := range workers {
-		if w.GPU {
-			gpu++
-		}
-	}
-	c.Response().Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	c.Response().WriteHeader(http.StatusOK)
-	g.metrics.write(c.Response(), lengths, len(workers), gpu)
+	g.metrics.http.ServeHTTP(c.Response(), c.Request())
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -78,8 +80,8 @@ func TestMetricsMethodLabelBounded(t *testing.T) {
 		m.request("X"+strings.Repeat("A", i), "unmatched", 405)
 	}
 	m.request("GET", "/health", 200)
-	if len(m.requests) != 2 {
-		t.Fatalf("request counters: %d label sets, want 2", len(m.requests))
+	if n := testutil.CollectAndCount(m.requests); n != 2 {
+		t.Fatalf("request counters: %d label sets, want 2", n)
 	}
 }
 

@@ -52,7 +52,19 @@ type Config struct {
 	CORSOrigins []string
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
-	Logger          zerolog.Logger
+	// KeyPrefix is broker_transport_options' global_keyprefix (queues,
+	// events, remote control) and ResultKeyPrefix
+	// result_backend_transport_options' (celery-task-meta-<id>; Celery
+	// 5.3+), kept apart as Celery keeps them. MoRAG's own keys (API keys,
+	// task owners, the URL secret) are never prefixed. Both must match
+	// every worker's. Default "".
+	KeyPrefix, ResultKeyPrefix string
+	// ResultExpires is result_expires for the states the gateway stores
+	// (REVOKED), and sets how long a task's owner is remembered: its
+	// result's lifetime plus WaitTimeout, the longest the gateway waits for
+	// a task to finish. Default 24 h, as Celery and the Go worker.
+	ResultExpires time.Duration
+	Logger        zerolog.Logger
 }
 
 func (c *Config) defaults() error {
@@ -95,8 +107,15 @@ func (c *Config) defaults() error {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.ResultExpires <= 0 {
+		c.ResultExpires = 24 * time.Hour
+	}
 	return nil
 }
+
+// ownerTTL is how long a task's owner is kept: the task may take up to
+// WaitTimeout, and its result then lives ResultExpires.
+func (c *Config) ownerTTL() time.Duration { return c.ResultExpires + c.WaitTimeout }
 
 // Gateway is a running gateway without its listener: the handler and the
 // background goroutines (result listener, worker directory, upload sweeper)
@@ -142,13 +161,14 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: log, pool: pool, db: db, started: time.Now(), metrics: newMetrics()}
-	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{Logger: log})
-	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{Logger: log})
+	g.metrics.watch(g)
+	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{KeyPrefix: cfg.KeyPrefix, Logger: log})
+	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{KeyPrefix: cfg.ResultKeyPrefix, Expires: cfg.ResultExpires, Logger: log})
 	listener := g.backend.NewListener()
 	g.client = protocol.NewClient(g.broker, g.backend).WithListener(listener)
-	g.control = protocol.NewControl(pool, db, "")
+	g.control = protocol.NewControl(pool, db, cfg.KeyPrefix)
 	g.keys = auth.NewKeyService(pool)
-	g.fleet = fleet.New(pool, fleet.Options{DB: db, Logger: log})
+	g.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Logger: log})
 	g.files, err = files.New(pool, files.Options{
 		Dir: cfg.UploadDir, MaxSize: cfg.MaxUpload, Secret: secret, Logger: log,
 		TaskDone: func(ctx context.Context, taskID string) (bool, error) {

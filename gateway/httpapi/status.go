@@ -102,41 +102,19 @@ func (g *Gateway) statusActive(c echo.Context) error {
 }
 
 // knownQueues are the queues worth reporting: celery, every queue a live
-// worker consumes and every queue Redis has a kombu binding for.
-func (g *Gateway) knownQueues(ctx context.Context) []string {
+// worker consumes (the fleet is kept in memory from events) and every queue
+// this gateway routed to since it started. Nothing here reads Redis: a
+// scrape or status call must not cost O(keyspace), as a SCAN for kombu's
+// bindings did.
+func (g *Gateway) knownQueues() []string {
 	set := map[string]bool{auth.DefaultQueue: true}
 	for _, w := range g.fleet.Workers() {
 		for _, q := range w.Queues {
 			set[q] = true
 		}
 	}
-	if conn, err := g.pool.GetContext(ctx); err == nil {
-		defer conn.Close()
-		cursor := "0"
-		for i := 0; i < 1000; i++ {
-			vals, err := redis.Values(redis.DoContext(conn, ctx, "SCAN", cursor, "MATCH", "_kombu.binding.*", "COUNT", 500))
-			if err != nil || len(vals) != 2 {
-				break
-			}
-			cursor, _ = redis.String(vals[0], nil)
-			keys, _ := redis.Strings(vals[1], nil)
-			for _, k := range keys {
-				if strings.Contains(k, "pidbox") || strings.Contains(k, "celeryev") {
-					continue
-				}
-				// A member is routing_key SEP pattern SEP queue.
-				members, _ := redis.Strings(redis.DoContext(conn, ctx, "SMEMBERS", k))
-				for _, m := range members {
-					parts := strings.Split(m, "\x06\x16")
-					if q := parts[len(parts)-1]; q != "" {
-						set[q] = true
-					}
-				}
-			}
-			if cursor == "0" {
-				break
-			}
-		}
+	for _, q := range g.metrics.routedQueues() {
+		set[q] = true
 	}
 	out := make([]string, 0, len(set))
 	for q := range set {
@@ -149,7 +127,7 @@ func (g *Gateway) knownQueues(ctx context.Context) []string {
 // queueLengths reads every known queue's length over all priority bands.
 func (g *Gateway) queueLengths(ctx context.Context) (map[string]int64, error) {
 	out := map[string]int64{}
-	for _, q := range g.knownQueues(ctx) {
+	for _, q := range g.knownQueues() {
 		n, err := g.broker.QueueLength(ctx, q)
 		if err != nil {
 			return out, err

@@ -39,7 +39,7 @@ func (g *Gateway) send(c echo.Context, d auth.Decision, name string, args []any)
 		Str("reason", d.Reason).Msg("task enqueued")
 	if d.UserID != "" {
 		if conn, err := g.pool.GetContext(ctx); err == nil {
-			_, _ = redis.DoContext(conn, ctx, "SET", taskOwnerPrefix+res.ID, d.UserID, "EX", int64((48*time.Hour)/time.Second))
+			_, _ = redis.DoContext(conn, ctx, "SET", taskOwnerPrefix+res.ID, d.UserID, "EX", int64(g.cfg.ownerTTL()/time.Second))
 			conn.Close()
 		}
 	}

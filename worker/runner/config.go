@@ -38,6 +38,16 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// ResultExpires is result_expires. Default 24h.
 	ResultExpires time.Duration
+	// KeyPrefix is broker_transport_options' global_keyprefix: kombu puts it
+	// before every broker key and channel (queues, unacked, bindings,
+	// events, remote control). It must match every other participant's.
+	// Default "".
+	KeyPrefix string
+	// ResultKeyPrefix is result_backend_transport_options'
+	// global_keyprefix (Celery 5.3+; 5.2 has none, so leave it empty with
+	// 5.2 peers), for celery-task-meta-<id>. Celery keeps the two settings
+	// apart, and so does this. Default "".
+	ResultKeyPrefix string
 	// Events enables task events at start (worker events are always sent,
 	// as Python does without -E). enable_events/disable_events toggle it.
 	Events bool
@@ -54,6 +64,9 @@ type Config struct {
 	// Info holds extra fields for `inspect stats` and for handlers
 	// (Task.Info), e.g. {"gpu": [...]}.
 	Info map[string]any
+	// Observer is told about tasks, held messages, lease refreshes and dead
+	// letters, for metrics. Default NopObserver.
+	Observer Observer
 }
 
 const (
@@ -116,6 +129,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	cfg.Hostname = ExpandNodename(cfg.Hostname, host)
 	if cfg.Route == nil {
 		cfg.Route = func(string) string { return defaultQueue }
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = NopObserver{}
 	}
 	if reflect.ValueOf(cfg.Logger).IsZero() {
 		cfg.Logger = zerolog.New(os.Stderr).With().Timestamp().Logger().Level(zerolog.InfoLevel)

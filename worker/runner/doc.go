@@ -30,5 +30,7 @@
 //     failed as NotRegistered when that would loop.
 //
 // The server also answers the pidbox mailbox (ping, inspect, revoke, ...) and
-// sends worker and task events.
+// sends worker and task events. Config.Observer is told about tasks, held
+// messages, lease refreshes and dead letters as they happen, for metrics
+// (worker/metrics implements it for Prometheus).
 package runner

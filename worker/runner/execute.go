@@ -90,6 +90,7 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	r.cancel = cancel
 	r.mu.Unlock()
 	s.countStart(msg.Task)
+	s.cfg.Observer.TaskStarted(msg.Task)
 
 	if !msg.IgnoreResult {
 		// task_track_started. One attempt: a task is not held back because

@@ -83,6 +83,7 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 	log := s.log.With().Str("task_id", msg.ID).Str("task", msg.Task).Str("queue", d.Queue).Logger()
 	r := newRequest(d, s.mux.Handler(msg.Task), log, now)
 	s.hold(r)
+	s.cfg.Observer.TaskReceived(msg.Task)
 	log.Info().Int("retries", msg.Retries).Msg("task received")
 
 	if r.handler == nil {
@@ -179,9 +180,11 @@ func (s *Server) deadLetter(ctx context.Context, d *protocol.Delivery) {
 	}
 	log := s.log.With().Str("queue", d.Queue).Str("delivery_tag", d.Tag).Logger()
 	log.Error().Err(d.Err).Str("reason", reason).Msg("message cannot be decoded; moving it to the dead-letter list")
-	_ = persist(ctx, log, "dead-letter an undecodable message", func(ctx context.Context) error {
+	if persist(ctx, log, "dead-letter an undecodable message", func(ctx context.Context) error {
 		return s.broker.DeadLetter(ctx, d, reason)
-	})
+	}) == nil {
+		s.cfg.Observer.DeadLettered(reason)
+	}
 }
 
 func revokeReason(expired bool) string {

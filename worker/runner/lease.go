@@ -40,6 +40,7 @@ func (s *Server) touchHeld(ctx context.Context) {
 		tctx, cancel := context.WithTimeout(ctx, s.cfg.VisibilityTimeout/3)
 		err := s.broker.Touch(tctx, tags[:n]...)
 		cancel()
+		s.cfg.Observer.LeaseRefreshed(n, err)
 		if err != nil {
 			s.log.Warn().Err(err).Int("messages", len(tags)).Msg("could not refresh the lease of held messages; retrying next period")
 			return

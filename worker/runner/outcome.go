@@ -57,6 +57,7 @@ func (s *Server) succeed(ctx context.Context, r *request, value any, runtime tim
 			"runtime": runtime.Seconds(),
 		})
 	}
+	s.observeDone(r, protocol.StateSuccess)
 	r.log.Info().Float64("runtime", runtime.Seconds()).Msg("task succeeded")
 }
 
@@ -84,6 +85,7 @@ func (s *Server) fail(ctx context.Context, r *request, te *protocol.TaskError, t
 		"exception": excRepr(te),
 		"traceback": tb,
 	})
+	s.observeDone(r, protocol.StateFailure)
 	r.log.Error().Str("exception", excRepr(te)).Msg("task failed")
 }
 
@@ -148,6 +150,7 @@ func (s *Server) retry(ctx context.Context, r *request, re *RetryError, cause er
 		"exception": excRepr(te),
 		"traceback": tb,
 	})
+	s.observeDone(r, protocol.StateRetry)
 	r.log.Info().Int("retries", next.Retries).Dur("countdown", re.Countdown).Msg("task retried")
 }
 
@@ -203,6 +206,7 @@ func (s *Server) forward(ctx context.Context, r *request, queue, reason string) 
 	r.markStored()
 	s.acked(r, held)
 	if held {
+		s.cfg.Observer.TaskForwarded(r.msg.Task, queue)
 		r.log.Info().Str("to_queue", queue).Str("reason", reason).Msg("task forwarded")
 	}
 }
@@ -230,6 +234,7 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 		"uuid":      r.msg.ID,
 		"exception": "NotRegistered(" + protocol.PyStrRepr(r.msg.Task) + ")",
 	})
+	s.observeDone(r, protocol.StateFailure)
 	r.log.Error().Msg("received unregistered task and nowhere to forward it; failed it as NotRegistered")
 }
 
@@ -252,6 +257,7 @@ func (s *Server) revoke(ctx context.Context, r *request, reason string, terminat
 		"signum":     signum,
 		"expired":    reason == "expired",
 	})
+	s.observeDone(r, protocol.StateRevoked)
 	r.log.Info().Str("reason", reason).Msg("task revoked")
 }
 

@@ -86,14 +86,14 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		held:    map[string]*request{},
 		total:   map[string]int64{},
 	}
-	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, Logger: s.log})
-	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, Logger: s.log})
+	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, KeyPrefix: cfg.KeyPrefix, Logger: s.log})
+	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, KeyPrefix: cfg.ResultKeyPrefix, Logger: s.log})
 	s.consumer = s.broker.NewConsumer(cfg.Queues...)
 	// One Lamport clock for events and remote control, as Python's
 	// app.clock.
 	clock := new(protocol.LamportClock)
-	s.events = protocol.NewEventDispatcher(pool, db, cfg.Hostname, "", protocol.WithClock(clock), protocol.WithLogger(s.log))
-	s.mailbox = protocol.NewMailbox(pool, db, cfg.Hostname, "", protocol.WithClock(clock), protocol.WithLogger(s.log))
+	s.events = protocol.NewEventDispatcher(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
+	s.mailbox = protocol.NewMailbox(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
 	s.taskEvents.Store(cfg.Events)
 	s.registerControl()
 	return s, nil
@@ -285,7 +285,9 @@ func (s *Server) waitFor(ctx context.Context, cond func() bool) bool {
 func (s *Server) hold(r *request) {
 	s.mu.Lock()
 	s.held[r.d.Tag] = r
+	n := len(s.held)
 	s.mu.Unlock()
+	s.cfg.Observer.Held(n)
 }
 
 func (s *Server) unhold(r *request) {
@@ -293,7 +295,9 @@ func (s *Server) unhold(r *request) {
 	if s.held[r.d.Tag] == r {
 		delete(s.held, r.d.Tag)
 	}
+	n := len(s.held)
 	s.mu.Unlock()
+	s.cfg.Observer.Held(n)
 }
 
 func (s *Server) enqueue(r *request) {
