@@ -218,6 +218,12 @@ func (p *processor) decide(ctx context.Context, file string, hint kind) (*plan, 
 		if hint == kindUnknown && (errors.Is(err, media.ErrCorrupt) || errors.Is(err, media.ErrNoStreams)) {
 			return &plan{Forward: "the file is not audio or video (ffprobe cannot read it as media)"}, nil
 		}
+		// A refused format is not opened, and fails the task, unless it
+		// is an image of unknown kind: MoRAG's Python workers take those.
+		var fe *media.FormatError
+		if hint == kindUnknown && errors.As(err, &fe) && (fe.Format == "" || media.IsImageFormat(fe.Format)) {
+			return &plan{Forward: fmt.Sprintf("the file is not audio or video (detected %q)", fe.Format)}, nil
+		}
 		return nil, err
 	}
 	pl := &plan{Info: info}
