@@ -50,6 +50,8 @@ type Config struct {
 	// CORSOrigins may call the API from a browser; nil means any ("*", as
 	// MoRAG), empty none.
 	CORSOrigins []string
+	// TaskTimeLimit is the default time limit of every task sent.
+	TaskTimeLimit TimeLimits
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
 	Logger          zerolog.Logger
@@ -95,7 +97,7 @@ func (c *Config) defaults() error {
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
-	return nil
+	return c.TaskTimeLimit.defaults()
 }
 
 // Gateway is a running gateway without its listener: the handler and the
