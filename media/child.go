@@ -144,10 +144,24 @@ func (c *child) limitHit(stderr string) *LimitError {
 	case ws.Signaled() && ws.Signal() == syscall.SIGXFSZ, contains(low, "file too large"):
 		return &LimitError{Limit: "output size", Max: byteCount(c.lim.FileSize), Flag: "proxy-max-ratio"}
 	case contains(low, "cannot allocate memory"), contains(low, "out of memory"), contains(low, "malloc of size"),
-		ws.Signaled() && (ws.Signal() == syscall.SIGSEGV || ws.Signal() == syscall.SIGABRT || ws.Signal() == syscall.SIGBUS):
+		contains(low, "failed to map segment"),
+		ws.Signaled() && (ws.Signal() == syscall.SIGSEGV || ws.Signal() == syscall.SIGABRT || ws.Signal() == syscall.SIGBUS),
+		// A decoder whose allocation failed often reports only its
+		// symptom ("decode_slice_header error"); a failed run that had
+		// come within a quarter of the address-space limit in resident
+		// memory alone ran into it.
+		!st.Success() && c.lim.Memory > 0 && maxRSS(st) > c.lim.Memory*3/4:
 		return &LimitError{Limit: "memory", Max: byteCount(c.lim.Memory), Flag: "media-memory"}
 	}
 	return nil
+}
+
+// maxRSS is the child's peak resident memory in bytes.
+func maxRSS(st *os.ProcessState) int64 {
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+		return ru.Maxrss << 10 // kilobytes on Linux
+	}
+	return 0
 }
 
 func byteCount(n int64) string {

@@ -100,6 +100,7 @@ func (t *Tools) Probe(ctx context.Context, path string) (*Info, error) {
 	args = append(args[:len(args)-2], // ffprobe takes the URL without -i
 		"-show_entries", probeEntries, "-of", "json", fileURL(path))
 	var p probeJSON
+	var decodeErr error // judged after the exit status, which explains more
 	err = t.run(ctx, op, path, t.ffprobe(), args, lim.child(0, false, 0), func(r io.Reader) error {
 		// Streamed and capped: a tag bomb stops at MaxProbeOutput instead
 		// of being read whole into the worker.
@@ -110,13 +111,13 @@ func (t *Tools) Probe(ctx context.Context, path string) (*Info, error) {
 			if errors.As(err, &e) {
 				return e
 			}
-			if errors.Is(err, io.EOF) {
-				return nil // nothing printed: the exit status explains
-			}
-			return &Error{Op: op, Path: path, Kind: ErrCorrupt, Err: fmt.Errorf("unreadable ffprobe output: %w", err)}
+			decodeErr = err
 		}
 		return nil
 	})
+	if err == nil && decodeErr != nil {
+		err = &Error{Op: op, Path: path, Kind: ErrCorrupt, Err: fmt.Errorf("unreadable ffprobe output: %w", decodeErr)}
+	}
 	if err != nil {
 		var e *Error
 		if errors.As(err, &e) && strings.Contains(e.Stderr, "not on whitelist") && ctx.Err() == nil {
