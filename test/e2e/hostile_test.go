@@ -181,6 +181,32 @@ func TestHostileUploads(t *testing.T) {
 		t.Errorf("the worker's peak RSS %d bytes is over the bound %d", hwm, workerRSSBound)
 	}
 
+	t.Run("a task past its time_limit fails and its ffmpeg is killed", func(t *testing.T) {
+		long := gen("slow.mp4", append([]string{"-f", "lavfi", "-i", "testsrc=size=640x480:rate=25:duration=60"}, x264...)...)
+		start := time.Now()
+		raw := s.post(t, long, map[string]any{"video_quality": "720p"}, map[string]string{"time_limit": "3"})
+		took := time.Since(start)
+		var res result
+		if err := json.Unmarshal(raw, &res); err != nil {
+			t.Fatalf("answer %s: %v", raw, err)
+		}
+		if res.Success || res.ErrorMessage == nil || !strings.Contains(*res.ErrorMessage, "TimeLimitExceeded") {
+			t.Fatalf("want a TimeLimitExceeded FAILURE, got: %.300s", raw)
+		}
+		if took > 15*time.Second {
+			t.Errorf("a 3 s time limit took %v to end the task", took)
+		}
+		t.Logf("error: %s (%v)", *res.ErrorMessage, took.Round(time.Millisecond))
+		deadline := time.Now().Add(5 * time.Second)
+		for len(ffmpegUnder(workTmp)) > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if left := ffmpegUnder(workTmp); len(left) > 0 {
+			t.Errorf("ffmpeg %v still running after the task's time limit", left)
+		}
+		assertOnlyLocks(t, workTmp)
+	})
+
 	t.Run("worker SIGKILLed mid-task leaves no ffmpeg and, after restart, no temp folder", func(t *testing.T) {
 		long := gen("busy.mp4", append([]string{"-f", "lavfi", "-i", "testsrc=size=640x480:rate=25:duration=60"}, x264...)...)
 		raw := s.post(t, long, map[string]any{"video_quality": "720p"}, map[string]string{"async": "true"})
