@@ -44,11 +44,13 @@ func (t *Tools) inputArgs(path, demuxer string) []string {
 	args := []string{"-protocol_whitelist", "file", "-format_whitelist", acceptedFormats}
 	if demuxer != "" {
 		args = append(args, "-f", demuxer)
-		if demuxer == "mov" {
-			// ffmpeg (unlike ffprobe) refuses options the demuxer lacks,
-			// so this is only passed to mov, whose option it is.
-			args = append(args, "-enable_drefs", "0")
-		}
+	}
+	if demuxer == "" || demuxer == "mov" {
+		// mov's external data references (a "dref" naming another file)
+		// and absolute alias paths stay off, whatever a later ffmpeg's
+		// defaults become. ffmpeg, unlike ffprobe (demuxer ""), refuses
+		// options its demuxer lacks, so it gets them only for mov.
+		args = append(args, "-enable_drefs", "0", "-use_absolute_path", "0")
 	}
 	return append(args, "-max_pixels", strconv.FormatInt(t.limits().MaxPixels, 10), "-i", fileURL(path))
 }

@@ -109,18 +109,6 @@ func kindFromURL(raw string) kind {
 	return kindFromName(path.Base(u.Path))
 }
 
-// isImageFormat reports whether an ffprobe format name is a still image
-// (image2, png_pipe, jpeg_pipe, ...) or a GIF, which probe as a one-frame
-// "video" but are images to MoRAG.
-func isImageFormat(format string) bool {
-	for _, f := range strings.Split(format, ",") {
-		if f == "image2" || f == "gif" || f == "apng" || strings.HasSuffix(f, "_pipe") {
-			return true
-		}
-	}
-	return false
-}
-
 // taskOptions are the task_options (or options) keys this worker uses.
 type taskOptions struct {
 	IncludeThumbnails bool
@@ -228,7 +216,7 @@ func (p *processor) decide(ctx context.Context, file string, hint kind) (*plan, 
 	}
 	pl := &plan{Info: info}
 	switch {
-	case hint == kindUnknown && isImageFormat(info.Format):
+	case hint == kindUnknown && media.IsImageFormat(info.Format):
 		pl.Forward = fmt.Sprintf("the file is an image (%s), not audio or video", info.Format)
 		return pl, nil
 	case hint == kindAudio:
