@@ -92,6 +92,26 @@ func (e *Error) Public() string {
 	return "media: " + e.Op + ": failed (the worker's log has ffmpeg's message)"
 }
 
+// fallbackReason says why a GPU attempt failed, for the result's
+// gpu_fallback: the public text and ffmpeg's last line, which names the
+// GPU's problem ("Cannot load libnvcuvid.so.1"), with the input's path
+// taken out.
+func fallbackReason(err error, path string) string {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err.Error()
+	}
+	s := e.Public()
+	if last := lastLines(e.Stderr, 1); last != "" {
+		if path != "" {
+			last = strings.ReplaceAll(last, fileURL(path), "<input>")
+			last = strings.ReplaceAll(last, path, "<input>")
+		}
+		s += ": " + last
+	}
+	return s
+}
+
 // PublicError wraps err so that its text is client-safe (Public for an
 // *Error inside it, with prefix before it) while errors.Is and errors.As
 // still see everything underneath: the runner reads time limits and

@@ -227,7 +227,7 @@ func (t *Tools) frames(ctx context.Context, op string, info *Info, times []time.
 		if ctx.Err() != nil || errors.Is(err, ErrLimit) {
 			return nil, Path{}, err
 		}
-		fallback = "nvdec: " + err.Error()
+		fallback = "nvdec: " + fallbackReason(err, info.Path)
 	}
 	frames, err := t.framesOnce(ctx, op, info, times, opts, false, keyOnly)
 	if err != nil {

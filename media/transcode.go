@@ -89,7 +89,7 @@ func (t *Tools) Transcode(ctx context.Context, src, dst string, opts TranscodeOp
 		if ctx.Err() != nil || i == len(plans)-1 || errors.Is(err, ErrLimit) {
 			return Path{}, err
 		}
-		fallbacks = append(fallbacks, fmt.Sprintf("%s+%s: %v", p.Decode, p.Encode, err))
+		fallbacks = append(fallbacks, fmt.Sprintf("%s+%s: %s", p.Decode, p.Encode, fallbackReason(err, src)))
 	}
 	panic("unreachable: the CPU plan is always last")
 }

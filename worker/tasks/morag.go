@@ -520,7 +520,9 @@ func (m *mediaTasks) deliverProxy(ctx context.Context, t *runner.Task, log zerol
 	info := map[string]any{"video_quality": in.Options.VideoQuality}
 	if out.ProxyErr != nil {
 		log.Warn().Err(out.ProxyErr).Msg("proxy transcode failed; returning the result without it")
-		info["error"] = out.ProxyErr.Error()
+		// The client's view: the limit hit (e.g. the proxy's size cap),
+		// never a worker path or ffmpeg's output.
+		info["error"] = media.PublicError("", out.ProxyErr).Error()
 		return info
 	}
 	info["decode"] = out.ProxyPath.Decode
