@@ -140,7 +140,7 @@ func (t *Tools) keyframeTimes(ctx context.Context, op string, info *Info, v *Str
 			}
 			if n >= lim.MaxPackets {
 				return &Error{Op: op, Path: info.Path, Kind: ErrLimit, Err: &LimitError{
-					Limit: "packet count", Got: "more packets", Max: fmt.Sprint(lim.MaxPackets), Flag: "media-max-packets"}}
+					Limit: "packet count", Max: fmt.Sprint(lim.MaxPackets), Flag: "media-max-packets"}}
 			}
 			if ts, ok := keyframeTime(line, info.StartTime); ok {
 				times = append(times, ts)

@@ -105,7 +105,7 @@ func (t *Tools) Probe(ctx context.Context, path string) (*Info, error) {
 		// Streamed and capped: a tag bomb stops at MaxProbeOutput instead
 		// of being read whole into the worker.
 		capErr := &Error{Op: op, Path: path, Kind: ErrLimit, Err: &LimitError{
-			Limit: "metadata size", Got: "ffprobe's description of the file", Max: byteCount(lim.MaxProbeOutput), Flag: "media-max-metadata"}}
+			Limit: "metadata size", Max: byteCount(lim.MaxProbeOutput), Flag: "media-max-metadata"}}
 		if err := json.NewDecoder(newCapped(r, lim.MaxProbeOutput, capErr)).Decode(&p); err != nil {
 			var e *Error
 			if errors.As(err, &e) {

@@ -89,11 +89,26 @@ func TestHostileUploads(t *testing.T) {
 		t.Fatal(err)
 	}
 	thumbs := map[string]any{"include_thumbnails": true, "extract_keyframes": true}
+	// One packet per millisecond of 2x2 gray: every packet a keyframe of
+	// four bytes, the shape of the laced-mkv flood (a 20 MB file once
+	// listed as millions of packets and took the worker to 1.97 GB).
+	flood := func(name string, packets int) string {
+		p := filepath.Join(dir, name)
+		cmd := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "gray", "-s", "2x2", "-r", "1000",
+			"-i", "-", "-c:v", "copy", p)
+		cmd.Stdin = bytes.NewReader(make([]byte, 4*packets))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("flood: %v\n%s", err, out)
+		}
+		return p
+	}
 
 	type want struct {
 		fail    bool   // a FAILURE (else a SUCCESS)
 		says    string // in the error message
 		forward bool   // done by the Python stand-in
+		// keyframes, on a SUCCESS, is how many keyframes come back.
+		keyframes int
 	}
 	cases := []struct {
 		name    string
@@ -110,7 +125,8 @@ func TestHostileUploads(t *testing.T) {
 		{"absurd frame rate", gen("fast.mp4", append([]string{"-f", "lavfi", "-i", "testsrc=s=16x16:r=5000:d=1"}, x264...)...), thumbs, want{fail: true, says: "frame rate limit exceeded"}},
 		{"40 streams", gen("streams.mkv", append(streams, x264...)...), thumbs, want{fail: true, says: "stream count limit exceeded: 40 streams"}},
 		{"tag bomb", gen("tags.mkv", append([]string{"-f", "lavfi", "-i", "testsrc=s=64x48:r=5:d=1", "-i", meta, "-map_metadata", "1"}, x264...)...), thumbs, want{fail: true, says: "metadata size limit exceeded"}},
-		{"packet flood (keyframes)", silent, map[string]any{"extract_keyframes": true}, want{fail: true, says: "packet count limit exceeded"}},
+		{"packet flood (200k packets)", flood("flood.mkv", 200_000), map[string]any{"extract_keyframes": true}, want{fail: true, says: "packet count limit exceeded"}},
+		{"60k packets, under the cap", flood("many.mkv", 60_000), thumbs, want{keyframes: 10}},
 		{"truncated mp4", write("cut.mp4", string(whole[:len(whole)/2])), thumbs, want{fail: true, says: "media: "}},
 		{"garbage named .mp4", write("garbage.mp4", strings.Repeat("not a video\x00\x01", 4096)), thumbs, want{fail: true, says: "corrupt or unsupported media"}},
 		{"non-media of unknown kind", write("notes.bin", strings.Repeat("\x00\x01plain bytes", 512)), thumbs, want{forward: true}},
@@ -120,7 +136,7 @@ func TestHostileUploads(t *testing.T) {
 	workTmp := t.TempDir()
 	s := startStackWith(t, []string{"TMPDIR=" + workTmp}, []string{
 		"-media-max-pixels", "2073600", "-media-max-duration", "1h", "-media-max-metadata", "64KiB",
-		"-media-max-packets", "50", "-media-memory", "1GiB",
+		"-media-max-packets", "100000", "-media-memory", "1GiB",
 	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -163,6 +179,10 @@ func TestHostileUploads(t *testing.T) {
 				if !res.Success || res.Metadata["processed_by"] != "morag-gpu" {
 					t.Errorf("want a SUCCESS by the Go worker: %.300s", raw)
 				}
+				if got := res.Metadata["keyframes_count"]; c.want.keyframes > 0 && got != float64(c.want.keyframes) {
+					t.Errorf("keyframes_count %v, want %d", got, c.want.keyframes)
+				}
+				t.Logf("success (%v)", took.Round(time.Millisecond))
 			}
 			select {
 			case <-s.goWorker.Done():
