@@ -123,7 +123,7 @@ func TestHostileLimits(t *testing.T) {
 	long := hostile(t, dir, "long.mkv", append([]string{"-f", "lavfi", "-i", "color=s=2x2:r=1:d=7200"}, x264...)...)
 	fast := hostile(t, dir, "fast.mp4", append([]string{"-f", "lavfi", "-i", "testsrc=s=16x16:r=5000:d=1"}, x264...)...)
 	streamArgs := []string{"-f", "lavfi", "-i", "anullsrc=d=1"}
-	for range 40 {
+	for range 100 {
 		streamArgs = append(streamArgs, "-map", "0:a")
 	}
 	streams := hostile(t, dir, "streams.mkv", append(streamArgs, "-c:a", "pcm_s16le")...)
@@ -146,7 +146,7 @@ func TestHostileLimits(t *testing.T) {
 		{"resolution, decode path", &Tools{Limits: Limits{MaxPixels: 1920 * 1080}}, big, "keyframes", "resolution limit exceeded", 20 * time.Second},
 		{"duration", &Tools{Limits: Limits{MaxDuration: time.Hour}}, long, "probe", "duration limit exceeded: 2h0m0s", 20 * time.Second},
 		{"frame rate", &Tools{}, fast, "probe", "frame rate limit exceeded", 20 * time.Second},
-		{"stream count", &Tools{}, streams, "probe", "stream count limit exceeded: 40 streams", 20 * time.Second},
+		{"stream count", &Tools{}, streams, "probe", "stream count limit exceeded: 100 streams", 20 * time.Second},
 		{"tag bomb", &Tools{Limits: Limits{MaxProbeOutput: 64 << 10}}, tags, "probe", "metadata size limit exceeded", 20 * time.Second},
 		{"packets", &Tools{Limits: Limits{MaxPackets: 20}}, clip, "keyframes", "packet count limit exceeded", 20 * time.Second},
 		{"memory", &Tools{Limits: Limits{Memory: 200 << 20}}, big, "thumbnails", "memory limit exceeded", 20 * time.Second},

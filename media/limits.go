@@ -54,7 +54,7 @@ func DefaultLimits() Limits {
 	return Limits{
 		MaxPixels:      8192 * 4320,
 		MaxDuration:    4 * time.Hour,
-		MaxStreams:     32,
+		MaxStreams:     64,
 		MaxFPS:         1000,
 		MaxProbeOutput: 4 << 20,
 		MaxPackets:     2_000_000,
