@@ -14,6 +14,10 @@ import (
 // whisper's 16 kHz.
 const SampleRate = 16000
 
+// pcmWallFactor is how much slower than real time the PCM's consumer may
+// be: whisper on a small CPU runs at about real time with large models.
+const pcmWallFactor = 20
+
 // StreamPCM decodes the first audio stream of path to 16 kHz mono float32
 // PCM and hands it to fn in consecutive windows of the given length (the
 // last one shorter), offset being the window's start in the audio. The PCM
@@ -37,48 +41,38 @@ func (t *Tools) StreamPCM(ctx context.Context, path string, window time.Duration
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 
-	// The probe runs beside the decode rather than before it: it costs as
-	// much as a tenth of the decode of a ten-minute MP3, and it is needed
-	// only at the end, to name a failure or to check the length.
-	type probed struct {
-		info *Info
-		err  error
+	// The probe comes first: its verdict (format, limits, no audio) must
+	// stand before ffmpeg opens the file, and its duration sizes the
+	// child's time limits.
+	info, perr := t.Probe(ctx, path)
+	if perr != nil {
+		return reop(perr, op)
 	}
-	probeDone := make(chan probed, 1)
-	go func() {
-		info, err := t.Probe(ctx, path)
-		probeDone <- probed{info, err}
-	}()
-	probe := func() (*Info, error) {
-		p := <-probeDone
-		probeDone <- p
-		return p.info, p.err
+	if info.Audio() == nil {
+		return &Error{Op: op, Path: path, Kind: ErrNoAudio}
 	}
-	// Every return below happens after the probe goroutine has finished.
-	defer func() {
-		cancel()
-		_, _ = probe()
-	}()
 
 	tail := newTail(stderrTail)
-	cmd := command(ctx, t.ffmpeg(), ffmpegArgs(
-		"-i", fileURL(path), "-vn", "-sn", "-dn", "-map", "0:a:0",
+	args := ffmpegArgs(t.inputArgs(path, demuxerOf(info))...)
+	args = append(args, "-vn", "-sn", "-dn", "-map", "0:a:0",
 		"-ac", "1", "-ar", fmt.Sprint(SampleRate), "-c:a", "pcm_f32le",
 		// Without this ffmpeg writes every ~1.6 KB packet to the pipe as it
 		// comes, some 23,000 write calls and reader wake-ups for ten minutes
 		// of audio, which made the pipe slower than a temporary WAV.
 		"-flush_packets", "0",
-		"-f", "f32le", "pipe:1"), tail)
-	stdout, err := cmd.StdoutPipe()
+		"-f", "f32le", "pipe:1")
+	// The consumer (a transcriber) may be much slower than the decode, and
+	// ffmpeg waits on the pipe meanwhile: the wall-clock limit is the
+	// generous one of a whole decode, times the transcription margin.
+	lim := t.limits().child(info.Duration, true, 0)
+	lim.Wall += time.Duration(pcmWallFactor * float64(info.Duration))
+	c, stdout, err := startChild(ctx, t.ffmpeg(), args, lim, nil, tail, true)
 	if err != nil {
-		return &Error{Op: op, Path: path, Err: err}
-	}
-	if err := cmd.Start(); err != nil {
-		return t.failure(ctx, op, path, t.ffmpeg(), err, tail)
+		return t.failure(ctx, op, path, t.ffmpeg(), err, tail, nil)
 	}
 	stop := func() {
 		cancel()
-		_ = cmd.Wait()
+		_ = c.wait()
 	}
 
 	n := max(1, int(window.Seconds()*SampleRate))
@@ -114,25 +108,13 @@ func (t *Tools) StreamPCM(ctx context.Context, path string, window time.Duration
 			return &Error{Op: op, Path: path, Err: rerr}
 		}
 	}
-	if err := cmd.Wait(); err != nil {
-		// The probe's verdict (not found, corrupt, no streams, no audio)
-		// names the problem better than ffmpeg's last words.
-		if _, perr := probe(); perr != nil && parent.Err() == nil {
-			return reop(perr, op)
-		}
-		return t.failure(ctx, op, path, t.ffmpeg(), err, tail)
+	if err := c.wait(); err != nil {
+		return t.failure(ctx, op, path, t.ffmpeg(), err, tail, c)
 	}
 	if tail.Kind() == ErrTruncated {
 		return &Error{Op: op, Path: path, Kind: ErrTruncated, Stderr: tail.String()}
 	}
-	info, perr := probe()
-	if perr != nil {
-		return reop(perr, op)
-	}
 	audio := info.Audio()
-	if audio == nil {
-		return &Error{Op: op, Path: path, Kind: ErrNoAudio}
-	}
 	// An MP3 with a Xing header or a WAV with a data size says how long it
 	// is; ffmpeg stops quietly where the bytes stop. Only audio-only files
 	// are checked: in a video container the audio may legitimately end

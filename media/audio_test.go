@@ -117,7 +117,7 @@ func TestStreamPCMDamagedInput(t *testing.T) {
 		{"webm", "trunc-clip.webm", ErrTruncated},
 		{"mp3 shorter than its Xing header", "trunc-tone.mp3", ErrTruncated},
 		{"video without sound", "mute.mp4", ErrNoAudio},
-		{"subtitles", "notes.srt", ErrNoStreams},
+		{"subtitles", "notes.srt", ErrFormat},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -9,13 +9,20 @@
 //
 //   - run.go: one ffmpeg/ffprobe process with a context, the tail of its
 //     stderr and the classification of its failure (errors.go).
+//   - child.go: the bounds of every process on user input: own process
+//     group, Pdeathsig, prlimit (memory, CPU, file size), wall clock.
+//   - formats.go: the accepted containers; every input is one local file
+//     opened only with one of them.
+//   - limits.go: Limits (resolution, duration, streams, metadata, packets,
+//     memory, time, proxy size) and LimitError, which names the flag.
 //   - probe.go: ffprobe JSON to Info.
 //   - gpu.go: Detect, which tests each GPU capability with a real run.
 //   - audio.go: StreamPCM and DecodePCM, PCM piped from ffmpeg's stdout.
 //   - frames.go: Thumbnails and Keyframes.
 //   - transcode.go: Transcode, the proxy video.
 //
-// Nothing here keeps state between calls: Tools holds the binaries and the
-// detected Capabilities, and every temporary file lives in a directory that
-// the operation that made it removes before it returns.
+// Nothing here keeps state between calls: Tools holds the binaries, the
+// detected Capabilities and the Limits, and every temporary file lives in a
+// directory (under Tools.TempDir) that the operation that made it removes
+// before it returns.
 package media

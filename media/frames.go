@@ -1,13 +1,16 @@
 package media
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,7 +78,7 @@ func (t *Tools) Thumbnails(ctx context.Context, path string, opts FrameOptions) 
 	if !info.HasVideo() {
 		return nil, Path{}, &Error{Op: op, Path: path, Kind: ErrNoVideo}
 	}
-	return t.frames(ctx, op, info, thumbnailTimes(info.Duration, opts.Count), opts)
+	return t.frames(ctx, op, info, thumbnailTimes(info.Duration, opts.Count), opts, false)
 }
 
 // thumbnailTimes reproduces MoRAG's VideoProcessor: the middle for one
@@ -109,41 +112,77 @@ func (t *Tools) Keyframes(ctx context.Context, path string, opts FrameOptions) (
 	if v == nil {
 		return nil, Path{}, &Error{Op: op, Path: path, Kind: ErrNoVideo}
 	}
-	out, err := t.run(ctx, op, path, t.ffprobe(), []string{"-v", "error",
-		"-select_streams", fmt.Sprintf("%d", v.Index), "-show_entries", "packet=pts_time,flags",
-		"-of", "csv=p=0", fileURL(path)})
+	times, err := t.keyframeTimes(ctx, op, info, v)
 	if err != nil {
 		return nil, Path{}, err
 	}
-	times := keyframeTimes(string(out), info.StartTime)
 	if len(times) == 0 {
 		return nil, Path{}, &Error{Op: op, Path: path, Kind: ErrCorrupt, Err: errors.New("the video has no keyframe")}
 	}
-	return t.frames(ctx, op, info, pickEvenly(times, opts.Count), opts)
+	return t.frames(ctx, op, info, pickEvenly(times, opts.Count), opts, true)
 }
 
-// keyframeTimes parses ffprobe's "pts_time,flags" lines ("12.000000,K__")
-// into sorted, distinct times from the start of the file.
+// keyframeTimes lists the video stream's packets with ffprobe, streaming
+// its output: at most MaxPackets lines are read (one-byte laced packets
+// make millions), and only the keyframes' times are kept.
+func (t *Tools) keyframeTimes(ctx context.Context, op string, info *Info, v *Stream) ([]time.Duration, error) {
+	lim := t.limits()
+	args := append([]string{"-v", "error"}, t.inputArgs(info.Path, demuxerOf(info))...)
+	args = append(args[:len(args)-2], "-select_streams", strconv.Itoa(v.Index),
+		"-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", fileURL(info.Path))
+	var times []time.Duration
+	err := t.run(ctx, op, info.Path, t.ffprobe(), args, lim.child(info.Duration, true, 0), func(r io.Reader) error {
+		br := bufio.NewReaderSize(r, 64<<10)
+		for n := 0; ; n++ {
+			line, err := br.ReadSlice('\n')
+			if errors.Is(err, bufio.ErrBufferFull) {
+				return &Error{Op: op, Path: info.Path, Kind: ErrCorrupt, Err: errors.New("ffprobe printed an overlong packet line")}
+			}
+			if n >= lim.MaxPackets {
+				return &Error{Op: op, Path: info.Path, Kind: ErrLimit, Err: &LimitError{
+					Limit: "packet count", Max: fmt.Sprint(lim.MaxPackets), Flag: "media-max-packets"}}
+			}
+			if ts, ok := keyframeTime(line, info.StartTime); ok {
+				times = append(times, ts)
+			}
+			if err != nil {
+				return nil // EOF; a read error shows in the exit status
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	return slices.Compact(times), nil
+}
+
+// keyframeTime parses one of ffprobe's "pts_time,flags" lines
+// ("12.000000,K__") into a time from the start of the file, if the packet
+// is a keyframe.
+func keyframeTime(line []byte, start time.Duration) (time.Duration, bool) {
+	pts, flags, ok := strings.Cut(strings.TrimSpace(string(line)), ",")
+	if !ok || !strings.Contains(flags, "K") {
+		return 0, false
+	}
+	f, err := strconv.ParseFloat(pts, 64)
+	if err != nil {
+		return 0, false
+	}
+	return max(time.Duration(f*float64(time.Second))-start, 0).Round(time.Microsecond), true
+}
+
+// keyframeTimes parses a whole "pts_time,flags" listing into sorted,
+// distinct times (tests use it; the worker streams with Tools.keyframeTimes).
 func keyframeTimes(csv string, start time.Duration) []time.Duration {
-	seen := map[time.Duration]bool{}
 	var times []time.Duration
 	for _, line := range strings.Split(csv, "\n") {
-		pts, flags, ok := strings.Cut(strings.TrimSpace(line), ",")
-		if !ok || !strings.Contains(flags, "K") {
-			continue
-		}
-		f, err := strconv.ParseFloat(pts, 64)
-		if err != nil {
-			continue
-		}
-		ts := max(time.Duration(f*float64(time.Second))-start, 0).Round(time.Microsecond)
-		if !seen[ts] {
-			seen[ts] = true
+		if ts, ok := keyframeTime([]byte(line), start); ok {
 			times = append(times, ts)
 		}
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	return times
+	return slices.Compact(times)
 }
 
 // pickEvenly returns at most n of times, spread from first to last.
@@ -172,101 +211,95 @@ func nvdecCodec(codec string) bool {
 	return false
 }
 
-// frames decodes one frame at each time, all in one ffmpeg process (one
-// input per seek, so the file is opened once per frame but ffmpeg starts,
-// and a CUDA context is made, only once).
-func (t *Tools) frames(ctx context.Context, op string, info *Info, times []time.Duration, opts FrameOptions) ([]Frame, Path, error) {
+// frames decodes one frame at each time, each in its own ffmpeg: one
+// decoder in memory at a time, however many frames are asked for (one
+// ffmpeg with an input per timestamp held a decoder per timestamp, 8 GB
+// for five thumbnails of a 16k×16k video). Keyframes are decoded with
+// -skip_frame nokey, which decodes the keyframe and nothing else.
+func (t *Tools) frames(ctx context.Context, op string, info *Info, times []time.Duration, opts FrameOptions, keyOnly bool) ([]Frame, Path, error) {
 	gpu := t.GPU.NVDEC && nvdecCodec(info.Video().Codec)
 	var fallback string
 	if gpu {
-		frames, err := t.framesOnce(ctx, op, info, times, opts, true)
+		frames, err := t.framesOnce(ctx, op, info, times, opts, true, keyOnly)
 		if err == nil {
 			return frames, Path{Decode: PathNVDEC}, nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, ErrLimit) {
 			return nil, Path{}, err
 		}
-		fallback = "nvdec: " + err.Error()
+		fallback = "nvdec: " + fallbackReason(err, info.Path)
 	}
-	frames, err := t.framesOnce(ctx, op, info, times, opts, false)
+	frames, err := t.framesOnce(ctx, op, info, times, opts, false, keyOnly)
 	if err != nil {
 		return nil, Path{}, err
 	}
 	return frames, Path{Decode: PathCPU, Fallback: fallback}, nil
 }
 
-func (t *Tools) framesOnce(ctx context.Context, op string, info *Info, times []time.Duration, opts FrameOptions, gpu bool) ([]Frame, error) {
-	dir, err := os.MkdirTemp("", "morag-frames-")
+func (t *Tools) framesOnce(ctx context.Context, op string, info *Info, times []time.Duration, opts FrameOptions, gpu, keyOnly bool) ([]Frame, error) {
+	dir, err := os.MkdirTemp(t.TempDir, "morag-frames-")
 	if err != nil {
 		return nil, &Error{Op: op, Path: info.Path, Err: err}
 	}
 	defer os.RemoveAll(dir)
 
 	frames := make([]Frame, len(times))
-	missing := make([]int, len(times))
-	for i := range missing {
-		missing[i] = i
-	}
-	// A seek past the last decodable frame (variable frame rate, a video
-	// track shorter than the audio) gives no picture; those are retried
-	// once two seconds earlier.
-	for attempt := 0; attempt < 2 && len(missing) > 0; attempt++ {
-		at := make([]time.Duration, len(missing))
-		for k, i := range missing {
-			at[k] = times[i]
+	for i, ts := range times {
+		// A seek past the last decodable frame (variable frame rate, a
+		// video track shorter than the audio) gives no picture; that time
+		// is retried once two seconds earlier.
+		for attempt := 0; ; attempt++ {
+			at := ts
 			if attempt > 0 {
-				at[k] = max(times[i]-2*time.Second, 0)
+				at = max(ts-2*time.Second, 0)
 			}
-		}
-		args := frameArgs(info, at, opts, gpu, gpu && t.GPU.ScaleCUDA, dir, attempt)
-		if _, err := t.run(ctx, op, info.Path, t.ffmpeg(), args); err != nil {
-			return nil, err
-		}
-		var still []int
-		for k, i := range missing {
-			data, err := os.ReadFile(filepath.Join(dir, frameName(attempt, k)))
+			out := filepath.Join(dir, frameName(attempt, i))
+			args := t.frameArgs(info, at, opts, gpu, gpu && t.GPU.ScaleCUDA, keyOnly, out)
+			// A JPEG of at most Width×Height: 16 MiB is far beyond it.
+			if err := t.run(ctx, op, info.Path, t.ffmpeg(), args, t.limits().child(0, false, 16<<20), nil); err != nil {
+				return nil, err
+			}
+			data, err := os.ReadFile(out)
 			if errors.Is(err, fs.ErrNotExist) || (err == nil && len(data) == 0) {
-				still = append(still, i)
-				continue
+				if attempt == 0 && at > 0 {
+					continue
+				}
+				return nil, &Error{Op: op, Path: info.Path, Kind: ErrCorrupt,
+					Err: fmt.Errorf("no picture could be decoded at %v", ts)}
 			}
 			if err != nil {
 				return nil, &Error{Op: op, Path: info.Path, Err: err}
 			}
-			frames[i] = Frame{Time: at[k], Width: opts.Width, Height: opts.Height, JPEG: data}
+			frames[i] = Frame{Time: at, Width: opts.Width, Height: opts.Height, JPEG: data}
+			break
 		}
-		missing = still
-	}
-	if len(missing) > 0 {
-		return nil, &Error{Op: op, Path: info.Path, Kind: ErrCorrupt,
-			Err: fmt.Errorf("no picture could be decoded at %v", times[missing[0]])}
 	}
 	return frames, nil
 }
 
 func frameName(attempt, k int) string { return fmt.Sprintf("a%d-f%03d.jpg", attempt, k) }
 
-// frameArgs builds: one "-ss T -i file" input per time, and per input one
-// single-frame JPEG output. The GPU form keeps frames in video memory
-// through scale_cuda and downloads only the small result.
-func frameArgs(info *Info, times []time.Duration, opts FrameOptions, gpu, scaleCUDA bool, dir string, attempt int) []string {
-	args := ffmpegArgs()
-	in := fileURL(info.Path)
-	for _, ts := range times {
-		if gpu {
-			args = append(args, "-hwaccel", "cuda")
-			if scaleCUDA {
-				args = append(args, "-hwaccel_output_format", "cuda")
-			}
-		}
-		args = append(args, "-ss", fmt.Sprintf("%.6f", ts.Seconds()), "-i", in)
+// frameArgs builds one "-ss T -i file" input and one single-frame JPEG
+// output, scaled first thing after the decoder. The GPU form keeps the
+// frame in video memory through scale_cuda and downloads only the small
+// result.
+func (t *Tools) frameArgs(info *Info, at time.Duration, opts FrameOptions, gpu, scaleCUDA, keyOnly bool, out string) []string {
+	args := ffmpegArgs("-threads", "1")
+	if keyOnly {
+		args = append(args, "-skip_frame", "nokey")
 	}
+	if gpu {
+		args = append(args, "-hwaccel", "cuda")
+		if scaleCUDA {
+			args = append(args, "-hwaccel_output_format", "cuda")
+		}
+	}
+	args = append(args, "-ss", fmt.Sprintf("%.6f", at.Seconds()))
+	args = append(args, t.inputArgs(info.Path, demuxerOf(info))...)
 	filter := fmt.Sprintf("scale=%d:%d", opts.Width, opts.Height)
 	if gpu && scaleCUDA {
 		filter = fmt.Sprintf("scale_cuda=%d:%d,hwdownload,format=nv12", opts.Width, opts.Height)
 	}
-	for i := range times {
-		args = append(args, "-map", fmt.Sprintf("%d:%d", i, info.Video().Index), "-frames:v", "1", "-vf", filter,
-			"-q:v", "3", "-f", "image2", "-update", "1", filepath.Join(dir, frameName(attempt, i)))
-	}
-	return args
+	return append(args, "-map", fmt.Sprintf("0:%d", info.Video().Index), "-an", "-sn", "-dn", "-frames:v", "1",
+		"-vf", filter, "-q:v", "3", "-f", "image2", "-update", "1", out)
 }

@@ -159,5 +159,11 @@ func TestGPUFailureFallsBackToCPU(t *testing.T) {
 	if _, err := tools.Probe(ctx, dst); err != nil {
 		t.Errorf("the fallback proxy is unreadable: %v", err)
 	}
+	// The reasons reach the client (gpu_fallback): they say what the GPU
+	// lacked, never where the worker keeps the input.
+	if strings.Contains(p.Fallback, fixtureDir) || !strings.Contains(p.Fallback, "<input>") && strings.Contains(p.Fallback, "file:") {
+		t.Errorf("fallback %q names the worker's path", p.Fallback)
+	}
+	t.Logf("fallback: %s", p.Fallback)
 
 }

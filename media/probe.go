@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -37,6 +38,9 @@ type Stream struct {
 	Width  int     `json:"width,omitempty"`
 	Height int     `json:"height,omitempty"`
 	FPS    float64 `json:"fps,omitempty"` // r_frame_rate as a number
+	// AvgFPS is avg_frame_rate, what MaxFPS is held to (r_frame_rate is a
+	// timebase guess that Matroska puts at 1000).
+	AvgFPS float64 `json:"-"`
 	// AttachedPic marks cover art (an MP3's or M4A's picture), which ffprobe
 	// lists as a video stream of one frame. It is not video.
 	AttachedPic bool `json:"attached_pic,omitempty"`
@@ -91,11 +95,34 @@ func (t *Tools) Probe(ctx context.Context, path string) (*Info, error) {
 	case st.Size() == 0:
 		return nil, &Error{Op: op, Path: path, Kind: ErrCorrupt, Err: errors.New("file is empty")}
 	}
-	out, err := t.run(ctx, op, path, t.ffprobe(), []string{
-		"-v", "error", "-print_format", "json", "-show_format", "-show_streams", fileURL(path),
+	lim := t.limits()
+	args := append([]string{"-v", "error"}, t.inputArgs(path, "")...)
+	args = append(args[:len(args)-2], // ffprobe takes the URL without -i
+		"-show_entries", probeEntries, "-of", "json", fileURL(path))
+	var p probeJSON
+	var decodeErr error // judged after the exit status, which explains more
+	err = t.run(ctx, op, path, t.ffprobe(), args, lim.child(0, false, 0), func(r io.Reader) error {
+		// Streamed and capped: a tag bomb stops at MaxProbeOutput instead
+		// of being read whole into the worker.
+		capErr := &Error{Op: op, Path: path, Kind: ErrLimit, Err: &LimitError{
+			Limit: "metadata size", Max: byteCount(lim.MaxProbeOutput), Flag: "media-max-metadata"}}
+		if err := json.NewDecoder(newCapped(r, lim.MaxProbeOutput, capErr)).Decode(&p); err != nil {
+			var e *Error
+			if errors.As(err, &e) {
+				return e
+			}
+			decodeErr = err
+		}
+		return nil
 	})
+	if err == nil && decodeErr != nil {
+		err = &Error{Op: op, Path: path, Kind: ErrCorrupt, Err: fmt.Errorf("unreadable ffprobe output: %w", decodeErr)}
+	}
 	if err != nil {
 		var e *Error
+		if errors.As(err, &e) && strings.Contains(e.Stderr, "not on whitelist") && ctx.Err() == nil {
+			return nil, &Error{Op: op, Path: path, Kind: ErrFormat, Err: &FormatError{Format: t.detectFormat(ctx, path)}, Stderr: e.Stderr}
+		}
 		if errors.As(err, &e) && e.Kind == nil && e.Err != nil && ctx.Err() == nil {
 			// ffprobe failed on the input without a message we know:
 			// still the input's fault, not the worker's.
@@ -103,16 +130,23 @@ func (t *Tools) Probe(ctx context.Context, path string) (*Info, error) {
 		}
 		return nil, err
 	}
-	info, err := parseProbe(out)
-	if err != nil {
-		return nil, &Error{Op: op, Path: path, Kind: ErrCorrupt, Err: err}
-	}
+	info := p.info()
 	info.Path = path
 	if len(info.Streams) == 0 || (!info.HasAudio() && !info.HasVideo()) {
 		return nil, &Error{Op: op, Path: path, Kind: ErrNoStreams}
 	}
+	if l := lim.checkInfo(info); l != nil {
+		return nil, &Error{Op: op, Path: path, Kind: ErrLimit, Err: l}
+	}
 	return info, nil
 }
+
+// probeEntries is all that Info needs, and nothing more: stream tags,
+// side data and chapters, which a hostile file can make huge, are not
+// printed at all.
+const probeEntries = "format=format_name,format_long_name,duration,start_time,size,bit_rate:format_tags" +
+	":stream=index,codec_type,codec_name,width,height,r_frame_rate,avg_frame_rate,pix_fmt,channels," +
+	"sample_rate,bits_per_sample,bits_per_raw_sample,bit_rate,duration:stream_disposition=attached_pic"
 
 // probeJSON mirrors the parts of ffprobe's JSON that Info uses. ffprobe
 // prints most numbers as strings.
@@ -152,6 +186,10 @@ func parseProbe(data []byte) (*Info, error) {
 	if err := json.Unmarshal(data, &p); err != nil {
 		return nil, fmt.Errorf("unreadable ffprobe output: %w", err)
 	}
+	return p.info(), nil
+}
+
+func (p *probeJSON) info() *Info {
 	info := &Info{
 		Format:         p.Format.FormatName,
 		FormatLongName: p.Format.FormatLongName,
@@ -177,8 +215,9 @@ func parseProbe(data []byte) (*Info, error) {
 		}
 		if s.CodecType == "video" {
 			st.FPS = ParseRate(s.RFrameRate)
+			st.AvgFPS = ParseRate(s.AvgFrameRate)
 			if st.FPS == 0 {
-				st.FPS = ParseRate(s.AvgFrameRate)
+				st.FPS = st.AvgFPS
 			}
 		}
 		st.BitsPerSample = s.BitsPerSample
@@ -193,7 +232,7 @@ func parseProbe(data []byte) (*Info, error) {
 			info.Duration = max(info.Duration, s.Duration)
 		}
 	}
-	return info, nil
+	return info
 }
 
 // ParseRate parses ffprobe's "30000/1001" or "25" frame rates; anything

@@ -84,7 +84,7 @@ func TestProbeErrors(t *testing.T) {
 		{"garbage", fixture(t, "garbage.mp4"), ErrCorrupt},
 		{"truncated mp4 (moov lost)", fixture(t, "trunc-clip.mp4"), ErrCorrupt},
 		{"empty file", emptyFile(t), ErrCorrupt},
-		{"subtitles only", fixture(t, "notes.srt"), ErrNoStreams},
+		{"subtitles only (a text format, refused before demuxing)", fixture(t, "notes.srt"), ErrFormat},
 		{"directory", t.TempDir(), ErrCorrupt},
 	}
 	for _, c := range cases {

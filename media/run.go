@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +21,12 @@ type Tools struct {
 	FFmpeg  string       // ffmpeg binary; "" means "ffmpeg" from PATH
 	FFprobe string       // ffprobe binary; "" means "ffprobe" from PATH
 	GPU     Capabilities // what Detect found; the zero value means CPU only
+	// Limits bound every run on user input; the zero value means
+	// DefaultLimits.
+	Limits Limits
+	// TempDir holds the operations' temporary directories; "" means
+	// os.TempDir(). The worker points it at its own folder, which it sweeps.
+	TempDir string
 }
 
 // Path records which hardware an operation used, for the task result's
@@ -109,9 +117,8 @@ func fileURL(path string) string {
 	return "file:" + path
 }
 
-// command builds an ffmpeg/ffprobe process bound to ctx: cancelling ctx
-// kills it, and Wait gives up on its pipes a moment later so a wedged child
-// cannot hang the worker.
+// command builds a process on the worker's own inputs (Detect's test
+// clips), bound to ctx; user input goes through run, with its limits.
 func command(ctx context.Context, bin string, args []string, stderr io.Writer) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stderr = stderr
@@ -119,36 +126,108 @@ func command(ctx context.Context, bin string, args []string, stderr io.Writer) *
 	return cmd
 }
 
-// run executes bin to completion and returns its stdout.
-func (t *Tools) run(ctx context.Context, op, path, bin string, args []string) ([]byte, error) {
+// run executes bin on user input to completion under lim. consume, when
+// not nil, reads the child's stdout as it comes (a byte cap is the
+// consumer's job, see cappedReader); an error from it kills the child and
+// is returned. Without consume, stdout is discarded.
+func (t *Tools) run(ctx context.Context, op, path, bin string, args []string, lim childLimits, consume func(io.Reader) error) error {
 	tail := newTail(stderrTail)
-	var out bytes.Buffer
-	cmd := command(ctx, bin, args, tail)
-	cmd.Stdout = &out
-	if err := cmd.Run(); err != nil {
-		return out.Bytes(), t.failure(ctx, op, path, bin, err, tail)
+	var c *child
+	var err error
+	if consume == nil {
+		c, _, err = startChild(ctx, bin, args, lim, io.Discard, tail, false)
+	} else {
+		var out io.ReadCloser
+		c, out, err = startChild(ctx, bin, args, lim, nil, tail, true)
+		if err == nil {
+			if cerr := consume(out); cerr != nil {
+				c.kill()
+				_ = c.wait()
+				if ctx.Err() != nil {
+					return &Error{Op: op, Path: path, Err: context.Cause(ctx)}
+				}
+				if l := c.limitHit(tail.String()); l != nil {
+					return &Error{Op: op, Path: path, Kind: ErrLimit, Err: l, Stderr: tail.String()}
+				}
+				return cerr
+			}
+			// Whatever the consumer left is not wanted, but the child must
+			// not block on a full pipe.
+			_, _ = io.Copy(io.Discard, out)
+		}
+	}
+	if err != nil {
+		return t.failure(ctx, op, path, bin, err, tail, nil)
+	}
+	if err := c.wait(); err != nil {
+		return t.failure(ctx, op, path, bin, err, tail, c)
 	}
 	if tail.Kind() == ErrTruncated {
 		// ffmpeg reports a cut-off input and still exits 0, with a result
 		// made of whatever came before the cut.
-		return out.Bytes(), &Error{Op: op, Path: path, Kind: ErrTruncated, Stderr: tail.String()}
+		return &Error{Op: op, Path: path, Kind: ErrTruncated, Stderr: tail.String()}
 	}
-	return out.Bytes(), nil
+	return nil
 }
 
 // failure turns a failed process into an *Error.
-func (t *Tools) failure(ctx context.Context, op, path, bin string, err error, tail *tailBuffer) error {
+func (t *Tools) failure(ctx context.Context, op, path, bin string, err error, tail *tailBuffer, c *child) error {
 	if ctx.Err() != nil {
-		return &Error{Op: op, Path: path, Err: ctx.Err()}
+		return &Error{Op: op, Path: path, Err: context.Cause(ctx)}
 	}
 	if errors.Is(err, exec.ErrNotFound) {
 		return &Error{Op: op, Path: path, Kind: ErrToolMissing, Err: err}
 	}
+	if c != nil {
+		if l := c.limitHit(tail.String()); l != nil {
+			return &Error{Op: op, Path: path, Kind: ErrLimit, Err: l, Stderr: tail.String()}
+		}
+	}
+	if l := pixelLimitHit(tail.String(), t.limits()); l != nil {
+		return &Error{Op: op, Path: path, Kind: ErrLimit, Err: l, Stderr: tail.String()}
+	}
 	var exitErr *exec.ExitError
 	if !errors.As(err, &exitErr) {
 		// The process never ran (permissions, a missing binary given by
-		// absolute path): that is the installation, not the input.
+		// absolute path, a failed prlimit): that is the installation, not
+		// the input.
 		return &Error{Op: op, Path: path, Kind: ErrToolMissing, Err: err}
 	}
 	return &Error{Op: op, Path: path, Kind: tail.Kind(), Stderr: tail.String(), Err: err}
+}
+
+var pictureSize = regexp.MustCompile(`Picture size (\d+x\d+) exceeds specified max pixel count`)
+
+// pixelLimitHit recognises a decoder refusing a frame over -max_pixels.
+func pixelLimitHit(stderr string, l Limits) *LimitError {
+	m := pictureSize.FindStringSubmatch(stderr)
+	if m == nil {
+		return nil
+	}
+	return &LimitError{Limit: "resolution", Got: m[1], Max: fmt.Sprintf("%d pixels", l.MaxPixels), Flag: "media-max-pixels"}
+}
+
+// cappedReader fails a read past max bytes with the limit named, so a
+// consumer of ffprobe's output stops at the cap instead of buffering a
+// tag bomb.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+	err  error
+}
+
+func newCapped(r io.Reader, max int64, err error) *cappedReader {
+	return &cappedReader{r: r, left: max, err: err}
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, c.err
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }

@@ -64,6 +64,10 @@ func (t *Tools) Transcode(ctx context.Context, src, dst string, opts TranscodeOp
 	}
 	plans = append(plans, Path{Decode: PathCPU, Encode: PathLibx264})
 
+	// The proxy may not outgrow the input by more than ProxyRatio (a 1 MB
+	// upload once made a 24 MB proxy): RLIMIT_FSIZE stops ffmpeg there.
+	lim := t.limits()
+	maxOut := max(int64(lim.ProxyRatio*float64(info.Size)), lim.ProxyFloor)
 	tmp, err := os.CreateTemp(filepath.Dir(dst), ".proxy-*.mp4")
 	if err != nil {
 		return Path{}, &Error{Op: op, Path: src, Err: fmt.Errorf("cannot write next to %s: %w", dst, err)}
@@ -73,8 +77,8 @@ func (t *Tools) Transcode(ctx context.Context, src, dst string, opts TranscodeOp
 
 	var fallbacks []string
 	for i, p := range plans {
-		args := transcodeArgs(info, v, p, t.GPU.ScaleCUDA, opts.Height, tmp.Name())
-		_, err := t.run(ctx, op, src, t.ffmpeg(), args)
+		args := t.transcodeArgs(info, v, p, t.GPU.ScaleCUDA, opts.Height, tmp.Name())
+		err := t.run(ctx, op, src, t.ffmpeg(), args, lim.child(info.Duration, true, maxOut), nil)
 		if err == nil {
 			if err := os.Rename(tmp.Name(), dst); err != nil {
 				return Path{}, &Error{Op: op, Path: src, Err: err}
@@ -82,10 +86,10 @@ func (t *Tools) Transcode(ctx context.Context, src, dst string, opts TranscodeOp
 			p.Fallback = strings.Join(fallbacks, "; ")
 			return p, nil
 		}
-		if ctx.Err() != nil || i == len(plans)-1 {
+		if ctx.Err() != nil || i == len(plans)-1 || errors.Is(err, ErrLimit) {
 			return Path{}, err
 		}
-		fallbacks = append(fallbacks, fmt.Sprintf("%s+%s: %v", p.Decode, p.Encode, err))
+		fallbacks = append(fallbacks, fmt.Sprintf("%s+%s: %s", p.Decode, p.Encode, fallbackReason(err, src)))
 	}
 	panic("unreachable: the CPU plan is always last")
 }
@@ -105,9 +109,9 @@ func proxySize(w, h, target int) (int, int) {
 	return max(2, tw&^1), max(2, th&^1)
 }
 
-func transcodeArgs(info *Info, v *Stream, p Path, scaleCUDA bool, height int, out string) []string {
+func (t *Tools) transcodeArgs(info *Info, v *Stream, p Path, scaleCUDA bool, height int, out string) []string {
 	w, h := proxySize(v.Width, v.Height, height)
-	args := ffmpegArgs()
+	args := ffmpegArgs("-threads", strconv.Itoa(t.limits().Threads))
 	var filter string
 	switch {
 	case p.Decode == PathNVDEC && scaleCUDA:
@@ -126,7 +130,8 @@ func transcodeArgs(info *Info, v *Stream, p Path, scaleCUDA bool, height int, ou
 	default:
 		filter = fmt.Sprintf("scale=%d:%d,format=yuv420p", w, h)
 	}
-	args = append(args, "-i", fileURL(info.Path), "-map", fmt.Sprintf("0:%d", v.Index), "-vf", filter)
+	args = append(args, t.inputArgs(info.Path, demuxerOf(info))...)
+	args = append(args, "-map", fmt.Sprintf("0:%d", v.Index), "-vf", filter)
 	if p.Encode == PathNVENC {
 		args = append(args, "-c:v", "h264_nvenc", "-preset", "p4", "-rc", "vbr", "-cq", "23", "-b:v", "0")
 	} else {

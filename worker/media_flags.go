@@ -23,6 +23,10 @@ type mediaFlags struct {
 	noTranscriber string
 	allowPrivate  bool
 	maxDownload   byteSize
+	limits        media.Limits
+	memory        byteSize
+	probeOutput   byteSize
+	tempDir       string
 }
 
 // registerMediaFlags defines -gpu, -whisper-model, -no-transcriber,
@@ -34,6 +38,23 @@ func registerMediaFlags(fs *flag.FlagSet) *mediaFlags {
 	fs.StringVar(&f.noTranscriber, "no-transcriber", string(tasks.NoTranscriberForward), "without a transcriber, audio/video needing a transcript are: forward (to -forward-unknown's queue) or fail")
 	fs.BoolVar(&f.allowPrivate, "allow-private-urls", false, "let process_url_task_remote fetch loopback, private and link-local addresses")
 	fs.Var(&f.maxDownload, "max-download-size", "largest input a task downloads, e.g. 2GiB, 500MB or bytes (0: no limit)")
+	// Hostile media: each limit below names itself in the error a task
+	// fails with when an input exceeds it.
+	d := media.DefaultLimits()
+	f.limits = d
+	f.memory, f.probeOutput = byteSize(d.Memory), byteSize(d.MaxProbeOutput)
+	fs.Int64Var(&f.limits.MaxPixels, "media-max-pixels", d.MaxPixels, "largest video frame (width x height) probed or decoded")
+	fs.DurationVar(&f.limits.MaxDuration, "media-max-duration", d.MaxDuration, "longest accepted audio/video")
+	fs.IntVar(&f.limits.MaxStreams, "media-max-streams", d.MaxStreams, "most streams one file may have")
+	fs.Float64Var(&f.limits.MaxFPS, "media-max-fps", d.MaxFPS, "highest average video frame rate")
+	fs.Var(&f.probeOutput, "media-max-metadata", "most bytes of ffprobe's description of one file (tags included)")
+	fs.IntVar(&f.limits.MaxPackets, "media-max-packets", d.MaxPackets, "most packets listed when looking for keyframes")
+	fs.Var(&f.memory, "media-memory", "address-space limit of each ffmpeg/ffprobe process (RLIMIT_AS), e.g. 4GiB")
+	fs.DurationVar(&f.limits.TimeBase, "media-time-base", d.TimeBase, "wall-clock time every ffmpeg/ffprobe run gets (a probe, a frame)")
+	fs.Float64Var(&f.limits.TimeFactor, "media-time-factor", d.TimeFactor, "extra wall-clock seconds per second of media for runs that decode all of it (proxy, audio); CPU time is capped at the wall limit x -media-threads")
+	fs.IntVar(&f.limits.Threads, "media-threads", d.Threads, "ffmpeg threads per run")
+	fs.Float64Var(&f.limits.ProxyRatio, "proxy-max-ratio", d.ProxyRatio, "largest proxy transcode as a multiple of the input's size (at least 8 MiB)")
+	fs.StringVar(&f.tempDir, "temp-dir", "", "where the worker's own temporary folder is made (default $TMPDIR); stale ones of dead workers are removed at start")
 	return f
 }
 
@@ -50,6 +71,21 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 	if err != nil {
 		return nil, nil, err
 	}
+	f.limits.Memory, f.limits.MaxProbeOutput = int64(f.memory), int64(f.probeOutput)
+	if err := f.limits.Validate(); err != nil {
+		return nil, nil, err
+	}
+	work, err := tasks.NewWorkDir(f.tempDir, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	started := false
+	defer func() {
+		if !started { // any early return below: leave nothing behind
+			work.Close()
+		}
+	}()
+	log.Info().Str("dir", work.Path).Msg("media: temporary files go to this worker's own folder")
 	caps, err := media.Detect(ctx, media.DetectOptions{Mode: mode})
 	if err != nil {
 		// -gpu on without a usable NVDEC: the error says what each test
@@ -93,7 +129,7 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 		}
 	}
 
-	tools := &media.Tools{GPU: caps}
+	tools := &media.Tools{GPU: caps, Limits: f.limits, TempDir: work.Path}
 	err = tasks.RegisterMedia(mux, tasks.MediaConfig{
 		Tools:             tools,
 		Transcriber:       tr,
@@ -104,6 +140,7 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 		MaxDownloadSize:   int64(f.maxDownload),
 		APIKey:            os.Getenv("MORAG_API_KEY"),
 		GatewayURL:        os.Getenv("MAIN_SERVER_URL"),
+		TempDir:           work.Path,
 		Logger:            log,
 	})
 	if err != nil {
@@ -116,12 +153,16 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 		log.Warn().Msg("process_url_task_remote may fetch loopback, private and link-local addresses (-allow-private-urls)")
 	}
 	cleanup := func() {
+		if err := work.Close(); err != nil {
+			log.Warn().Err(err).Str("dir", work.Path).Msg("removing the worker's temporary folder")
+		}
 		if tr != nil {
 			if err := tr.Close(); err != nil {
 				log.Warn().Err(err).Msg("closing the transcriber")
 			}
 		}
 	}
+	started = true
 	return map[string]any{"gpu": caps, "transcriber": transcriber}, cleanup, nil
 }
 

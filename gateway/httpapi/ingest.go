@@ -70,6 +70,9 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 		_ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID)
 		return unprocessable(c, v.errs...)
 	}
+	if err := noteUpload(c, up.Size, f.value("time_limit")); err != nil {
+		return fail(err)
+	}
 	metadata, err := parseJSONObject("metadata", f.value("metadata"))
 	if err != nil {
 		return fail(err)

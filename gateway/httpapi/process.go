@@ -55,6 +55,10 @@ func (g *Gateway) processFile(c echo.Context) error {
 		drop()
 		return clientError(c, err)
 	}
+	if err := noteUpload(c, up.Size, f.value("time_limit")); err != nil {
+		drop()
+		return clientError(c, err)
+	}
 	d, _ := g.route(c, gpu)
 	// MoRAG types, not the MIME types clients often send (upstream
 	// normalizes before processing; a Python worker makes a MIME type

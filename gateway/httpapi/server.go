@@ -50,6 +50,8 @@ type Config struct {
 	// CORSOrigins may call the API from a browser; nil means any ("*", as
 	// MoRAG), empty none.
 	CORSOrigins []string
+	// TaskTimeLimit is the default time limit of every task sent.
+	TaskTimeLimit TimeLimits
 	// ShutdownTimeout bounds the wait for in-flight requests on shutdown.
 	ShutdownTimeout time.Duration
 	// KeyPrefix is broker_transport_options' global_keyprefix (queues,
@@ -110,7 +112,7 @@ func (c *Config) defaults() error {
 	if c.ResultExpires <= 0 {
 		c.ResultExpires = 24 * time.Hour
 	}
-	return nil
+	return c.TaskTimeLimit.defaults()
 }
 
 // ownerTTL is how long a task's owner is kept: the task may take up to

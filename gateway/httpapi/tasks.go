@@ -30,13 +30,17 @@ func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData)
 // send enqueues a task on d.Queue, records its owner and logs the routing.
 func (g *Gateway) send(c echo.Context, d auth.Decision, name string, args []any) (*protocol.AsyncResult, error) {
 	ctx := c.Request().Context()
-	res, err := g.client.Send(ctx, name, args, nil, protocol.SendOptions{Queue: d.Queue})
+	opts, err := g.sendOptions(c, d.Queue)
+	if err != nil {
+		return nil, err
+	}
+	res, err := g.client.Send(ctx, name, args, nil, opts)
 	if err != nil {
 		g.log.Error().Err(err).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).Msg("enqueue failed")
 		return nil, err
 	}
 	g.log.Info().Str("task_id", res.ID).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).
-		Str("reason", d.Reason).Msg("task enqueued")
+		Str("reason", d.Reason).Dur("time_limit", opts.TimeLimit).Msg("task enqueued")
 	if d.UserID != "" {
 		if conn, err := g.pool.GetContext(ctx); err == nil {
 			_, _ = redis.DoContext(conn, ctx, "SET", taskOwnerPrefix+res.ID, d.UserID, "EX", int64(g.cfg.ownerTTL()/time.Second))
@@ -48,6 +52,10 @@ func (g *Gateway) send(c echo.Context, d auth.Decision, name string, args []any)
 
 // enqueueError answers a failed enqueue.
 func enqueueError(c echo.Context, err error) error {
+	var bf *errBadForm
+	if errors.As(err, &bf) { // a refused time_limit
+		return clientError(c, err)
+	}
 	return detail(c, http.StatusServiceUnavailable, "Could not enqueue the task: %v; check that Redis is reachable", err)
 }
 

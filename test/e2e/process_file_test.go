@@ -34,6 +34,10 @@ type stack struct {
 	aliceKey string
 	goWorker *testenv.Process
 	uploads  string
+	// How the Go worker was started, to start it again.
+	workerBin  string
+	workerEnv  []string
+	workerArgs []string
 }
 
 // TestProcessFileGPU: alice uploads with gpu=true, the gateway routes to
@@ -188,6 +192,13 @@ func (s *stack) processFile(t *testing.T, path string, options map[string]any) r
 // the Go worker alive.
 func startStack(t *testing.T) *stack {
 	t.Helper()
+	return startStackWith(t, nil, nil)
+}
+
+// startStackWith is startStack with extra environment and flags for the
+// Go worker.
+func startStackWith(t *testing.T, workerEnv, workerFlags []string) *stack {
+	t.Helper()
 	dir := t.TempDir()
 	gatewayBin := build(t, dir, "./gateway", "gateway")
 	workerBin, workerArgs := goWorker(t, dir)
@@ -212,8 +223,10 @@ func startStack(t *testing.T) *stack {
 	if !gw.WaitOutput("gateway listening", 60*time.Second) {
 		t.Fatalf("gateway did not start:\n%s", gw.Output())
 	}
-	s.goWorker = testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}, workerBin,
-		append([]string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery"}, workerArgs...)...)
+	s.workerBin = workerBin
+	s.workerEnv = append([]string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}, workerEnv...)
+	s.workerArgs = append(append([]string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery"}, workerArgs...), workerFlags...)
+	s.goWorker = testenv.Start(t, "", s.workerEnv, workerBin, s.workerArgs...)
 	if !s.goWorker.WaitOutput(`"ready."`, 60*time.Second) {
 		t.Fatalf("Go worker did not become ready:\n%s", s.goWorker.Output())
 	}

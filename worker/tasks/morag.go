@@ -97,6 +97,9 @@ type MediaConfig struct {
 	// GatewayURL is where results are uploaded when the task does not tell
 	// (a file_url's origin does); MoRAG's MAIN_SERVER_URL. Optional.
 	GatewayURL string
+	// TempDir holds the tasks' temporary directories (the worker's own
+	// WorkDir); "" means os.TempDir().
+	TempDir string
 	// Logger receives the tasks' logs; each line carries task_id, task,
 	// queue and worker. The zero value discards them.
 	Logger zerolog.Logger
@@ -132,6 +135,11 @@ func RegisterMedia(mux *runner.Mux, cfg MediaConfig) error {
 func newMediaTasks(cfg MediaConfig) (*mediaTasks, error) {
 	if cfg.Tools == nil {
 		cfg.Tools = &media.Tools{}
+	}
+	if cfg.TempDir != "" && cfg.Tools.TempDir == "" {
+		tools := *cfg.Tools
+		tools.TempDir = cfg.TempDir
+		cfg.Tools = &tools
 	}
 	if cfg.NoTranscriber == "" {
 		cfg.NoTranscriber = NoTranscriberForward
@@ -215,7 +223,7 @@ func (m *mediaTasks) startDownload(ctx context.Context, log zerolog.Logger, t *r
 	if done, err = m.early(log, t, hint, contentType); done || err != nil {
 		return hint, "", nil, true, err
 	}
-	if dir, err = os.MkdirTemp("", "morag-task-"); err != nil {
+	if dir, err = os.MkdirTemp(m.cfg.TempDir, "morag-task-"); err != nil {
 		return hint, "", nil, true, fmt.Errorf("%s: create a temporary directory: %w", t.Name, err)
 	}
 	st = newStates(ctx, t, log)
@@ -341,7 +349,7 @@ func (m *mediaTasks) processFile(ctx context.Context, t *runner.Task) (any, erro
 	case !st.Mode().IsRegular():
 		return nil, fmt.Errorf("%s: %s is not a regular file", t.Name, filePath)
 	}
-	dir, err := os.MkdirTemp("", "morag-task-")
+	dir, err := os.MkdirTemp(m.cfg.TempDir, "morag-task-")
 	if err != nil {
 		return nil, fmt.Errorf("%s: create a temporary directory: %w", t.Name, err)
 	}
@@ -425,7 +433,7 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 	st.set(stateProcessing, map[string]any{"stage": "processing"})
 	pl, err := m.proc.decide(ctx, in.Path, in.Hint)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", t.Name, in.Name, err)
+		return nil, m.mediaFailure(log, t, in, err)
 	}
 	if pl.Forward != "" {
 		return nil, forwardErr(m.forward(log, t, pl.Forward))
@@ -444,7 +452,7 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 		Path: in.Path, Name: in.Name, Size: in.Size, Options: in.Options, ProxyDir: in.Dir, Progress: st.progress,
 	}, pl)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.Name, err)
+		return nil, m.mediaFailure(log, t, in, err)
 	}
 	meta := out.Metadata
 	meta["content_type"] = pl.Kind.String()
@@ -475,6 +483,25 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 	return result, nil
 }
 
+// mediaFailure logs a failed media step in full (paths, ffmpeg's output)
+// and returns what the client sees: the task, the file's own name and
+// media's public text, naming the limit or the format when that was it.
+// The error chain underneath is kept for the runner (time limits,
+// cancellation).
+func (m *mediaTasks) mediaFailure(log zerolog.Logger, t *runner.Task, in input, err error) error {
+	var me *media.Error
+	if !errors.As(err, &me) {
+		return fmt.Errorf("%s: %s: %w", t.Name, in.Name, err)
+	}
+	ev := log.Warn()
+	if errors.Is(err, media.ErrLimit) || errors.Is(err, media.ErrFormat) {
+		ev = log.Error() // hostile or oversized input: worth an operator's look
+	}
+	ev.Str("file", in.Name).Str("op", me.Op).Str("path", me.Path).Str("ffmpeg_stderr", me.Stderr).
+		AnErr("cause", me.Err).Msg("media processing failed: " + me.Public())
+	return media.PublicError(fmt.Sprintf("%s: %s: ", t.Name, in.Name), err)
+}
+
 // forwardErr keeps the error of a forward/fail decision (the value is
 // always nil).
 func forwardErr(_ any, err error) error { return err }
@@ -493,7 +520,9 @@ func (m *mediaTasks) deliverProxy(ctx context.Context, t *runner.Task, log zerol
 	info := map[string]any{"video_quality": in.Options.VideoQuality}
 	if out.ProxyErr != nil {
 		log.Warn().Err(out.ProxyErr).Msg("proxy transcode failed; returning the result without it")
-		info["error"] = out.ProxyErr.Error()
+		// The client's view: the limit hit (e.g. the proxy's size cap),
+		// never a worker path or ffmpeg's output.
+		info["error"] = media.PublicError("", out.ProxyErr).Error()
 		return info
 	}
 	info["decode"] = out.ProxyPath.Decode

@@ -109,18 +109,6 @@ func kindFromURL(raw string) kind {
 	return kindFromName(path.Base(u.Path))
 }
 
-// isImageFormat reports whether an ffprobe format name is a still image
-// (image2, png_pipe, jpeg_pipe, ...) or a GIF, which probe as a one-frame
-// "video" but are images to MoRAG.
-func isImageFormat(format string) bool {
-	for _, f := range strings.Split(format, ",") {
-		if f == "image2" || f == "gif" || f == "apng" || strings.HasSuffix(f, "_pipe") {
-			return true
-		}
-	}
-	return false
-}
-
 // taskOptions are the task_options (or options) keys this worker uses.
 type taskOptions struct {
 	IncludeThumbnails bool
@@ -218,11 +206,17 @@ func (p *processor) decide(ctx context.Context, file string, hint kind) (*plan, 
 		if hint == kindUnknown && (errors.Is(err, media.ErrCorrupt) || errors.Is(err, media.ErrNoStreams)) {
 			return &plan{Forward: "the file is not audio or video (ffprobe cannot read it as media)"}, nil
 		}
+		// A refused format is not opened, and fails the task, unless it
+		// is an image of unknown kind: MoRAG's Python workers take those.
+		var fe *media.FormatError
+		if hint == kindUnknown && errors.As(err, &fe) && (fe.Format == "" || media.IsImageFormat(fe.Format)) {
+			return &plan{Forward: fmt.Sprintf("the file is not audio or video (detected %q)", fe.Format)}, nil
+		}
 		return nil, err
 	}
 	pl := &plan{Info: info}
 	switch {
-	case hint == kindUnknown && isImageFormat(info.Format):
+	case hint == kindUnknown && media.IsImageFormat(info.Format):
 		pl.Forward = fmt.Sprintf("the file is an image (%s), not audio or video", info.Format)
 		return pl, nil
 	case hint == kindAudio:
