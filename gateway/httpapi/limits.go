@@ -1,0 +1,112 @@
+package httpapi
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/labstack/echo/v4"
+)
+
+// Per-route time and size limits on a request, set after routing. The
+// http.Server's own timeouts (limits on headers and idle keep-alives) are
+// in Run; a whole-request ReadTimeout there would cut slow but honest
+// uploads, and a WriteTimeout would cut synchronous /process calls.
+
+// uploadRoutes take a file: their body may be slow (a worker uploading
+// over a thin link) but must keep arriving at -upload-min-rate.
+var uploadRoutes = map[string]bool{
+	"/process/file":               true,
+	"/api/v1/ingest/file":         true,
+	"/api/v1/files/upload-result": true,
+}
+
+// errTooSlow is an upload body that fell below -upload-min-rate (408).
+var errTooSlow = errors.New("request body too slow")
+
+// requestLimits sets the read deadline and size bound of the body and the
+// write deadline of the answer, by route:
+//   - upload routes: a minimum-rate reader (see minRateBody);
+//   - every other body: -read-timeout for the whole body and at most
+//     -max-task-bytes (nothing else is ever read from it);
+//   - answers: /process/* may wait -wait-timeout for a result, downloads
+//     stream files, everything else has -read-timeout to be written.
+//
+// A body-less request gets no read deadline: net/http is already reading
+// the connection in the background to notice the client leaving, and an
+// expired deadline there would cancel the request.
+func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := c.Request()
+		rc := http.NewResponseController(c.Response())
+		route := c.Path()
+		now := time.Now()
+		switch {
+		case len(route) >= 9 && route[:9] == "/process/":
+			_ = rc.SetWriteDeadline(now.Add(g.cfg.WaitTimeout + time.Minute))
+		case route == "/api/v1/files/:transfer_id" || route == "/api/v1/files/download":
+			// File downloads can be long; the connection caps bound them.
+		default:
+			_ = rc.SetWriteDeadline(now.Add(g.cfg.ReadTimeout + g.cfg.WriteTimeout))
+		}
+		if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
+			return next(c)
+		}
+		if uploadRoutes[route] {
+			req.Body = &minRateBody{r: req.Body, rc: rc, start: now, grace: g.cfg.UploadGrace, rate: g.cfg.UploadMinRate}
+		} else {
+			_ = rc.SetReadDeadline(now.Add(g.cfg.ReadTimeout))
+			req.Body = &clearOnEOF{r: http.MaxBytesReader(c.Response(), req.Body, g.cfg.MaxTaskBytes), rc: rc}
+		}
+		return next(c)
+	}
+}
+
+// minRateBody lets a body be slow but not stall: byte n must have arrived
+// by start + grace + n/rate. Each Read moves the connection's read
+// deadline to that instant, so a client that keeps up is never cut and one
+// that stops is cut within grace (plus what it sent ahead of schedule).
+// At the end of the body the deadline is cleared (see requestLimits).
+type minRateBody struct {
+	r     io.ReadCloser
+	rc    *http.ResponseController
+	start time.Time
+	grace time.Duration
+	rate  int64 // bytes per second
+	n     int64
+}
+
+func (b *minRateBody) Read(p []byte) (int, error) {
+	due := b.start.Add(b.grace + time.Duration(float64(b.n)/float64(b.rate)*float64(time.Second)))
+	_ = b.rc.SetReadDeadline(due)
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if err == io.EOF {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, errTooSlow
+	}
+	return n, err
+}
+
+func (b *minRateBody) Close() error { return b.r.Close() }
+
+// clearOnEOF clears the read deadline once the body is read, before the
+// handler starts waiting (see requestLimits).
+type clearOnEOF struct {
+	r  io.ReadCloser
+	rc *http.ResponseController
+}
+
+func (b *clearOnEOF) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
+func (b *clearOnEOF) Close() error { return b.r.Close() }
