@@ -548,3 +548,43 @@ func TestAttackTaskErrorsLeakWorkerDetails(t *testing.T) {
 		t.Errorf("long error not shortened: %d runes", len([]rune(got)))
 	}
 }
+
+// The per-route read deadlines must not cut a synchronous /process call
+// that waits for its result longer than -read-timeout or the upload grace.
+func TestSyncWaitOutlivesReadDeadlines(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := startServed(t, r, func(c *Config) { c.ReadTimeout, c.UploadGrace = time.Second, time.Second })
+	finishLater := func() { // plays the worker: answers the queued task after 2.5 s
+		var id string
+		eventually(t, 10*time.Second, "the task queued", func() bool {
+			raw, err := redis.ByteSlices(r.Do("LRANGE", "celery", 0, 0), nil)
+			if err != nil || len(raw) == 0 {
+				return false
+			}
+			m, err := protocol.Decode(raw[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			id = m.ID
+			return true
+		})
+		r.Do("DEL", "celery")
+		time.Sleep(2500 * time.Millisecond)
+		if err := s.gw.backend.Store(context.Background(), protocol.StoreRequest{TaskID: id, State: protocol.StateSuccess,
+			Result: map[string]any{"success": true, "content": "done"}}); err != nil {
+			t.Error(err)
+		}
+	}
+	for name, send := range map[string]func() resp{
+		"process/url":  func() resp { return s.postJSON("/process/url", map[string]any{"url": "https://x"}) },
+		"process/file": func() resp { return s.postForm("/process/file", nil, "a.txt", []byte("abc")) },
+	} {
+		done := make(chan resp, 1)
+		go func() { done <- send() }() // owner: this test; the request ends with its answer
+		finishLater()
+		got := <-done
+		if got.Code != 200 || !strings.Contains(string(got.Body), `"content":"done"`) {
+			t.Errorf("%s waited past the read deadline: %d %s, want the result", name, got.Code, got.Body)
+		}
+	}
+}

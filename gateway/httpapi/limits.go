@@ -34,9 +34,12 @@ var errTooSlow = errors.New("request body too slow")
 //   - answers: /process/* may wait -wait-timeout for a result, downloads
 //     stream files, everything else has -read-timeout to be written.
 //
-// A body-less request gets no read deadline: net/http is already reading
-// the connection in the background to notice the client leaving, and an
-// expired deadline there would cancel the request.
+// Once a body has been read to its end, net/http clears the read deadline
+// and reads the connection in the background to notice the client
+// leaving; a deadline set after that would cancel the request when it
+// expires. So a body-less request gets no read deadline (its background
+// read has already started), and minRateBody stops moving the deadline at
+// the end of the body.
 func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
@@ -58,7 +61,7 @@ func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
 			req.Body = &minRateBody{r: req.Body, rc: rc, start: now, grace: g.cfg.UploadGrace, rate: g.cfg.UploadMinRate}
 		} else {
 			_ = rc.SetReadDeadline(now.Add(g.cfg.ReadTimeout))
-			req.Body = &clearOnEOF{r: http.MaxBytesReader(c.Response(), req.Body, g.cfg.MaxTaskBytes), rc: rc}
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, g.cfg.MaxTaskBytes)
 		}
 		return next(c)
 	}
@@ -68,7 +71,8 @@ func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
 // by start + grace + n/rate. Each Read moves the connection's read
 // deadline to that instant, so a client that keeps up is never cut and one
 // that stops is cut within grace (plus what it sent ahead of schedule).
-// At the end of the body the deadline is cleared (see requestLimits).
+// After the end of the body it leaves the deadline alone (see
+// requestLimits).
 type minRateBody struct {
 	r     io.ReadCloser
 	rc    *http.ResponseController
@@ -76,16 +80,18 @@ type minRateBody struct {
 	grace time.Duration
 	rate  int64 // bytes per second
 	n     int64
+	eof   bool
 }
 
 func (b *minRateBody) Read(p []byte) (int, error) {
+	if b.eof {
+		return 0, io.EOF
+	}
 	due := b.start.Add(b.grace + time.Duration(float64(b.n)/float64(b.rate)*float64(time.Second)))
 	_ = b.rc.SetReadDeadline(due)
 	n, err := b.r.Read(p)
 	b.n += int64(n)
-	if err == io.EOF {
-		_ = b.rc.SetReadDeadline(time.Time{})
-	}
+	b.eof = err == io.EOF
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, errTooSlow
 	}
@@ -93,20 +99,3 @@ func (b *minRateBody) Read(p []byte) (int, error) {
 }
 
 func (b *minRateBody) Close() error { return b.r.Close() }
-
-// clearOnEOF clears the read deadline once the body is read, before the
-// handler starts waiting (see requestLimits).
-type clearOnEOF struct {
-	r  io.ReadCloser
-	rc *http.ResponseController
-}
-
-func (b *clearOnEOF) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	if err == io.EOF {
-		_ = b.rc.SetReadDeadline(time.Time{})
-	}
-	return n, err
-}
-
-func (b *clearOnEOF) Close() error { return b.r.Close() }
