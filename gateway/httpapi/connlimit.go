@@ -59,12 +59,13 @@ func (l *connLimiter) Open() int {
 	return l.total
 }
 
-// admit decides on a new connection from ip; victim, when not nil, is an
-// idle connection to close to make room.
-func (l *connLimiter) admit(ip netip.Addr) (ok bool, reason string, victim net.Conn) {
+// admit decides on a new connection from client ip (an IPv6 /64, see
+// clientBucket); exempt clients are not capped per IP. victim, when not
+// nil, is an idle connection to close to make room.
+func (l *connLimiter) admit(ip netip.Addr, exempt bool) (ok bool, reason string, victim net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.perIP > 0 && l.byIP[ip] >= l.perIP && (l.exempt == nil || !l.exempt(ip)) {
+	if l.perIP > 0 && l.byIP[ip] >= l.perIP && !exempt {
 		return false, "per-ip", nil
 	}
 	if l.max > 0 && l.total >= l.max {
@@ -107,8 +108,9 @@ func (ll *limitedListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := peerIP(c)
-		ok, reason, victim := ll.l.admit(ip)
+		peer := peerIP(c)
+		ip := clientBucket(peer)
+		ok, reason, victim := ll.l.admit(ip, ll.l.exempt != nil && ll.l.exempt(peer))
 		if victim != nil {
 			victim.Close()
 		}
@@ -129,6 +131,16 @@ func peerIP(c net.Conn) netip.Addr {
 		return ap.Addr().Unmap()
 	}
 	return netip.Addr{}
+}
+
+// clientBucket is what the per-IP cap counts: the address, or for IPv6 its
+// /64, the block one host usually controls (as the credential limiter).
+func clientBucket(a netip.Addr) netip.Addr {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.Addr()
+	}
+	return a
 }
 
 // limitedConn gives its slot back once, on its first Close.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -586,5 +587,27 @@ func TestSyncWaitOutlivesReadDeadlines(t *testing.T) {
 		if got.Code != 200 || !strings.Contains(string(got.Body), `"content":"done"`) {
 			t.Errorf("%s waited past the read deadline: %d %s, want the result", name, got.Code, got.Body)
 		}
+	}
+}
+
+// The per-IP connection cap counts an IPv6 client by its /64, so one host
+// cannot multiply its share by rotating addresses.
+func TestConnCapGroupsIPv6By64(t *testing.T) {
+	l := newConnLimiter(100, 2, nil, zerolog.Nop())
+	admit := func(s string) bool {
+		ok, _, _ := l.admit(clientBucket(netip.MustParseAddr(s)), false)
+		return ok
+	}
+	if !admit("2001:db8::1") || !admit("2001:db8::2") {
+		t.Fatal("first two connections refused")
+	}
+	if admit("2001:db8::ffff:1") {
+		t.Error("a third address in the same /64 was admitted over the per-IP cap of 2")
+	}
+	if !admit("2001:db8:0:1::1") || !admit("192.0.2.1") {
+		t.Error("another /64 or an IPv4 client was refused")
+	}
+	if ok, _, _ := l.admit(clientBucket(netip.MustParseAddr("2001:db8::3")), true); !ok {
+		t.Error("an exempt (trusted proxy) client was capped")
 	}
 }
