@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/rs/zerolog"
@@ -62,7 +63,9 @@ func Middleware(svc *KeyService, opts MiddlewareOptions) echo.MiddlewareFunc {
 		guard = NewGuard(svc, GuardOptions{AdminToken: opts.AdminToken, Limiter: opts.Limiter,
 			FailuresPerMinute: opts.FailuresPerMinute, Burst: opts.Burst, Logger: opts.Logger})
 	}
-	log := opts.Logger
+	// Failed and refused credentials are logged per request; a guesser
+	// makes many a second, so a few are logged, not each.
+	log := opts.Logger.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second})
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) error {
 			req := c.Request()

@@ -32,6 +32,8 @@ type connLimiter struct {
 }
 
 func newConnLimiter(max, perIP int, exempt func(netip.Addr) bool, log zerolog.Logger) *connLimiter {
+	// A flood is many refusals a second: log a few, not each.
+	log = log.Sample(&zerolog.BurstSampler{Burst: 5, Period: time.Second})
 	return &connLimiter{max: max, perIP: perIP, exempt: exempt, log: log,
 		byIP: map[netip.Addr]int{}, idle: map[net.Conn]struct{}{}}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -46,25 +47,37 @@ func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
 		rc := http.NewResponseController(c.Response())
 		route := c.Path()
 		now := time.Now()
-		switch {
-		case len(route) >= 9 && route[:9] == "/process/":
-			_ = rc.SetWriteDeadline(now.Add(g.cfg.WaitTimeout + time.Minute))
-		case route == "/api/v1/files/:transfer_id" || route == "/api/v1/files/download":
-			// File downloads can be long; the connection caps bound them.
-		default:
-			_ = rc.SetWriteDeadline(now.Add(g.cfg.ReadTimeout + g.cfg.WriteTimeout))
+		answer, bounded := g.answerWithin(route)
+		upload := uploadRoutes[route] && req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0
+		// An upload's answer is timed from the end of its body, which
+		// may arrive slowly (minRateBody sets it).
+		if bounded && !upload {
+			_ = rc.SetWriteDeadline(now.Add(answer))
 		}
 		if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
 			return next(c)
 		}
-		if uploadRoutes[route] {
-			req.Body = &minRateBody{r: req.Body, rc: rc, start: now, grace: g.cfg.UploadGrace, rate: g.cfg.UploadMinRate}
+		if upload {
+			req.Body = &minRateBody{r: req.Body, rc: rc, start: now, grace: g.cfg.UploadGrace, rate: g.cfg.UploadMinRate, answer: answer}
 		} else {
 			_ = rc.SetReadDeadline(now.Add(g.cfg.ReadTimeout))
 			req.Body = http.MaxBytesReader(c.Response(), req.Body, g.cfg.MaxTaskBytes)
 		}
 		return next(c)
 	}
+}
+
+// answerWithin is how long a route has to write its answer, and whether
+// it is bounded at all: /process/* may wait -wait-timeout for the result;
+// file downloads stream whole files (the connection caps bound them).
+func (g *Gateway) answerWithin(route string) (time.Duration, bool) {
+	switch {
+	case strings.HasPrefix(route, "/process/"):
+		return g.cfg.WaitTimeout + time.Minute, true
+	case route == "/api/v1/files/:transfer_id" || route == "/api/v1/files/download":
+		return 0, false
+	}
+	return g.cfg.ReadTimeout + g.cfg.WriteTimeout, true
 }
 
 // minRateBody lets a body be slow but not stall: byte n must have arrived
@@ -81,6 +94,8 @@ type minRateBody struct {
 	rate  int64 // bytes per second
 	n     int64
 	eof   bool
+	// answer is the time the handler has to answer once the body is in.
+	answer time.Duration
 }
 
 func (b *minRateBody) Read(p []byte) (int, error) {
@@ -91,7 +106,9 @@ func (b *minRateBody) Read(p []byte) (int, error) {
 	_ = b.rc.SetReadDeadline(due)
 	n, err := b.r.Read(p)
 	b.n += int64(n)
-	b.eof = err == io.EOF
+	if b.eof = err == io.EOF; b.eof {
+		_ = b.rc.SetWriteDeadline(time.Now().Add(b.answer))
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, errTooSlow
 	}
