@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -30,8 +31,8 @@ var errTooSlow = errors.New("request body too slow")
 // requestLimits sets the read deadline and size bound of the body and the
 // write deadline of the answer, by route:
 //   - upload routes: a minimum-rate reader (see minRateBody);
-//   - every other body: -read-timeout for the whole body and at most
-//     -max-task-bytes (nothing else is ever read from it);
+//   - every other body: read here whole within -read-timeout, at most
+//     -max-task-bytes (413);
 //   - answers: /process/* may wait -wait-timeout for a result, downloads
 //     stream files, everything else has -read-timeout to be written.
 //
@@ -59,12 +60,35 @@ func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		if upload {
 			req.Body = &minRateBody{r: req.Body, rc: rc, start: now, grace: g.cfg.UploadGrace, rate: g.cfg.UploadMinRate, answer: answer}
-		} else {
-			_ = rc.SetReadDeadline(now.Add(g.cfg.ReadTimeout))
-			req.Body = http.MaxBytesReader(c.Response(), req.Body, g.cfg.MaxTaskBytes)
+			return next(c)
 		}
+		// Nothing but a task message is made of these bodies, so they are
+		// read here whole, within -read-timeout, and one larger than a task
+		// may be is a 413 before any handler parses it.
+		_ = rc.SetReadDeadline(now.Add(g.cfg.ReadTimeout))
+		if req.ContentLength > g.cfg.MaxTaskBytes {
+			return g.bodyTooLarge(c)
+		}
+		body, err := io.ReadAll(io.LimitReader(req.Body, g.cfg.MaxTaskBytes+1))
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return inputError(c, http.StatusRequestTimeout, "The request body did not arrive within %s", g.cfg.ReadTimeout)
+		case err != nil:
+			return inputError(c, http.StatusBadRequest, "The request body ended early; send it again")
+		case int64(len(body)) > g.cfg.MaxTaskBytes:
+			return g.bodyTooLarge(c)
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
 		return next(c)
 	}
+}
+
+// bodyTooLarge answers a body over -max-task-bytes; the connection is
+// closed after the answer, as the rest of the body is not read.
+func (g *Gateway) bodyTooLarge(c echo.Context) error {
+	c.Response().Header().Set("Connection", "close")
+	return inputError(c, http.StatusRequestEntityTooLarge,
+		"Request body larger than %d bytes (-max-task-bytes): a task message cannot be larger; send large content as a file upload", g.cfg.MaxTaskBytes)
 }
 
 // answerWithin is how long a route has to write its answer, and whether
