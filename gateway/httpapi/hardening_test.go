@@ -611,3 +611,33 @@ func TestConnCapGroupsIPv6By64(t *testing.T) {
 		t.Error("an exempt (trusted proxy) client was capped")
 	}
 }
+
+// A worker downloading an upload slowly must not be cut by the write
+// deadline other routes have.
+func TestSlowDownloadIsNotCut(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := startServed(t, r, func(c *Config) { c.ReadTimeout, c.WriteTimeout = time.Second, time.Second })
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB, more than the socket buffers
+	up, err := s.gw.files.Save(context.Background(), "", "big.bin", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(s.gw.files.SignedURL(s.url, up.ID, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got bytes.Buffer
+	buf := make([]byte, 1<<20)
+	for { // about 4 MiB/s: the download lasts about 4 s, past the 2 s others get
+		n, err := io.ReadFull(resp.Body, buf)
+		got.Write(buf[:n])
+		if err != nil {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if resp.StatusCode != 200 || got.Len() != len(data) {
+		t.Fatalf("slow download: %d, %d of %d bytes", resp.StatusCode, got.Len(), len(data))
+	}
+}

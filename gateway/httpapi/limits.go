@@ -25,6 +25,13 @@ var uploadRoutes = map[string]bool{
 	"/api/v1/files/upload-result": true,
 }
 
+// downloadRoutes stream whole uploads to workers: no write deadline.
+var downloadRoutes = map[string]bool{
+	"/api/v1/files/:transfer_id":                   true,
+	"/api/v1/files/s/:expires/:token/:transfer_id": true,
+	"/api/v1/files/download":                       true,
+}
+
 // errTooSlow is an upload body that fell below -upload-min-rate (408).
 var errTooSlow = errors.New("request body too slow")
 
@@ -98,7 +105,7 @@ func (g *Gateway) answerWithin(route string) (time.Duration, bool) {
 	switch {
 	case strings.HasPrefix(route, "/process/"):
 		return g.cfg.WaitTimeout + time.Minute, true
-	case route == "/api/v1/files/:transfer_id" || route == "/api/v1/files/download":
+	case downloadRoutes[route]:
 		return 0, false
 	}
 	return g.cfg.ReadTimeout + g.cfg.WriteTimeout, true
