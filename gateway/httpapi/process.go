@@ -209,6 +209,7 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	out := make([]ProcessingResult, 0, len(list))
 	for _, it := range list {
 		r := resultFromValue(it)
+		r.ErrorMessage = g.publicMessage(meta.TaskID, r.ErrorMessage)
 		r.Metadata["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
 		out = append(out, r)
 	}
