@@ -67,7 +67,7 @@ func TestAttackReadOthersResults(t *testing.T) {
 		}
 	}
 	// The owner record was written with the publish, and expires.
-	if ttl, _ := r.Do("TTL", taskOwnerPrefix+id).(int64); ttl <= 0 || ttl > int64(ownerTTL/time.Second) {
+	if ttl, _ := r.Do("TTL", taskOwnerPrefix+id).(int64); ttl <= 0 || ttl > int64(e.gw.cfg.ownerTTL()/time.Second) {
 		t.Errorf("owner record TTL %d", ttl)
 	}
 }

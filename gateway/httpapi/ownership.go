@@ -25,14 +25,7 @@ import (
 //   - An id without a record was not issued by this gateway: it cannot be
 //     cancelled, and its status is shown only when a result exists (a task
 //     sent by a Python client straight to Celery).
-const (
-	taskOwnerPrefix = "morag:tasks:owner:"
-	// minOwnerTTL is the shortest an owner record lives, beyond
-	// Config.ownerTTL (result lifetime + wait): a task can wait days in
-	// its queue when no worker consumes it, and an expired record would
-	// make its result readable by id alone.
-	minOwnerTTL = 7 * 24 * time.Hour
-)
+const taskOwnerPrefix = "morag:tasks:owner:"
 
 // taskIDPattern is what a task id may look like here: Celery's uuids, the
 // gateway's "result-<uuid>", and other short printable ids. Anything else
@@ -56,8 +49,10 @@ func (o taskOwner) allows(caller *auth.KeyData) bool {
 }
 
 // ownerCommand is the owner record's write, for the publish transaction.
+// It lives -result-expires plus -wait-timeout (Config.ownerTTL); a task
+// that waits in its queue longer loses its owner (see SECURITY.md).
 func (g *Gateway) ownerCommand(taskID, userID string) protocol.Command {
-	ttl := max(g.cfg.ownerTTL(), minOwnerTTL)
+	ttl := g.cfg.ownerTTL()
 	return protocol.Command{Name: "SET", Args: []any{taskOwnerPrefix + taskID, userID, "EX", int64(ttl / time.Second)}}
 }
 
