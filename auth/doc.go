@@ -16,7 +16,8 @@
 //     never leave Redis).
 //   - user_id must match ^[A-Za-z0-9_.-]{1,64}$ because it becomes a queue name
 //     and a Redis key part.
-//   - Failed key attempts are rate-limited per client IP.
+//   - Failed credentials (API keys and the admin token) are rate-limited per
+//     client through one Guard; a valid key is never refused (see Guard).
 //   - Stored data that Python would accept only by accident (non-boolean
 //     "active", an expires_at Python cannot parse or compare) is treated as an
 //     invalid key, never as a valid one.

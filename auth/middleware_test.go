@@ -160,11 +160,11 @@ func TestMiddlewareRateLimitsFailuresPerIP(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), `"detail"`) {
 		t.Fatalf("429 body %s has no detail", rec.Body.String())
 	}
-	// A blocked client cannot probe with valid keys either...
-	if rec := do(e, "/whoami", attacker, hdr{"Authorization": "Bearer " + alice}); rec.Code != http.StatusTooManyRequests {
-		t.Fatalf("valid key from a blocked IP: %d, want 429", rec.Code)
-	}
-	// ...nor escape by forging X-Forwarded-For (no IPExtractor configured).
+	// A valid key is never refused because of failures (issue 15: the
+	// 429 came before validation, locking out everyone behind the IP)...
+	wantWho(t, do(e, "/whoami", attacker, hdr{"Authorization": "Bearer " + alice}), "alice")
+	// ...while invalid ones stay refused, and forging X-Forwarded-For does
+	// not escape (no IPExtractor configured).
 	if rec := do(e, "/whoami", attacker, hdr{"X-API-Key": "x", "X-Forwarded-For": "203.0.113.99"}); rec.Code != http.StatusTooManyRequests {
 		t.Fatalf("forged X-Forwarded-For bypassed the limit: %d", rec.Code)
 	}
@@ -223,5 +223,52 @@ func TestMiddlewareWithRealServer(t *testing.T) {
 	b.ReadFrom(resp.Body)
 	if resp.StatusCode != http.StatusOK || b.String() != "alice alice" {
 		t.Fatalf("GET /private over TCP: %d %q", resp.StatusCode, b.String())
+	}
+}
+
+// TestMiddlewareCountsAdminTokenGuesses: X-Admin-Token guesses went
+// uncounted, so the admin token could be guessed without limit. Now every
+// credential counts against one budget, and a blocked client's admin tokens
+// are not even compared (the right one is refused too).
+func TestMiddlewareCountsAdminTokenGuesses(t *testing.T) {
+	svc, _, _ := newTestService(t)
+	alice, _ := mustCreate(t, svc, "alice", "", 0)
+	const admin = "the-admin-token-0123456789"
+	e := echo.New()
+	e.Use(Middleware(svc, MiddlewareOptions{Logger: zerolog.Nop(), AdminToken: admin, FailuresPerMinute: 1, Burst: 3}))
+	e.GET("/admin", func(c echo.Context) error {
+		if !IsAdmin(c) {
+			return c.String(http.StatusForbidden, "no")
+		}
+		return c.String(http.StatusOK, "admin")
+	})
+	const guesser = "198.51.100.20"
+	if rec := do(e, "/admin", guesser, hdr{"X-Admin-Token": admin}); rec.Code != 200 {
+		t.Fatalf("right admin token: %d", rec.Code)
+	}
+	if rec := do(e, "/admin", guesser, hdr{"Authorization": "Bearer " + admin}); rec.Code != 200 {
+		t.Fatalf("right admin token as Bearer: %d", rec.Code)
+	}
+	for i := 0; i < 3; i++ {
+		if rec := do(e, "/admin", guesser, hdr{"X-Admin-Token": "guess" + strconv.Itoa(i)}); rec.Code != http.StatusForbidden {
+			t.Fatalf("wrong admin token %d: %d, want 403", i, rec.Code)
+		}
+	}
+	for name, h := range map[string]hdr{
+		"X-Admin-Token guess": {"X-Admin-Token": "guess-more"},
+		"Bearer guess":        {"Authorization": "Bearer guess-more"},
+		"right X-Admin-Token": {"X-Admin-Token": admin},
+		"right Bearer admin":  {"Authorization": "Bearer " + admin},
+	} {
+		if rec := do(e, "/admin", guesser, h); rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
+			t.Errorf("%s from a blocked client: %d, want 429 with Retry-After", name, rec.Code)
+		}
+	}
+	// A valid API key still works from there, and the admin from elsewhere.
+	if rec := do(e, "/admin", guesser, hdr{"X-API-Key": alice}); rec.Code != http.StatusForbidden {
+		t.Errorf("valid API key from the blocked client: %d, want 403 (served, not admin)", rec.Code)
+	}
+	if rec := do(e, "/admin", "198.51.100.21", hdr{"X-Admin-Token": admin}); rec.Code != 200 {
+		t.Errorf("admin from another client: %d", rec.Code)
 	}
 }

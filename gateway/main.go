@@ -39,7 +39,9 @@ func main() {
 	flag.StringVar(&cfg.KeyPrefix, "key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "broker_transport_options global_keyprefix (queues, events, remote control); must match every worker's (env MORAG_KEY_PREFIX)")
 	flag.StringVar(&cfg.ResultKeyPrefix, "result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every worker's (env MORAG_RESULT_KEY_PREFIX)")
 	flag.DurationVar(&cfg.ResultExpires, "result-expires", 24*time.Hour, "result_expires for states the gateway stores; task owners are kept this plus -wait-timeout")
+	afterParse := limitFlags(&cfg)
 	flag.Parse()
+	afterParse()
 	cfg.MaxUpload = *maxUpload
 	cfg.CORSOrigins = []string{}
 	for _, o := range strings.Split(*cors, ",") {
@@ -54,6 +56,11 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "gateway").Logger()
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == "admin-token" {
+			cfg.Logger.Warn().Msg("-admin-token on the command line is visible to every local user (ps, /proc); use -admin-token-file or MORAG_ADMIN_TOKEN")
+		}
+	})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

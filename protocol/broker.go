@@ -100,9 +100,23 @@ func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 	return c, nil
 }
 
-// Publish LPUSHes an encoded envelope onto queue's priority list and declares
-// the queue binding (SADD _kombu.binding.<queue>) in the same transaction.
+// Publish LPUSHes an encoded envelope onto queue's list for priority,
+// declaring the queue's binding on first use as kombu does.
 func (b *Broker) Publish(ctx context.Context, queue string, envelope []byte, priority int) error {
+	return b.PublishWith(ctx, queue, envelope, priority)
+}
+
+// Command is one Redis command, for PublishWith.
+type Command struct {
+	Name string
+	Args []any
+}
+
+// PublishWith publishes like Publish and runs also in the same MULTI/EXEC,
+// so the message and the caller's own bookkeeping about it (who owns the
+// task, say) are written together: no consumer can see the message before
+// the bookkeeping exists, and a failed write is reported, not lost.
+func (b *Broker) PublishWith(ctx context.Context, queue string, envelope []byte, priority int, also ...Command) error {
 	if queue == "" {
 		return errors.New("protocol: publish: empty queue name")
 	}
@@ -112,19 +126,33 @@ func (b *Broker) Publish(ctx context.Context, queue string, envelope []byte, pri
 	}
 	defer c.Close()
 	list := b.key(b.QueueForPriority(queue, priority))
-	if _, ok := b.declared.Load(queue); ok {
+	_, declared := b.declared.Load(queue)
+	if declared && len(also) == 0 {
 		if _, err := redis.DoContext(c, ctx, "LPUSH", list, envelope); err != nil {
 			return fmt.Errorf("protocol: publish to %s: %w", queue, err)
 		}
 		return nil
 	}
 	_ = c.Send("MULTI")
-	_ = c.Send("SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue))
+	if !declared {
+		_ = c.Send("SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue))
+	}
+	for _, cmd := range also {
+		_ = c.Send(cmd.Name, cmd.Args...)
+	}
 	_ = c.Send("LPUSH", list, envelope)
-	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
+	replies, err := redis.Values(redis.DoContext(c, ctx, "EXEC"))
+	if err != nil {
 		return fmt.Errorf("protocol: publish to %s: %w", queue, err)
 	}
-	b.declared.Store(queue, struct{}{})
+	for _, r := range replies {
+		if rerr, ok := r.(redis.Error); ok {
+			return fmt.Errorf("protocol: publish to %s: a command in the transaction failed: %w", queue, rerr)
+		}
+	}
+	if !declared {
+		b.declared.Store(queue, struct{}{})
+	}
 	return nil
 }
 

@@ -67,6 +67,16 @@ type Options struct {
 	Secret   []byte
 	TaskDone TaskDone
 	Logger   zerolog.Logger
+	// QuotaUser is how many bytes one user's uploads (all their keys
+	// together) may hold, stored and arriving; QuotaAnonymous the same for
+	// all anonymous callers together. 0 means no quota.
+	QuotaUser      int64
+	QuotaAnonymous int64
+	// MinFreeDisk is the free space below which uploads are refused
+	// (ErrDiskFull); 0 disables the check.
+	MinFreeDisk int64
+	// FreeDisk replaces statfs (tests).
+	FreeDisk func(dir string) (int64, error)
 }
 
 // Store is the upload store.
@@ -75,6 +85,7 @@ type Store struct {
 	pool *redis.Pool
 	opts Options
 	log  zerolog.Logger
+	use  *usage
 }
 
 // New opens (and creates) the upload directory.
@@ -99,7 +110,13 @@ func New(pool *redis.Pool, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("files: upload directory: %w", err)
 	}
-	return &Store{dir: real, pool: pool, opts: opts, log: opts.Logger.With().Str("component", "files").Logger()}, nil
+	s := &Store{dir: real, pool: pool, opts: opts, log: opts.Logger.With().Str("component", "files").Logger(), use: newUsage()}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.loadUsage(ctx); err != nil {
+		return nil, fmt.Errorf("files: account the existing uploads in %s: %w", real, err)
+	}
+	return s, nil
 }
 
 // Dir is the upload directory (absolute, symlinks resolved).
@@ -109,8 +126,12 @@ func (s *Store) Dir() string { return s.dir }
 func (s *Store) Path(u *Upload) string { return filepath.Join(s.dir, u.ID) }
 
 // Save streams r to disk for userID ("" for anonymous), refusing more than
-// MaxSize bytes; nothing is left behind on error.
+// MaxSize bytes, more than userID's quota (ErrQuota) and writing below the
+// free-disk floor (ErrDiskFull); nothing is left behind on error.
 func (s *Store) Save(ctx context.Context, userID, name string, r io.Reader) (*Upload, error) {
+	if err := s.checkDisk(0); err != nil {
+		return nil, err
+	}
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return nil, err
@@ -121,9 +142,11 @@ func (s *Store) Save(ctx context.Context, userID, name string, r io.Reader) (*Up
 		return nil, fmt.Errorf("files: create upload file: %w", err)
 	}
 	tmp := f.Name()
+	budget := &budgetWriter{s: s, owner: userID, w: f}
 	fail := func(err error) (*Upload, error) {
 		f.Close()
 		os.Remove(tmp)
+		s.release(userID, budget.reserved)
 		return nil, err
 	}
 	h := sha256.New()
@@ -131,7 +154,10 @@ func (s *Store) Save(ctx context.Context, userID, name string, r io.Reader) (*Up
 	if limit <= 0 {
 		limit = 1<<63 - 1
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), &ctxReader{ctx: ctx, r: io.LimitReader(r, limit+1)})
+	n, err := io.Copy(io.MultiWriter(budget, h), &ctxReader{ctx: ctx, r: io.LimitReader(r, limit+1)})
+	if errors.Is(err, ErrQuota) || errors.Is(err, ErrDiskFull) {
+		return fail(err)
+	}
 	if err != nil {
 		return fail(fmt.Errorf("files: receive upload: %w", err))
 	}
@@ -139,19 +165,19 @@ func (s *Store) Save(ctx context.Context, userID, name string, r io.Reader) (*Up
 		return fail(fmt.Errorf("%w of %d bytes", ErrTooLarge, limit))
 	}
 	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return nil, fmt.Errorf("files: write upload: %w", err)
+		return fail(fmt.Errorf("files: write upload: %w", err))
 	}
 	u := &Upload{ID: id, UserID: userID, Name: filepath.Base(name), Size: n,
 		SHA256: hex.EncodeToString(h.Sum(nil)), CreatedAt: time.Now().Unix()}
 	if err := os.Rename(tmp, filepath.Join(s.dir, id)); err != nil {
-		os.Remove(tmp)
-		return nil, fmt.Errorf("files: store upload: %w", err)
+		return fail(fmt.Errorf("files: store upload: %w", err))
 	}
 	if err := s.put(ctx, u); err != nil {
 		os.Remove(filepath.Join(s.dir, id))
+		s.release(userID, budget.reserved)
 		return nil, err
 	}
+	s.stored(id, userID, budget.reserved)
 	return u, nil
 }
 
@@ -239,6 +265,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("files: delete upload: %w", err)
 	}
+	s.forget(id)
 	c, cerr := s.pool.GetContext(ctx)
 	if cerr != nil {
 		return fmt.Errorf("files: redis: %w", cerr)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -82,9 +83,16 @@ func (g *Gateway) validateKey(c echo.Context) error {
 	if key == "" {
 		return unprocessable(c, errMissing([]any{"body", "api_key"}, nil))
 	}
-	data, err := g.keys.Validate(c.Request().Context(), key)
+	// The same Guard as every other credential check: a guess here counts
+	// against the client's budget as one in a header does.
+	data, err := g.guard.CheckKey(c.Request().Context(), auth.ClientKey(c), key)
+	var tm *auth.TooManyFailures
+	if errors.As(err, &tm) {
+		c.Response().Header().Set("Retry-After", strconv.Itoa(tm.Seconds()))
+		return detail(c, http.StatusTooManyRequests, "Too many invalid credentials from this client; retry after %d seconds", tm.Seconds())
+	}
 	if err != nil {
-		return detail(c, http.StatusInternalServerError, "Failed to validate API key: %v", err)
+		return detail(c, http.StatusServiceUnavailable, "Failed to validate API key: %v; check that Redis is reachable", err)
 	}
 	if data == nil {
 		return detail(c, http.StatusUnauthorized, "Invalid API key")
@@ -152,7 +160,7 @@ func (g *Gateway) revokeKey(c echo.Context) error {
 			KeyHash string `json:"key_hash"`
 		}
 		if err := decodeJSON(c.Request(), &body); err != nil {
-			return clientError(c, err)
+			return g.clientError(c, err)
 		}
 		key = body.APIKey
 		if key == "" {

@@ -414,11 +414,12 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		if !bytes.Contains(res.Body, []byte(`"progress":1.0`)) {
 			t.Errorf("status: progress must be written 1.0: %s", res.Body)
 		}
+		// Deliberate deviation (issue 9): upstream answers PENDING for any
+		// id; here an unknown id is 404, the same answer another user's
+		// task gets, so that ids do not leak (see SECURITY.md).
 		res = e.do("GET", "/api/v1/status/"+protocol.NewID(), nil)
-		checkModel(t, "status of an unknown task", res.Body, modelTaskStatus)
-		if !bytes.Contains(res.Body, []byte(`"status":"PENDING","progress":0.0`)) {
-			t.Errorf("unknown task: %s", res.Body)
-		}
+		status("status of an unknown task", res, 404)
+		checkModel(t, "status of an unknown task", res.Body, model{{"detail", "str"}})
 	})
 
 	t.Run("GET /api/v1/status/ and /api/v1/status", func(t *testing.T) {
@@ -453,7 +454,10 @@ func TestCompatUpstreamShapes(t *testing.T) {
 	})
 
 	t.Run("DELETE /api/v1/ingest/{task_id}", func(t *testing.T) {
-		id := protocol.NewID()
+		// Deliberate deviation (issue 9): only ids this gateway issued can
+		// be cancelled; upstream stores REVOKED for any id.
+		status("cancel of an id never issued", e.do("DELETE", "/api/v1/ingest/"+protocol.NewID(), nil), 404)
+		id := e.postJSON("/api/v1/ingest/url", map[string]any{"url": "https://cancel.me"}).json(t)["task_id"].(string)
 		res := e.do("DELETE", "/api/v1/ingest/"+id, nil)
 		status("cancel", res, 200)
 		if m := res.json(t); m["message"] != "Task "+id+" cancelled successfully" {

@@ -89,7 +89,7 @@ func (g *Gateway) legacyDownload(c echo.Context) error {
 		FilePath string `json:"file_path"`
 	}
 	if err := decodeJSON(c.Request(), &body); err != nil {
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	if body.FilePath == "" {
 		return detail(c, http.StatusBadRequest, "file_path required")
@@ -115,7 +115,7 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 	user := auth.UserFrom(c)
 	f, err := g.readForm(ctx, c.Request(), user.UserID, false)
 	if err != nil {
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	drop := func() {
 		if f.upload != nil {
@@ -130,12 +130,16 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 	result, err := parseJSONObject("result_data", raw)
 	if err != nil {
 		drop()
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	if result == nil {
 		result = map[string]any{}
 	}
 	taskID, _ := result["task_id"].(string)
+	if taskID != "" && !validTaskID(taskID) {
+		drop()
+		return inputError(c, http.StatusBadRequest, "Invalid result_data.task_id: at most 128 letters, digits and . _ : -")
+	}
 	if taskID == "" {
 		taskID = "result-" + protocol.NewID()
 	}
@@ -159,7 +163,7 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 	} else if other != "" && other != user.UserID {
 		drop()
 		g.log.Warn().Str("user", user.UserID).Str("task_id", taskID).Msg("refused a result for another user's task")
-		return detail(c, http.StatusForbidden, "Task %s belongs to another user", taskID)
+		return taskNotFound(c) // as for an unknown task: existence does not leak
 	}
 	if _, err := redis.DoContext(conn, ctx, "SET", resultPrefix+taskID, record, "EX", int64(g.cfg.ResultExpires/time.Second)); err != nil {
 		drop()
@@ -173,12 +177,12 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-// resultOwner is the user a task belongs to: who submitted it, else who
-// stored its result first; "" when nobody has claimed it.
+// resultOwner is the user a task belongs to: who submitted it with a key,
+// else who stored its result first; "" when nobody has claimed it.
 func (g *Gateway) resultOwner(ctx context.Context, conn redis.Conn, taskID string) (string, error) {
-	owner, err := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+taskID))
-	if err == nil || !errors.Is(err, redis.ErrNil) {
-		return owner, err
+	owner, err := ownerOn(ctx, conn, taskID)
+	if err != nil || owner.user != "" {
+		return owner.user, err
 	}
 	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", resultPrefix+taskID))
 	if errors.Is(err, redis.ErrNil) {

@@ -51,12 +51,12 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 	}
 	f, err := g.readForm(req.Context(), req, owner, true)
 	if err != nil {
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	up := f.upload
 	fail := func(err error) error {
 		_ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID)
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	// Upstream's order: the declared fields (422), metadata's JSON (400),
 	// then its own range and pattern checks (400).

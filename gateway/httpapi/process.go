@@ -36,7 +36,7 @@ func (g *Gateway) processFile(c echo.Context) error {
 	}
 	f, err := g.readForm(req.Context(), req, owner, true)
 	if err != nil {
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	up := f.upload
 	// From here on a refused request must delete the upload.
@@ -53,11 +53,11 @@ func (g *Gateway) processFile(c echo.Context) error {
 	options, err := parseJSONObject("options", f.value("options"))
 	if err != nil {
 		drop()
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	if err := noteUpload(c, up.Size, f.value("time_limit")); err != nil {
 		drop()
-		return clientError(c, err)
+		return g.clientError(c, err)
 	}
 	d, _ := g.route(c, gpu)
 	// MoRAG types, not the MIME types clients often send (upstream
@@ -209,6 +209,7 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	out := make([]ProcessingResult, 0, len(list))
 	for _, it := range list {
 		r := resultFromValue(it)
+		r.ErrorMessage = g.publicMessage(meta.TaskID, r.ErrorMessage)
 		r.Metadata["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
 		out = append(out, r)
 	}

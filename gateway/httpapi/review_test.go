@@ -30,8 +30,8 @@ func TestTaskOwnershipGuards(t *testing.T) {
 	// bob cannot store a result for it, with or without a file.
 	rd, _ := json.Marshal(map[string]any{"task_id": taskID, "content": "forged"})
 	got := e.postForm("/api/v1/files/upload-result", map[string]string{"result_data": string(rd)}, "x.txt", []byte("forged"), bearer(bob)...)
-	if got.Code != 403 {
-		t.Fatalf("bob's result for alice's task: %d %s, want 403", got.Code, got.Body)
+	if got.Code != 404 {
+		t.Fatalf("bob's result for alice's task: %d %s, want 404", got.Code, got.Body)
 	}
 	if left := uploadDirFiles(t, e.gw.files.Dir()); len(left) != 0 {
 		t.Fatalf("refused result upload left files: %v", left)
@@ -48,12 +48,12 @@ func TestTaskOwnershipGuards(t *testing.T) {
 	if got := e.postForm("/api/v1/files/upload-result", map[string]string{"result_data": string(rd2)}, "", nil, bearer(alice)...); got.Code != 200 {
 		t.Fatalf("alice's unowned result: %d %s", got.Code, got.Body)
 	}
-	if got := e.postForm("/api/v1/files/upload-result", map[string]string{"result_data": string(rd2)}, "", nil, bearer(bob)...); got.Code != 403 {
+	if got := e.postForm("/api/v1/files/upload-result", map[string]string{"result_data": string(rd2)}, "", nil, bearer(bob)...); got.Code != 404 {
 		t.Fatalf("bob overwrote alice's stored result: %d %s", got.Code, got.Body)
 	}
 
 	// bob cannot cancel alice's task.
-	if got := e.do("DELETE", "/api/v1/ingest/"+taskID, nil, bearer(bob)...); got.Code != 403 {
+	if got := e.do("DELETE", "/api/v1/ingest/"+taskID, nil, bearer(bob)...); got.Code != 404 {
 		t.Fatalf("bob cancels alice's task: %d %s", got.Code, got.Body)
 	}
 

@@ -1,12 +1,10 @@
 package httpapi
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -22,18 +20,8 @@ func (g *Gateway) routes() *echo.Echo {
 	e.HTTPErrorHandler = g.errorHandler
 	// Before routing, so preflights to any path are answered.
 	e.Pre(cors(g.cfg.CORSOrigins))
-	authMW := auth.Middleware(g.keys, auth.MiddlewareOptions{Logger: g.log})
-	e.Use(g.observe, func(next echo.HandlerFunc) echo.HandlerFunc {
-		withKey := authMW(next)
-		return func(c echo.Context) error {
-			// The admin token is not an API key: checking it as one would
-			// count as a failed attempt against the admin's IP.
-			if g.adminToken(c) {
-				return next(c)
-			}
-			return withKey(c)
-		}
-	})
+	e.IPExtractor = g.ipExtractor()
+	e.Use(g.observe, g.requestLimits, auth.Middleware(g.keys, auth.MiddlewareOptions{Logger: g.log, Guard: g.guard}))
 
 	e.GET("/", func(c echo.Context) error {
 		return c.JSON(http.StatusOK, map[string]string{"message": "MoRAG API", "version": "0.1.0"})
@@ -133,30 +121,4 @@ func (g *Gateway) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}()
 		return next(c)
 	}
-}
-
-// requireAdmin lets through requests carrying the admin token as
-// "Authorization: Bearer <token>" or "X-Admin-Token: <token>".
-func (g *Gateway) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if g.cfg.AdminToken == "" {
-			return detail(c, http.StatusForbidden, "Key management is disabled: start the gateway with -admin-token or MORAG_ADMIN_TOKEN")
-		}
-		if !g.adminToken(c) {
-			return detail(c, http.StatusForbidden, "Admin token required (Authorization: Bearer <admin token> or X-Admin-Token)")
-		}
-		return next(c)
-	}
-}
-
-// adminToken reports whether the request carries the configured admin token.
-func (g *Gateway) adminToken(c echo.Context) bool {
-	if g.cfg.AdminToken == "" {
-		return false
-	}
-	got := c.Request().Header.Get("X-Admin-Token")
-	if h := c.Request().Header.Get("Authorization"); got == "" && len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		got = strings.TrimSpace(h[7:])
-	}
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(g.cfg.AdminToken)) == 1
 }

@@ -6,8 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +43,11 @@ type Config struct {
 	MaxUpload    int64         // bytes; default 2 GiB
 	WaitTimeout  time.Duration // synchronous /process wait; default 2 h
 	FileTransfer string        // shared (default) or http
-	// AdminToken guards key management; empty disables it.
-	AdminToken string
+	// AdminToken guards key management; empty disables it. AdminTokenFile,
+	// when set, is read instead (first line, trimmed): a token on the
+	// command line is visible to every local user in ps.
+	AdminToken     string
+	AdminTokenFile string
 	// URLSecret signs file URLs; empty uses a secret shared through Redis.
 	URLSecret string
 	// URLTTL is how long a signed file URL stays valid; default WaitTimeout + 1 h.
@@ -67,6 +72,81 @@ type Config struct {
 	// a task to finish. Default 24 h, as Celery and the Go worker.
 	ResultExpires time.Duration
 	Logger        zerolog.Logger
+
+	// TrustedProxies are the addresses or CIDRs whose X-Forwarded-For is
+	// believed (client IP for logs and the credential limiter); none by
+	// default, so the TCP peer is the client.
+	TrustedProxies []string
+
+	Limits
+}
+
+// Limits bound what one caller can make the gateway hold: connections,
+// time, bytes on disk and in Redis. Zero values mean the defaults.
+type Limits struct {
+	ReadHeaderTimeout time.Duration // request line and headers; default 10 s
+	ReadTimeout       time.Duration // a non-upload body; default 30 s
+	WriteTimeout      time.Duration // writing a non-/process answer, after ReadTimeout; default 30 s
+	IdleTimeout       time.Duration // keep-alive between requests; default 60 s
+	// UploadMinRate (bytes/s, default 16 KiB/s) is the slowest an upload
+	// body may arrive after UploadGrace (default 30 s).
+	UploadMinRate int64
+	UploadGrace   time.Duration
+	// MaxConns (default 4096) and MaxConnsPerIP (default 64) cap open
+	// connections; trusted proxies are not capped per IP.
+	MaxConns      int
+	MaxConnsPerIP int
+	// MaxTaskBytes (default 1 MiB) bounds one task message in Redis, and so
+	// every JSON body.
+	MaxTaskBytes int64
+	// QuotaUser (default 20 GiB) is one user's upload bytes, stored and
+	// arriving; QuotaAnonymous (default 2 GiB) all anonymous callers'
+	// together. Negative: no quota.
+	QuotaUser      int64
+	QuotaAnonymous int64
+	// MinFreeDisk (default 1 GiB; negative: off) is the free space on the
+	// upload disk below which uploads get 507.
+	MinFreeDisk int64
+	// NoAnonymousUploads refuses uploads without a key (401).
+	NoAnonymousUploads bool
+
+	freeDisk func(dir string) (int64, error) // replaces statfs in tests
+}
+
+func (l *Limits) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.ReadHeaderTimeout, 10*time.Second)
+	def(&l.ReadTimeout, 30*time.Second)
+	def(&l.WriteTimeout, 30*time.Second)
+	def(&l.IdleTimeout, 60*time.Second)
+	def(&l.UploadGrace, 30*time.Second)
+	if l.UploadMinRate <= 0 {
+		l.UploadMinRate = 16 << 10
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = 4096
+	}
+	if l.MaxConnsPerIP <= 0 {
+		l.MaxConnsPerIP = 64
+	}
+	if l.MaxTaskBytes <= 0 {
+		l.MaxTaskBytes = 1 << 20
+	}
+	quota := func(q *int64, v int64) {
+		switch {
+		case *q == 0:
+			*q = v
+		case *q < 0:
+			*q = 0 // files.Store: 0 is no quota
+		}
+	}
+	quota(&l.QuotaUser, 20<<30)
+	quota(&l.QuotaAnonymous, 2<<30)
+	quota(&l.MinFreeDisk, 1<<30)
 }
 
 func (c *Config) defaults() error {
@@ -112,6 +192,18 @@ func (c *Config) defaults() error {
 	if c.ResultExpires <= 0 {
 		c.ResultExpires = 24 * time.Hour
 	}
+	if c.AdminTokenFile != "" {
+		tok, err := readSecretFile(c.AdminTokenFile)
+		if err != nil {
+			return fmt.Errorf("gateway: -admin-token-file: %w", err)
+		}
+		c.AdminToken = tok
+		c.AdminTokenFile = ""
+	}
+	if _, err := parseTrusted(c.TrustedProxies); err != nil {
+		return err
+	}
+	c.Limits.defaults()
 	return c.TaskTimeLimit.defaults()
 }
 
@@ -132,6 +224,8 @@ type Gateway struct {
 	client   *protocol.Client
 	control  *protocol.Control
 	keys     *auth.KeyService
+	guard    *auth.Guard
+	trusted  []netip.Prefix
 	fleet    *fleet.Directory
 	files    *files.Store
 	metrics  *metrics
@@ -170,9 +264,12 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.client = protocol.NewClient(g.broker, g.backend).WithListener(listener)
 	g.control = protocol.NewControl(pool, db, cfg.KeyPrefix)
 	g.keys = auth.NewKeyService(pool)
+	g.guard = auth.NewGuard(g.keys, auth.GuardOptions{AdminToken: cfg.AdminToken, Logger: log})
+	g.trusted, _ = parseTrusted(cfg.TrustedProxies)
 	g.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Logger: log})
 	g.files, err = files.New(pool, files.Options{
 		Dir: cfg.UploadDir, MaxSize: cfg.MaxUpload, Secret: secret, Logger: log,
+		QuotaUser: cfg.QuotaUser, QuotaAnonymous: cfg.QuotaAnonymous, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.freeDisk,
 		TaskDone: func(ctx context.Context, taskID string) (bool, error) {
 			m, err := g.backend.Get(ctx, taskID)
 			if err != nil {
@@ -203,7 +300,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	log.Info().Str("redis", cfg.RedisURL).Str("upload_dir", g.files.Dir()).Str("public_url", cfg.PublicURL).
 		Str("file_transfer", cfg.FileTransfer).Bool("admin_token", cfg.AdminToken != "").Msg("gateway ready")
 	if cfg.AdminToken == "" {
-		log.Warn().Msg("no admin token configured (-admin-token or MORAG_ADMIN_TOKEN): key management answers 403")
+		log.Warn().Msg("no admin token configured (-admin-token-file, MORAG_ADMIN_TOKEN or -admin-token): key management answers 403")
+	} else if len(cfg.AdminToken) < 16 {
+		log.Warn().Int("length", len(cfg.AdminToken)).Msg("the admin token is short; use at least 32 random characters (e.g. openssl rand -hex 32)")
 	}
 	return g, nil
 }
@@ -238,9 +337,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer g.Wait()
 	defer stop()
-	srv := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 30 * time.Second}
+	conns := newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, g.isTrustedProxy, cfg.Logger)
+	srv := g.httpServer(conns)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- srv.Serve(conns.Listener(ln)) }()
 	cfg.Logger.Info().Str("addr", ln.Addr().String()).Msg("gateway listening")
 	select {
 	case err := <-errc:
@@ -260,6 +360,21 @@ func Run(ctx context.Context, cfg Config) error {
 	return nil
 }
 
+// httpServer is the server with the connection-level limits; the
+// per-route ones are in limits.go.
+func (g *Gateway) httpServer(conns *connLimiter) *http.Server {
+	return &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: g.cfg.ReadHeaderTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
+		// The request line (task ids in the path) and headers; the attack
+		// sent 900 KB ids, under net/http's 1 MB default.
+		MaxHeaderBytes: 64 << 10,
+		ConnState:      conns.ConnState,
+		ErrorLog:       newServerErrorLog(g.log),
+	}
+}
+
 func ping(ctx context.Context, pool *redis.Pool) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -271,3 +386,15 @@ func ping(ctx context.Context, pool *redis.Pool) error {
 	_, err = redis.DoContext(c, ctx, "PING")
 	return err
 }
+
+// serverErrorLog sends net/http's own messages (bad requests, TLS noise,
+// accept errors) to the structured log at debug level: a client can make
+// as many of them as it likes.
+type serverErrorLog struct{ log zerolog.Logger }
+
+func (w serverErrorLog) Write(p []byte) (int, error) {
+	w.log.Debug().Str("component", "http").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func newServerErrorLog(l zerolog.Logger) *stdlog.Logger { return stdlog.New(serverErrorLog{l}, "", 0) }

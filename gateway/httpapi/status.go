@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
@@ -83,22 +82,56 @@ func toFloat(v any) float64 {
 	return 0
 }
 
-// taskStatus is GET /api/v1/status/{task_id}.
-func (g *Gateway) taskStatus(c echo.Context) error {
-	meta, err := g.backend.Get(c.Request().Context(), c.Param("task_id"))
-	if err != nil {
-		return detail(c, http.StatusInternalServerError, "Failed to get task status: %v", err)
-	}
-	return c.JSON(http.StatusOK, taskStatus(meta))
+// taskNotFound is the one answer for an unknown id, a malformed one and
+// another user's task, so that nobody learns which ids exist.
+func taskNotFound(c echo.Context) error {
+	return detail(c, http.StatusNotFound, "Task not found")
 }
 
-// statusActive is GET /api/v1/status/: the ids the workers are running.
-func (g *Gateway) statusActive(c echo.Context) error {
-	ids, err := g.fleet.ActiveTaskIDs(c.Request().Context())
-	if err != nil && len(ids) == 0 {
-		return detail(c, http.StatusInternalServerError, "Failed to get active tasks: %v", err)
+// taskStatus is GET /api/v1/status/{task_id}: only the owner's keys see a
+// task submitted with a key (see ownership.go).
+func (g *Gateway) taskStatus(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("task_id")
+	if !validTaskID(id) {
+		return taskNotFound(c)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"active_tasks": ids, "count": len(ids)})
+	owner, err := g.owner(ctx, id)
+	if err != nil {
+		return detail(c, http.StatusServiceUnavailable, "Failed to get task status: %v; check that Redis is reachable", err)
+	}
+	if owner.issued && !owner.allows(auth.UserFrom(c)) {
+		return taskNotFound(c)
+	}
+	meta, err := g.backend.Get(ctx, id)
+	if err != nil {
+		return detail(c, http.StatusServiceUnavailable, "Failed to get task status: %v; check that Redis is reachable", err)
+	}
+	// An id the gateway did not issue is shown only when it has a result
+	// (a task sent straight to Celery); otherwise it is unknown.
+	if !owner.issued && meta.Status == protocol.StatePending {
+		return taskNotFound(c)
+	}
+	return c.JSON(http.StatusOK, g.publicStatus(meta))
+}
+
+// statusActive is GET /api/v1/status/: the running tasks the caller owns;
+// an anonymous caller gets only the count of all running tasks.
+func (g *Gateway) statusActive(c echo.Context) error {
+	ctx := c.Request().Context()
+	ids, err := g.fleet.ActiveTaskIDs(ctx)
+	if err != nil && len(ids) == 0 {
+		return detail(c, http.StatusServiceUnavailable, "Failed to get active tasks: %v", err)
+	}
+	user := auth.UserFrom(c)
+	if user == nil {
+		return c.JSON(http.StatusOK, map[string]any{"active_tasks": []string{}, "count": len(ids)})
+	}
+	own, err := g.ownedBy(ctx, ids, user.UserID)
+	if err != nil {
+		return detail(c, http.StatusServiceUnavailable, "Failed to get active tasks: %v; check that Redis is reachable", err)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"active_tasks": own, "count": len(own)})
 }
 
 // knownQueues are the queues worth reporting: celery, every queue a live
@@ -224,27 +257,23 @@ func (g *Gateway) statusWorkers(c echo.Context) error {
 }
 
 // cancelTask is DELETE /api/v1/ingest/{task_id}: revoke with terminate via
-// pidbox and record REVOKED. A task submitted with a key can only be
-// cancelled with a key of the same user.
+// pidbox and record REVOKED. Only ids this gateway issued can be
+// cancelled (each cancel is a broadcast to every worker and a stored
+// result), and a task submitted with a key only with a key of its user.
 func (g *Gateway) cancelTask(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("task_id")
+	if !validTaskID(id) {
+		return inputError(c, http.StatusBadRequest, "Invalid task id: at most 128 letters, digits and . _ : -")
+	}
 	// Fail closed: without the owner we cannot tell whether this caller
 	// may cancel the task.
-	conn, err := g.pool.GetContext(ctx)
+	owner, err := g.owner(ctx, id)
 	if err != nil {
-		return detail(c, http.StatusServiceUnavailable, "Failed to cancel task: %v", err)
+		return detail(c, http.StatusServiceUnavailable, "Failed to cancel task: %v; check that Redis is reachable", err)
 	}
-	owner, err := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+id))
-	conn.Close()
-	if err != nil && !errors.Is(err, redis.ErrNil) {
-		return detail(c, http.StatusServiceUnavailable, "Failed to cancel task: %v", err)
-	}
-	if owner != "" {
-		u := auth.UserFrom(c)
-		if u == nil || u.UserID != owner {
-			return detail(c, http.StatusForbidden, "Only the user who submitted task %s can cancel it", id)
-		}
+	if !owner.issued || !owner.allows(auth.UserFrom(c)) {
+		return taskNotFound(c)
 	}
 	if _, err := g.control.Broadcast(ctx, "revoke",
 		map[string]any{"task_id": id, "terminate": true, "signal": "SIGTERM"}, nil, 0); err != nil {

@@ -8,16 +8,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
-	"morag-gpu/gateway/files"
 	"morag-gpu/protocol"
 )
-
-// taskOwnerPrefix records who submitted a task, so only they can cancel it.
-const taskOwnerPrefix = "morag:tasks:owner:"
 
 // route decides the queue for this request and records the decision.
 func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData) {
@@ -27,52 +22,58 @@ func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData)
 	return d, user
 }
 
-// send enqueues a task on d.Queue, records its owner and logs the routing.
+// errTaskTooLarge is a task message over -max-task-bytes (413).
+var errTaskTooLarge = errors.New("task message too large")
+
+// errEncode is a task the client's input made unencodable (422).
+var errEncode = errors.New("task cannot be encoded")
+
+// send enqueues a task on d.Queue and records its owner in the same Redis
+// transaction (see ownership.go), then logs the routing. A message larger
+// than -max-task-bytes is refused before it reaches Redis.
 func (g *Gateway) send(c echo.Context, d auth.Decision, name string, args []any) (*protocol.AsyncResult, error) {
 	ctx := c.Request().Context()
 	opts, err := g.sendOptions(c, d.Queue)
 	if err != nil {
 		return nil, err
 	}
-	res, err := g.client.Send(ctx, name, args, nil, opts)
+	m, err := protocol.NewTaskMessage(name, args, nil, opts, time.Now())
 	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errEncode, err)
+	}
+	env, err := protocol.Encode(m)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errEncode, err)
+	}
+	if int64(len(env)) > g.cfg.MaxTaskBytes {
+		g.log.Warn().Str("task", name).Int("bytes", len(env)).Int64("limit", g.cfg.MaxTaskBytes).Str("user", d.UserID).
+			Msg("task message over -max-task-bytes; refused")
+		return nil, fmt.Errorf("%w: the task would be %d bytes, over the gateway's limit of %d (-max-task-bytes); send large content as a file upload",
+			errTaskTooLarge, len(env), g.cfg.MaxTaskBytes)
+	}
+	if err := g.broker.PublishWith(ctx, m.RoutingKey, env, m.Priority, g.ownerCommand(m.ID, d.UserID)); err != nil {
 		g.log.Error().Err(err).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).Msg("enqueue failed")
 		return nil, err
 	}
-	g.log.Info().Str("task_id", res.ID).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).
+	g.log.Info().Str("task_id", m.ID).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).
 		Str("reason", d.Reason).Dur("time_limit", opts.TimeLimit).Msg("task enqueued")
-	if d.UserID != "" {
-		if conn, err := g.pool.GetContext(ctx); err == nil {
-			_, _ = redis.DoContext(conn, ctx, "SET", taskOwnerPrefix+res.ID, d.UserID, "EX", int64(g.cfg.ownerTTL()/time.Second))
-			conn.Close()
-		}
-	}
-	return res, nil
+	return g.client.Result(m.ID), nil
 }
 
-// enqueueError answers a failed enqueue.
+// enqueueError answers a failed enqueue: the client's fault (too large,
+// unencodable) is a 4xx, anything else is Redis.
 func enqueueError(c echo.Context, err error) error {
 	var bf *errBadForm
 	if errors.As(err, &bf) { // a refused time_limit
-		return clientError(c, err)
+		return inputError(c, http.StatusBadRequest, "%s", bf.msg)
+	}
+	switch {
+	case errors.Is(err, errTaskTooLarge):
+		return inputError(c, http.StatusRequestEntityTooLarge, "%v", err)
+	case errors.Is(err, errEncode):
+		return inputError(c, http.StatusUnprocessableEntity, "%v", err)
 	}
 	return detail(c, http.StatusServiceUnavailable, "Could not enqueue the task: %v; check that Redis is reachable", err)
-}
-
-// clientError maps form and upload errors to 400/413, anything else to 500.
-func clientError(c echo.Context, err error) error {
-	var bf *errBadForm
-	switch {
-	case errors.Is(err, errNoFile):
-		return unprocessable(c, errMissing([]any{"body", "file"}, nil))
-	case errors.As(err, &bf):
-		return detail(c, http.StatusBadRequest, "%s", bf.msg)
-	case errors.Is(err, files.ErrTooLarge):
-		return detail(c, http.StatusRequestEntityTooLarge, "File too large: %v", err)
-	case errors.Is(err, context.Canceled):
-		return detail(c, 499, "client closed the request")
-	}
-	return detail(c, http.StatusInternalServerError, "%v", err)
 }
 
 // ProcessingResult is MoRAG's ProcessingResultResponse, field order kept.
@@ -143,6 +144,7 @@ func (g *Gateway) toResult(meta *protocol.ResultMeta, d auth.Decision) Processin
 			}
 		}
 	}
+	out.ErrorMessage = g.publicMessage(meta.TaskID, out.ErrorMessage)
 	md["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
 	md["task_id"] = meta.TaskID
 	return out

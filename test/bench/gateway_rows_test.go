@@ -65,7 +65,9 @@ func (e *env) startGateway(ctx context.Context, b *testing.B, uploadDir string) 
 	base := "http://" + addr
 	tok := randomToken()
 	p := testenv.Start(b, "", []string{"REDIS_URL=" + e.redis.URL(), "MORAG_ADMIN_TOKEN=" + tok}, bin,
-		"-addr", addr, "-redis", e.redis.URL(), "-upload-dir", uploadDir, "-public-url", base, "-admin-token", tok)
+		"-addr", addr, "-redis", e.redis.URL(), "-upload-dir", uploadDir, "-public-url", base,
+		// Every loadgen client dials from 127.0.0.1: lift the per-IP cap.
+		"-max-conns-per-ip", "2048")
 	if err := waitListening(ctx, p, addr, 60*time.Second); err != nil {
 		p.Kill()
 		return nil, "", err

@@ -3,13 +3,14 @@ package runner
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
 
 func TestRevokedSetExpiresAndBounds(t *testing.T) {
 	now := time.Unix(1000, 0)
-	s := newRevokedSet(3, time.Minute)
+	s := newRevokedSet(3, 1<<20, time.Minute)
 	s.Add(now, "a", "b")
 	if !s.Contains(now, "a") || s.Contains(now, "x") {
 		t.Fatal("Contains wrong")
@@ -35,7 +36,7 @@ func TestRevokedSetExpiresAndBounds(t *testing.T) {
 }
 
 func TestRevokedSetStaysBounded(t *testing.T) {
-	s := newRevokedSet(100, time.Hour)
+	s := newRevokedSet(100, 1<<20, time.Hour)
 	now := time.Now()
 	for i := 0; i < 10000; i++ {
 		s.Add(now, fmt.Sprint(i%300))
@@ -43,5 +44,33 @@ func TestRevokedSetStaysBounded(t *testing.T) {
 	ids, _ := s.Snapshot(now)
 	if len(ids) != 100 || len(s.order) > 200 {
 		t.Errorf("len(ids)=%d len(order)=%d; want 100 ids and a compacted order", len(ids), len(s.order))
+	}
+}
+
+// TestRevokedSetBoundedInBytes: the attack sent revokes with ids of 900 KB;
+// Celery's count bound alone let 50 000 of them hold 45 GB. The byte bound
+// keeps the newest ids that fit.
+func TestRevokedSetBoundedInBytes(t *testing.T) {
+	const maxBytes = 4 << 20
+	s := newRevokedSet(revokedMax, maxBytes, time.Hour)
+	now := time.Now()
+	huge := strings.Repeat("x", 900<<10)
+	for i := 0; i < 50; i++ {
+		s.Add(now, fmt.Sprintf("%03d%s", i, huge))
+	}
+	if s.bytes > maxBytes {
+		t.Fatalf("revoked set holds %d bytes, over its %d-byte bound", s.bytes, maxBytes)
+	}
+	ids, _ := s.Snapshot(now)
+	if len(ids) == 0 || !strings.HasPrefix(ids[len(ids)-1], "049") {
+		t.Fatalf("the newest id must be kept; have %d ids", len(ids))
+	}
+	// Ordinary ids are unaffected, and re-adding does not double-count.
+	small := newRevokedSet(revokedMax, maxBytes, time.Hour)
+	for i := 0; i < 1000; i++ {
+		small.Add(now, fmt.Sprint(i%10))
+	}
+	if ids, _ := small.Snapshot(now); len(ids) != 10 || small.bytes != 10*(1+revokedEntryOverhead) {
+		t.Fatalf("small ids: %d ids, %d bytes", len(ids), small.bytes)
 	}
 }

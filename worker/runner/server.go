@@ -80,7 +80,7 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		pid:     os.Getpid(),
 		db:      db,
 		pool:    pool,
-		revoked: newRevokedSet(revokedMax, revokedExpires),
+		revoked: newRevokedSet(revokedMax, revokedMaxBytes, revokedExpires),
 		abortCh: make(chan struct{}),
 		changed: make(chan struct{}),
 		held:    map[string]*request{},

@@ -34,16 +34,55 @@ var nonPublic = []struct {
 	{netip.MustParsePrefix("64:ff9b:1::/48"), "local-use NAT64"},
 }
 
-// nat64 is the well-known NAT64 prefix: its addresses carry an IPv4 address
-// in the last 32 bits, which is what is really reached.
-var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+// IPv6 forms that carry an IPv4 address: what they reach is decided by that
+// IPv4 address, so they are classified by it (a guard that looked only at
+// the IPv6 predicates would let 2002:7f00:1:: through to 127.0.0.1).
+var (
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")    // RFC 6052, v4 in the last 32 bits
+	v4compat   = netip.MustParsePrefix("::/96")           // deprecated IPv4-compatible ::a.b.c.d
+	v4translat = netip.MustParsePrefix("::ffff:0:0:0/96") // SIIT IPv4-translated
+	sixToFour  = netip.MustParsePrefix("2002::/16")       // 6to4, v4 in bits 16..47
+	teredo     = netip.MustParsePrefix("2001::/32")       // server v4 in bits 32..63, client v4 inverted in the last 32
+)
+
+// embeddedIPv4 returns the IPv4 addresses an IPv6 address carries (none for
+// a plain IPv6 address). IPv4-mapped addresses are unmapped before this.
+func embeddedIPv4(a netip.Addr) []netip.Addr {
+	b := a.As16()
+	last := netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	switch {
+	case nat64.Contains(a), v4translat.Contains(a):
+		return []netip.Addr{last}
+	case v4compat.Contains(a):
+		// :: and ::1 are the IPv6 unspecified and loopback addresses, not
+		// 0.0.0.0 and 0.0.0.1; the predicates below classify them.
+		if a == netip.IPv6Unspecified() || a == netip.IPv6Loopback() {
+			return nil
+		}
+		return []netip.Addr{last}
+	case sixToFour.Contains(a):
+		return []netip.Addr{netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})}
+	case teredo.Contains(a):
+		return []netip.Addr{
+			netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]}),
+			netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}),
+		}
+	case b[8]&^0x02 == 0 && b[9] == 0 && b[10] == 0x5e && b[11] == 0xfe:
+		// ISATAP interface identifier (::0:5efe:a.b.c.d, ::200:5efe:a.b.c.d).
+		return []netip.Addr{last}
+	}
+	return nil
+}
 
 // addressClass returns why a is not a public address, or "" when it is.
 func addressClass(a netip.Addr) string {
 	a = a.Unmap().WithZone("")
-	if a.Is6() && nat64.Contains(a) {
-		b := a.As16()
-		return addressClass(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
+	if a.Is6() {
+		for _, v4 := range embeddedIPv4(a) {
+			if class := addressClass(v4); class != "" {
+				return class + " (embedded in " + a.String() + ")"
+			}
+		}
 	}
 	switch {
 	case !a.IsValid():
