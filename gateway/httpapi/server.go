@@ -20,7 +20,7 @@ import (
 
 	"morag-gpu/auth"
 	"morag-gpu/gateway/files"
-	"morag-gpu/gateway/fleet"
+	"morag-gpu/fleet"
 	"morag-gpu/protocol"
 )
 
