@@ -22,7 +22,7 @@ const taskOwnerPrefix = "morag:tasks:owner:"
 // route decides the queue for this request and records the decision.
 func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData) {
 	user := auth.UserFrom(c)
-	d := auth.Route(c.Request().Context(), user, gpu, g.fleet)
+	d := auth.Route(c.Request().Context(), user, gpu, auth.Need{}, g.fleet)
 	g.metrics.routed(d)
 	return d, user
 }
