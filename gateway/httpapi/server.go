@@ -19,8 +19,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/auth"
-	"morag-gpu/gateway/files"
 	"morag-gpu/fleet"
+	"morag-gpu/gateway/files"
 	"morag-gpu/protocol"
 )
 
