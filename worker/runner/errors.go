@@ -55,10 +55,15 @@ func Retry(cause error, countdown time.Duration, maxRetries int) error {
 	return &RetryError{Cause: cause, Countdown: countdown, MaxRetries: maxRetries}
 }
 
-// ForwardError is returned by Forward.
+// ForwardError is returned by Forward. A handler may build one itself to
+// add a Remedy.
 type ForwardError struct {
 	Queue  string
 	Reason string
+	// Remedy is what an operator should start when no live worker consumes
+	// Queue (Config.ForwardOnlyToLive), e.g. "start a worker with whisper";
+	// empty: "start a worker that registers <task> on <queue>".
+	Remedy string
 }
 
 func (e *ForwardError) Error() string {
