@@ -22,7 +22,7 @@ func (d *Directory) Consumers(ctx context.Context, queue string, confirm bool) (
 	list, unknown := d.consumers(queue)
 	var err error
 	if unknown || (confirm && len(list) == 0 && d.refreshDue()) {
-		err = d.Refresh(ctx)
+		err = d.refreshShared(ctx)
 		list, _ = d.consumers(queue)
 	}
 	return list, err
@@ -44,6 +44,36 @@ func (d *Directory) CanTranscribe(ctx context.Context, queue string) (bool, erro
 		}
 	}
 	return false, err
+}
+
+// refreshCall is one Refresh that concurrent callers share.
+type refreshCall struct {
+	done chan struct{}
+	err  error
+}
+
+// refreshShared runs Refresh once for every caller that asks while it
+// runs: a burst of requests costs one broadcast, not one each.
+func (d *Directory) refreshShared(ctx context.Context) error {
+	d.mu.Lock()
+	if call := d.inflight; call != nil {
+		d.mu.Unlock()
+		select {
+		case <-call.done:
+			return call.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	call := &refreshCall{done: make(chan struct{})}
+	d.inflight = call
+	d.mu.Unlock()
+	call.err = d.Refresh(ctx)
+	d.mu.Lock()
+	d.inflight = nil
+	d.mu.Unlock()
+	close(call.done)
+	return call.err
 }
 
 func (d *Directory) refreshDue() bool {

@@ -81,6 +81,7 @@ type Directory struct {
 	mu          sync.Mutex
 	workers     map[string]*worker
 	lastRefresh time.Time
+	inflight    *refreshCall  // the shared Refresh running now, if any
 	newHost     chan struct{} // poked when an unknown hostname shows up
 }
 

@@ -19,12 +19,28 @@ import (
 // taskOwnerPrefix records who submitted a task, so only they can cancel it.
 const taskOwnerPrefix = "morag:tasks:owner:"
 
-// route decides the queue for this request and records the decision.
-func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData) {
+// route decides the queue for this request and records the decision. need
+// says what finishing the task takes (it may probe the upload); it is asked
+// only when the answer matters, for gpu=true with a key. nil: nothing
+// beyond consuming the queue.
+func (g *Gateway) route(c echo.Context, gpu bool, need func() auth.Need) (auth.Decision, auth.Need) {
 	user := auth.UserFrom(c)
-	d := auth.Route(c.Request().Context(), user, gpu, auth.Need{}, g.fleet)
+	var n auth.Need
+	if gpu && user != nil && need != nil {
+		n = need()
+	}
+	d := auth.Route(c.Request().Context(), user, gpu, n, g.fleet)
 	g.metrics.routed(d)
-	return d, user
+	return d, n
+}
+
+// routingMeta is metadata.routing: where the task went and why.
+func routingMeta(d auth.Decision) map[string]any {
+	m := map[string]any{"queue": d.Queue, "reason": d.Reason}
+	if d.Detail != "" {
+		m["detail"] = d.Detail
+	}
+	return m
 }
 
 // send enqueues a task on d.Queue, records its owner and logs the routing.
@@ -143,7 +159,7 @@ func (g *Gateway) toResult(meta *protocol.ResultMeta, d auth.Decision) Processin
 			}
 		}
 	}
-	md["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
+	md["routing"] = routingMeta(d)
 	md["task_id"] = meta.TaskID
 	return out
 }
