@@ -10,7 +10,8 @@ import (
 // answers from worker heartbeats, pidbox active_queues and inspect stats).
 type Liveness interface {
 	QueueAlive(ctx context.Context, queue string) (alive bool, err error)
-	CanTranscribe(ctx context.Context, queue string) (ok bool, err error)
+	// CanTranscribe: when not ok, why names the workers and what they lack.
+	CanTranscribe(ctx context.Context, queue string) (ok bool, why string, err error)
 }
 
 // Need is what finishing a task takes beyond consuming its queue.
@@ -100,13 +101,16 @@ func Route(ctx context.Context, user *KeyData, gpuRequested bool, need Need, liv
 		d.Reason = ReasonNoLiveGPUWorker
 		d.Detail = "no live worker consumes queue " + q
 	case need.Transcript:
-		ok, err := live.CanTranscribe(ctx, q)
+		ok, why, err := live.CanTranscribe(ctx, q)
 		switch {
 		case err != nil:
 			d.Reason = ReasonLivenessUnknown + ": " + err.Error()
 		case !ok:
 			d.Reason = ReasonGPUWorkerCannotTranscribe
 			d.Detail = "the " + need.what() + " needs a transcript and no live worker on queue " + q + " has a transcriber"
+			if why != "" {
+				d.Detail += " (" + why + ")"
+			}
 		default:
 			d.Queue, d.GPU, d.Reason = q, true, ReasonGPUWorkerAvailable
 		}

@@ -19,9 +19,9 @@ func (f *fakeLiveness) QueueAlive(_ context.Context, q string) (bool, error) {
 	return f.alive[q], f.err
 }
 
-func (f *fakeLiveness) CanTranscribe(_ context.Context, q string) (bool, error) {
+func (f *fakeLiveness) CanTranscribe(_ context.Context, q string) (bool, string, error) {
 	f.asked = append(f.asked, "transcribe:"+q)
-	return f.transcribe[q], f.err
+	return f.transcribe[q], "gpu@host: no transcriber: built without whisper tag", f.err
 }
 
 func TestRouteSeedTable(t *testing.T) {
@@ -99,7 +99,7 @@ func TestRouteByCapability(t *testing.T) {
 		if got.Queue != r.queue || got.Reason != r.reason || got.GPU != (r.queue != "celery") {
 			t.Errorf("%s: Route = %+v, want %s (%s)", r.name, got, r.queue, r.reason)
 		}
-		if r.reason == ReasonGPUWorkerCannotTranscribe && !strings.Contains(got.Detail, "video with an audio track needs a transcript") {
+		if r.reason == ReasonGPUWorkerCannotTranscribe && !strings.Contains(got.Detail, "video with an audio track needs a transcript and no live worker on queue gpu-tasks-alice has a transcriber (gpu@host: no transcriber: built without whisper tag)") {
 			t.Errorf("%s: detail %q does not say what is missing", r.name, got.Detail)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -35,15 +36,19 @@ func (d *Directory) QueueAlive(ctx context.Context, queue string) (bool, error) 
 }
 
 // CanTranscribe implements auth.Liveness: some live worker consuming queue
-// can finish a task that needs a transcript.
-func (d *Directory) CanTranscribe(ctx context.Context, queue string) (bool, error) {
+// can finish a task that needs a transcript. When none can, why lists each
+// live consumer and what it lacks.
+func (d *Directory) CanTranscribe(ctx context.Context, queue string) (ok bool, why string, err error) {
 	list, err := d.Consumers(ctx, queue, false)
+	reasons := make([]string, 0, len(list))
 	for _, w := range list {
-		if ok, _ := w.CanTranscribe(); ok {
-			return true, err
+		can, reason := w.CanTranscribe()
+		if can {
+			return true, "", err
 		}
+		reasons = append(reasons, w.Hostname+": "+reason)
 	}
-	return false, err
+	return false, strings.Join(reasons, "; "), err
 }
 
 // refreshCall is one Refresh that concurrent callers share.
