@@ -94,7 +94,7 @@ func (g *Gateway) processFile(c echo.Context) error {
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, need)
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}
@@ -169,7 +169,7 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, need)
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}
@@ -213,7 +213,7 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, auth.Need{})
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}

@@ -14,17 +14,23 @@ import (
 
 // startGoWorker runs an in-process Go worker on queue that reports info in
 // `inspect stats`, as the worker binary does with its transcriber findings.
-func startGoWorker(t *testing.T, r *testenv.Redis, queue, hostname string, info map[string]any) {
+// The returned func stops it (and waits); it also stops with the test.
+func startGoWorker(t *testing.T, r *testenv.Redis, queue, hostname string, info map[string]any, mux *runner.Mux) func() {
 	t.Helper()
+	if mux == nil {
+		mux = runner.NewMux()
+	}
 	srv, err := runner.NewServer(runner.Config{Queues: []string{queue}, Hostname: hostname, RedisURL: r.URL(), Info: info,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}, runner.NewMux())
+		Prefetch: -1, ShutdownGrace: time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}, mux)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 // waitCapabilities waits until the gateway knows who consumes queue and,
@@ -50,9 +56,9 @@ func TestRoutingByCapability(t *testing.T) {
 	e := startGateway(t, r, func(c *Config) { c.WaitTimeout = 30 * time.Minute })
 	alice, carol, dave := e.createKey("alice"), e.createKey("carol"), e.createKey("dave")
 	startGoWorker(t, r, "gpu-tasks-alice", "alice-gpu@%h", map[string]any{
-		"transcriber": map[string]any{"available": false, "reason": "built without whisper tag"}})
+		"transcriber": map[string]any{"available": false, "reason": "built without whisper tag"}}, nil)
 	startGoWorker(t, r, "gpu-tasks-carol", "carol-gpu@%h", map[string]any{
-		"transcriber": map[string]any{"available": true, "backend": "whisper.cpp", "model": "ggml-base.en.bin"}})
+		"transcriber": map[string]any{"available": true, "backend": "whisper.cpp", "model": "ggml-base.en.bin"}}, nil)
 	testenv.StartCeleryWorker(t, r.URL(), "morag.worker", "-Q", "gpu-tasks-dave", "-c", "1", "-n", "dave-gpu@%h")
 	for _, q := range []string{"gpu-tasks-alice", "gpu-tasks-carol", "gpu-tasks-dave"} {
 		e.waitCapabilities(q)
@@ -128,4 +134,38 @@ func TestRoutingByCapability(t *testing.T) {
 			t.Errorf("warning on a reachable queue: %v", res.Header)
 		}
 	})
+}
+
+// TestSyncWaitEndsWhenItsWorkerGoes: a synchronous call whose task is still
+// queued when the only worker on its queue stops is answered 503 (the task
+// stays queued) instead of waiting out -wait-timeout.
+func TestSyncWaitEndsWhenItsWorkerGoes(t *testing.T) {
+	r := testenv.StartRedis(t)
+	e := startGateway(t, r, func(c *Config) { c.WaitTimeout = 30 * time.Minute })
+	mux := runner.NewMux()
+	mux.HandleFunc("morag.worker.process_url_task", func(ctx context.Context, _ *runner.Task) (any, error) {
+		<-ctx.Done() // busy until the worker stops
+		return nil, ctx.Err()
+	})
+	stop := startGoWorker(t, r, "celery", "busy@%h", nil, mux)
+	e.waitCapabilities("celery")
+
+	busy := e.postJSON("/process/url?async=true", map[string]any{"url": "https://example.com/busy"})
+	id, _ := busy.json(t)["task_id"].(string)
+	eventually(t, 30*time.Second, "the worker busy with the first task", func() bool {
+		return e.do("GET", "/api/v1/status/"+id, nil).json(t)["status"] == "PROGRESS" // MoRAG reports STARTED as PROGRESS
+	})
+	answer := make(chan resp, 1)
+	go func() { answer <- e.postJSON("/process/url", map[string]any{"url": "https://example.com/waiting"}) }()
+	eventually(t, 30*time.Second, "the second task queued", func() bool {
+		n, _ := e.gw.broker.QueueLength(context.Background(), "celery")
+		return n == 1
+	})
+	stop()
+	res := <-answer
+	m := res.json(t)
+	d, _ := m["detail"].(string)
+	if res.Code != 503 || !strings.Contains(d, `no live worker consumes queue "celery"`) || !strings.Contains(d, "stays queued") || m["task_id"] == nil {
+		t.Fatalf("%d %s: want 503 naming the dead queue, with the task id", res.Code, res.Body)
+	}
 }

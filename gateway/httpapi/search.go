@@ -43,7 +43,7 @@ func (g *Gateway) search(c echo.Context) error {
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, auth.Need{})
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
@@ -111,27 +110,6 @@ type Accepted struct {
 
 func (g *Gateway) accepted(c echo.Context, id string, d auth.Decision) error {
 	return c.JSON(http.StatusAccepted, Accepted{TaskID: id, StatusURL: "/api/v1/status/" + id, Queue: d.Queue, Reason: d.Reason})
-}
-
-// wait waits for a task's result up to WaitTimeout. A nil meta with nil
-// error means the request context ended (client gone).
-func (g *Gateway) wait(c echo.Context, res *protocol.AsyncResult) (*protocol.ResultMeta, error) {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), g.cfg.WaitTimeout)
-	defer cancel()
-	return res.Wait(ctx)
-}
-
-// waitError answers a wait that did not produce a result.
-func (g *Gateway) waitError(c echo.Context, id string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) && c.Request().Context().Err() == nil {
-		g.metrics.outcome("timeout")
-		return c.JSON(http.StatusGatewayTimeout, map[string]any{
-			"detail":     fmt.Sprintf("task %s did not finish within %s; poll status_url for its result", id, g.cfg.WaitTimeout),
-			"task_id":    id,
-			"status_url": "/api/v1/status/" + id,
-		})
-	}
-	return detail(c, http.StatusServiceUnavailable, "waiting for task %s failed: %v", id, err)
 }
 
 // toResult turns a ready meta into MoRAG's response; a failed task is
