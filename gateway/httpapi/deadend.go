@@ -32,7 +32,9 @@ func (g *Gateway) checkDeadEnd(c echo.Context, d auth.Decision, need auth.Need, 
 		return why
 	}
 	c.Response().Header().Set(warningHeader, why)
-	g.log.Warn().Str("queue", d.Queue).Str("user", d.UserID).Str("detail", why).Msg("queued a task no live worker can finish yet")
+	// Debug, not Warn: under load with no worker this would be a line per
+	// request; the client has the header, the operator the 503s and metrics.
+	g.log.Debug().Str("queue", d.Queue).Str("user", d.UserID).Str("detail", why).Msg("queueing a task no live worker can finish yet")
 	return ""
 }
 
