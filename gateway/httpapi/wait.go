@@ -27,7 +27,8 @@ func (e *deadEndError) Error() string { return e.why }
 
 // wait waits for a task's result up to WaitTimeout. Until some worker has
 // taken the task (any state but PENDING), it checks every watchEvery that
-// a live worker on d.Queue can still finish it, and stops waiting with a
+// a live worker on d.Queue can still finish it (taken means Watch saw a
+// state other than PENDING stored), and stops waiting with a
 // *deadEndError when twice in a row none can: the one that was there at
 // enqueue time may have gone. A nil meta with nil error means the request
 // context ended (client gone).
@@ -69,10 +70,7 @@ func (g *Gateway) watchDeadEnd(ctx context.Context, res *protocol.AsyncResult, d
 		case <-t.C:
 		}
 		if taken.Load() {
-			return
-		}
-		if st, err := res.State(ctx); err == nil && st != protocol.StatePending {
-			return // a worker has it; its own lease and the visibility timeout cover it from here
+			return // a worker has it; its lease and the visibility timeout cover it from here
 		}
 		why := g.deadEnd(ctx, d, need, true)
 		if why == "" {
