@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"morag-gpu/fleet"
 	"morag-gpu/protocol"
 )
 
@@ -64,6 +65,10 @@ type ForwardError struct {
 	// Queue (Config.ForwardOnlyToLive), e.g. "start a worker with whisper";
 	// empty: "start a worker that registers <task> on <queue>".
 	Remedy string
+	// Accept, when set, says whether a live consumer of Queue can finish
+	// the task (and if not, why); with ForwardOnlyToLive a forward needs
+	// one that can. Nil: any live consumer will do.
+	Accept func(fleet.Worker) (ok bool, why string)
 }
 
 func (e *ForwardError) Error() string {

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"morag-gpu/fleet"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -48,5 +51,38 @@ func TestForwardOnlyToLive(t *testing.T) {
 	m := h.wait(h.send("diag.echo", protocol.SendOptions{}, "hello"))
 	if m.Status != protocol.StateSuccess || !strings.Contains(string(m.Result), `"hello"`) || !strings.Contains(string(m.Result), "py@") {
 		t.Fatalf("forwarded to a live Python worker: %s %s", m.Status, m.Result)
+	}
+}
+
+// TestForwardNeedsAnAcceptingConsumer: with ForwardError.Accept, a live
+// consumer that cannot finish the task (here: another Go worker without a
+// transcriber) does not count; the task fails naming it and what it lacks.
+func TestForwardNeedsAnAcceptingConsumer(t *testing.T) {
+	mux := NewMux()
+	mux.HandleFunc("t.needs_transcript", func(context.Context, *Task) (any, error) {
+		return nil, &ForwardError{Queue: "celery", Reason: "no transcriber here", Remedy: "start whisper", Accept: fleet.Worker.CanTranscribe}
+	})
+	h := startServer(t, Config{Queues: []string{"gpu"}, ForwardOnlyToLive: true}, mux)
+	other, err := NewServer(Config{Queues: []string{"celery"}, Hostname: "other@test", RedisURL: h.redis.URL(),
+		Info:   map[string]any{"transcriber": map[string]any{"available": false, "reason": "built without whisper tag"}},
+		Logger: zerolog.Nop()}, NewMux())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = other.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	h.waitFor("the other Go worker and its capabilities in the fleet view", 30*time.Second, func() bool {
+		list, _ := h.srv.fleet.Consumers(context.Background(), "celery", false)
+		return len(list) == 1 && list[0].Capabilities != nil
+	})
+
+	m := h.wait(h.send("t.needs_transcript", protocol.SendOptions{}))
+	exc := excOf(t, m)
+	msg, _ := exc["exc_message"].([]any)
+	want := `t.needs_transcript: no transcriber here, and no live worker on queue "celery" can take it (other@test: no transcriber: built without whisper tag); start whisper`
+	if m.Status != protocol.StateFailure || len(msg) != 1 || msg[0] != want {
+		t.Fatalf("%s %s, want FAILURE %q", m.Status, m.Result, want)
 	}
 }
