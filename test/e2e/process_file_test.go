@@ -92,6 +92,9 @@ func TestProcessFileGPU(t *testing.T) {
 		if h.Get("X-Morag-Routing-Reason") != "gpu-worker-cannot-transcribe" || h.Get("X-Morag-Queue") != "celery" {
 			t.Errorf("routing headers %v", h)
 		}
+		if _, workers := s.listed("alice-gpu@", "gpu-tasks-alice"); !strings.Contains(workers, `"transcriber":{"available":false,"reason":"no transcriber: built without`) {
+			t.Errorf("/api/v1/status/workers does not show why the Go worker cannot transcribe: %s", workers)
+		}
 		t.Logf("503 detail: %s", body.Detail)
 	})
 
