@@ -189,7 +189,7 @@ func (s *Server) forward(ctx context.Context, r *request, fe *ForwardError) {
 	}
 	if msg := s.deadEnd(ctx, r, fe); msg != "" {
 		te := protocol.NewTaskError("RuntimeError", modBuiltins, msg)
-		r.log.Warn().Str("to_queue", queue).Str("reason", reason).Msg("not forwarding: no live worker consumes the queue")
+		r.log.Warn().Str("to_queue", queue).Str("reason", reason).Msg("not forwarding: no live worker on the queue can take the task; failing it")
 		s.fail(ctx, r, te, traceback(te, ""))
 		return
 	}
