@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"morag-gpu/auth"
@@ -15,8 +16,9 @@ const probeTimeout = 10 * time.Second
 // uploadNeed says what finishing an uploaded file takes: a transcript for
 // audio, and for video with an audio track. It classifies as the Go worker
 // does (content_type, then the file name) and probes video and unknown
-// kinds with ffprobe; without ffprobe a video is taken to have sound, so
-// that it never lands on a worker that could only hand it on.
+// kinds with ffprobe (hardened and bounded as the worker's runs are);
+// without ffprobe a video is taken to have sound, so that it never lands on
+// a worker that could only hand it on.
 func uploadNeed(ctx context.Context, path, name, contentType string) auth.Need {
 	k := media.KindFromContentType(contentType)
 	if k == media.KindUnknown {
@@ -32,9 +34,11 @@ func uploadNeed(ctx context.Context, path, name, contentType string) auth.Need {
 	defer cancel()
 	info, err := (&media.Tools{}).Probe(ctx, path)
 	switch {
-	case err != nil && k == media.KindVideo:
-		return auth.Need{Transcript: true, What: "video (not probed, so taken to have sound)"}
+	case errors.Is(err, media.ErrToolMissing) && k == media.KindVideo:
+		return auth.Need{Transcript: true, What: "video (not probed: no ffprobe here; taken to have sound)"}
 	case err != nil:
+		// Unreadable, refused or over a limit: no transcript will come of
+		// it wherever it goes, and the worker's error says why.
 		return auth.Need{}
 	case info.HasVideo() && info.HasAudio():
 		return auth.Need{Transcript: true, What: "video with an audio track"}
