@@ -6,10 +6,20 @@ import (
 )
 
 // Liveness tells whether some worker consuming queue has been seen alive
-// recently (the gateway answers from worker heartbeats or pidbox
-// active_queues, cached).
+// recently, and whether one of them can transcribe (fleet.Directory
+// answers from worker heartbeats, pidbox active_queues and inspect stats).
 type Liveness interface {
 	QueueAlive(ctx context.Context, queue string) (alive bool, err error)
+	// CanTranscribe: when not ok, why names the workers and what they lack.
+	CanTranscribe(ctx context.Context, queue string) (ok bool, why string, err error)
+}
+
+// Need is what finishing a task takes beyond consuming its queue.
+type Need struct {
+	// Transcript: the content is audio, or video with an audio track.
+	Transcript bool
+	// What names the content for messages, e.g. "video with an audio track".
+	What string
 }
 
 // Decision is where a task goes and why; the gateway returns it as the
@@ -20,6 +30,9 @@ type Decision struct {
 	// GPU is true when Queue is the user's GPU queue.
 	GPU    bool   `json:"gpu"`
 	UserID string `json:"user_id,omitempty"`
+	// Detail explains a fallback in words (which queue could not finish
+	// the task, and why); empty otherwise.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Reasons in Decision.Reason. They are stable: clients and dashboards may
@@ -35,6 +48,11 @@ const (
 	// ReasonNoLiveGPUWorker: valid key, gpu=true, but no worker consumes the
 	// user's GPU queue; the task would wait there indefinitely.
 	ReasonNoLiveGPUWorker = "no-live-gpu-worker"
+	// ReasonGPUWorkerCannotTranscribe: valid key, gpu=true, the content
+	// needs a transcript, and no live worker on the user's GPU queue can
+	// make one (Go workers built without whisper); it would only hand the
+	// task on.
+	ReasonGPUWorkerCannotTranscribe = "gpu-worker-cannot-transcribe"
 	// ReasonInvalidUserID: the key's user_id (a Python-minted key can carry
 	// anything) is not a safe queue name; see ValidateUserID.
 	ReasonInvalidUserID = "invalid-user-id"
@@ -51,9 +69,9 @@ const (
 //	valid key  gpu=true   gpu-tasks-{user_id}
 //
 // The last row holds only while a worker consuming gpu-tasks-{user_id} is
-// alive according to live; otherwise the task goes to celery and the reason
-// says why.
-func Route(ctx context.Context, user *KeyData, gpuRequested bool, live Liveness) Decision {
+// alive according to live and, when need.Transcript, one of them can
+// transcribe; otherwise the task goes to celery and the reason says why.
+func Route(ctx context.Context, user *KeyData, gpuRequested bool, need Need, live Liveness) Decision {
 	d := Decision{Queue: DefaultQueue}
 	if user != nil {
 		d.UserID = user.UserID
@@ -81,8 +99,30 @@ func Route(ctx context.Context, user *KeyData, gpuRequested bool, live Liveness)
 		d.Reason = ReasonLivenessUnknown + ": " + err.Error()
 	case !alive:
 		d.Reason = ReasonNoLiveGPUWorker
+		d.Detail = "no live worker consumes queue " + q
+	case need.Transcript:
+		ok, why, err := live.CanTranscribe(ctx, q)
+		switch {
+		case err != nil:
+			d.Reason = ReasonLivenessUnknown + ": " + err.Error()
+		case !ok:
+			d.Reason = ReasonGPUWorkerCannotTranscribe
+			d.Detail = "the " + need.what() + " needs a transcript and no live worker on queue " + q + " has a transcriber"
+			if why != "" {
+				d.Detail += " (" + why + ")"
+			}
+		default:
+			d.Queue, d.GPU, d.Reason = q, true, ReasonGPUWorkerAvailable
+		}
 	default:
 		d.Queue, d.GPU, d.Reason = q, true, ReasonGPUWorkerAvailable
 	}
 	return d
+}
+
+func (n Need) what() string {
+	if n.What == "" {
+		return "content"
+	}
+	return n.What
 }

@@ -48,6 +48,7 @@ func run(args []string) error {
 	events := fs.Bool("events", true, "send task events (worker events are always sent)")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
 	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
+	forwardLive := fs.Bool("forward-only-to-live", true, "fail a task, saying what to start, rather than forward it to a queue no live worker consumes")
 	diagnostics := fs.Bool("diagnostics", false, "register the diag.* tasks")
 	expires := fs.Duration("result-expires", 24*time.Hour, "how long results are kept")
 	mediaOpts := registerMediaFlags(fs)
@@ -109,6 +110,7 @@ func run(args []string) error {
 		ForwardUnknown:    *forward,
 		KeyPrefix:         *keyPrefix,
 		ResultKeyPrefix:   *resultKeyPrefix,
+		ForwardOnlyToLive: *forwardLive,
 		Logger:            log,
 		Info:              info,
 		Observer:          obs,

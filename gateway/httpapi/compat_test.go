@@ -139,11 +139,27 @@ type queued struct {
 // the result a Python MoRAG worker returns for its task, byte-compatible
 // with what Celery's JSON backend stores (processing_time as Python wrote
 // it: here an int, which the gateway must turn into a float). It stops with
-// the test.
+// the test. It answers active_queues and stats as a Python worker does, so
+// that the gateway sees a live worker on its queues (a synchronous call to
+// a queue nobody consumes is refused with 503).
 func pythonShapedWorker(t *testing.T, e *env, queues ...string) <-chan queued {
 	out := make(chan queued, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	mb := protocol.NewMailbox(e.gw.pool, e.gw.db, "pyshape@test", "")
+	mb.Handle("active_queues", func(context.Context, *protocol.ControlRequest) (any, error) {
+		list := make([]any, 0, len(queues))
+		for _, q := range queues {
+			list = append(list, map[string]any{"name": q})
+		}
+		return list, nil
+	})
+	mb.Handle("stats", func(context.Context, *protocol.ControlRequest) (any, error) {
+		return map[string]any{"sw_ident": "py-celery", "pool": map[string]any{"max-concurrency": 1}}, nil
+	})
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = mb.Run(ctx) }()
+	<-mb.Ready()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -107,7 +107,10 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 		"chunking_strategy":  nullable(f.value("chunking_strategy")),
 		"store_in_vector_db": true,
 	}
-	d, _ := g.route(c, gpu)
+	d, need := g.route(c, gpu, func() auth.Need {
+		return uploadNeed(req.Context(), g.files.Path(up), up.Name, f.value("source_type"))
+	})
+	g.checkDeadEnd(c, d, need, true) // ingest is always asynchronous
 	source := g.files.Path(up)
 	if d.GPU || g.cfg.FileTransfer == TransferHTTP {
 		// A remote worker cannot read our disk: it gets the signed URL
@@ -156,7 +159,8 @@ func (g *Gateway) ingestURL(c echo.Context) error {
 		body.SourceType = detectFromURL(body.URL)
 	}
 	options := map[string]any{"webhook_url": body.WebhookURL, "metadata": body.Metadata, "store_in_vector_db": true}
-	d, _ := g.route(c, body.GPU)
+	d, need := g.route(c, body.GPU, func() auth.Need { return urlNeed(body.URL, body.SourceType) })
+	g.checkDeadEnd(c, d, need, true) // ingest is always asynchronous
 	res, err := g.send(c, d, ingestPrefix+"ingest_url_task", []any{body.URL, nullable(body.SourceType), options})
 	if err != nil {
 		return enqueueError(c, err)
@@ -184,7 +188,8 @@ func (g *Gateway) ingestBatch(c echo.Context) error {
 	if v.failed() {
 		return unprocessable(c, v.errs...)
 	}
-	d, _ := g.route(c, body.GPU)
+	d, _ := g.route(c, body.GPU, nil)
+	g.checkDeadEnd(c, d, auth.Need{}, true)
 	res, err := g.send(c, d, ingestPrefix+"ingest_batch_task",
 		[]any{items, map[string]any{"webhook_url": body.WebhookURL, "store_in_vector_db": true}})
 	if err != nil {

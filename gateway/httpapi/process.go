@@ -59,7 +59,13 @@ func (g *Gateway) processFile(c echo.Context) error {
 		drop()
 		return g.clientError(c, err)
 	}
-	d, _ := g.route(c, gpu)
+	d, need := g.route(c, gpu, func() auth.Need {
+		return uploadNeed(req.Context(), g.files.Path(up), up.Name, f.value("content_type"))
+	})
+	if why := g.checkDeadEnd(c, d, need, async); why != "" {
+		drop()
+		return g.unreachable(c, d, why)
+	}
 	// MoRAG types, not the MIME types clients often send (upstream
 	// normalizes before processing; a Python worker makes a MIME type
 	// "unknown").
@@ -88,7 +94,7 @@ func (g *Gateway) processFile(c echo.Context) error {
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, need)
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}
@@ -131,7 +137,15 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 	if errs = append(errs, v.errs...); len(errs) > 0 {
 		return unprocessable(c, errs...)
 	}
-	d, _ := g.route(c, body.GPU != nil && *body.GPU)
+	d, need := g.route(c, body.GPU != nil && *body.GPU, func() auth.Need {
+		if !withContentType {
+			return auth.Need{} // web pages and YouTube: a Python worker's job whatever they hold
+		}
+		return urlNeed(body.URL, body.ContentType)
+	})
+	if why := g.checkDeadEnd(c, d, need, async); why != "" {
+		return g.unreachable(c, d, why)
+	}
 	var name string
 	var args []any
 	if d.GPU {
@@ -155,7 +169,7 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, need)
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}
@@ -188,7 +202,10 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	if v.failed() {
 		return unprocessable(c, v.errs...)
 	}
-	d, _ := g.route(c, false)
+	d, _ := g.route(c, false, nil)
+	if why := g.checkDeadEnd(c, d, auth.Need{}, async); why != "" {
+		return g.unreachable(c, d, why)
+	}
 	res, err := g.send(c, d, taskPrefix+"process_batch_task", []any{items, optionsOrNil(options)})
 	if err != nil {
 		return enqueueError(c, err)
@@ -196,7 +213,7 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, auth.Need{})
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}
@@ -210,7 +227,7 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	for _, it := range list {
 		r := resultFromValue(it)
 		r.ErrorMessage = g.publicMessage(meta.TaskID, r.ErrorMessage)
-		r.Metadata["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
+		r.Metadata["routing"] = routingMeta(d)
 		out = append(out, r)
 	}
 	g.metrics.outcome("success")

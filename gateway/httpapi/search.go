@@ -7,6 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"morag-gpu/auth"
 	"morag-gpu/protocol"
 )
 
@@ -30,7 +31,10 @@ func (g *Gateway) search(c echo.Context) error {
 	if v.failed() {
 		return unprocessable(c, v.errs...)
 	}
-	d, _ := g.route(c, false)
+	d, _ := g.route(c, false, nil)
+	if why := g.checkDeadEnd(c, d, auth.Need{}, async); why != "" {
+		return g.unreachable(c, d, why)
+	}
 	res, err := g.send(c, d, taskPrefix+"search_task", []any{query, limit, optionsOrNil(filters)})
 	if err != nil {
 		return enqueueError(c, err)
@@ -39,7 +43,7 @@ func (g *Gateway) search(c echo.Context) error {
 	if async {
 		return g.accepted(c, res.ID, d)
 	}
-	meta, err := g.wait(c, res)
+	meta, err := g.wait(c, res, d, auth.Need{})
 	if err != nil {
 		return g.waitError(c, res.ID, err)
 	}

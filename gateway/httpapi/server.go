@@ -21,8 +21,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/auth"
+	"morag-gpu/fleet"
 	"morag-gpu/gateway/files"
-	"morag-gpu/gateway/fleet"
 	"morag-gpu/protocol"
 )
 

@@ -234,6 +234,9 @@ func (g *Gateway) statusWorkers(c echo.Context) error {
 			"implementation": w.Implementation, "sw_ident": w.SWIdent, "gpu": w.GPU,
 			"last_heartbeat": w.LastSeen.UTC().Format(time.RFC3339Nano),
 		}
+		// What routing goes by: whether gpu=true audio/video may go there.
+		can, why := w.CanTranscribe()
+		details[w.Hostname].(map[string]any)["transcriber"] = map[string]any{"available": can, "reason": nullable(why)}
 	}
 	lengths, err := g.queueLengths(ctx)
 	if err != nil {

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,12 +13,28 @@ import (
 	"morag-gpu/protocol"
 )
 
-// route decides the queue for this request and records the decision.
-func (g *Gateway) route(c echo.Context, gpu bool) (auth.Decision, *auth.KeyData) {
+// route decides the queue for this request and records the decision. need
+// says what finishing the task takes (it may probe the upload); it is asked
+// only when the answer matters, for gpu=true with a key. nil: nothing
+// beyond consuming the queue.
+func (g *Gateway) route(c echo.Context, gpu bool, need func() auth.Need) (auth.Decision, auth.Need) {
 	user := auth.UserFrom(c)
-	d := auth.Route(c.Request().Context(), user, gpu, g.fleet)
+	var n auth.Need
+	if gpu && user != nil && need != nil {
+		n = need()
+	}
+	d := auth.Route(c.Request().Context(), user, gpu, n, g.fleet)
 	g.metrics.routed(d)
-	return d, user
+	return d, n
+}
+
+// routingMeta is metadata.routing: where the task went and why.
+func routingMeta(d auth.Decision) map[string]any {
+	m := map[string]any{"queue": d.Queue, "reason": d.Reason}
+	if d.Detail != "" {
+		m["detail"] = d.Detail
+	}
+	return m
 }
 
 // errTaskTooLarge is a task message over -max-task-bytes (413).
@@ -98,27 +113,6 @@ func (g *Gateway) accepted(c echo.Context, id string, d auth.Decision) error {
 	return c.JSON(http.StatusAccepted, Accepted{TaskID: id, StatusURL: "/api/v1/status/" + id, Queue: d.Queue, Reason: d.Reason})
 }
 
-// wait waits for a task's result up to WaitTimeout. A nil meta with nil
-// error means the request context ended (client gone).
-func (g *Gateway) wait(c echo.Context, res *protocol.AsyncResult) (*protocol.ResultMeta, error) {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), g.cfg.WaitTimeout)
-	defer cancel()
-	return res.Wait(ctx)
-}
-
-// waitError answers a wait that did not produce a result.
-func (g *Gateway) waitError(c echo.Context, id string, err error) error {
-	if errors.Is(err, context.DeadlineExceeded) && c.Request().Context().Err() == nil {
-		g.metrics.outcome("timeout")
-		return c.JSON(http.StatusGatewayTimeout, map[string]any{
-			"detail":     fmt.Sprintf("task %s did not finish within %s; poll status_url for its result", id, g.cfg.WaitTimeout),
-			"task_id":    id,
-			"status_url": "/api/v1/status/" + id,
-		})
-	}
-	return detail(c, http.StatusServiceUnavailable, "waiting for task %s failed: %v", id, err)
-}
-
 // toResult turns a ready meta into MoRAG's response; a failed task is
 // success:false with the error.
 func (g *Gateway) toResult(meta *protocol.ResultMeta, d auth.Decision) ProcessingResult {
@@ -145,7 +139,7 @@ func (g *Gateway) toResult(meta *protocol.ResultMeta, d auth.Decision) Processin
 		}
 	}
 	out.ErrorMessage = g.publicMessage(meta.TaskID, out.ErrorMessage)
-	md["routing"] = map[string]any{"queue": d.Queue, "reason": d.Reason}
+	md["routing"] = routingMeta(d)
 	md["task_id"] = meta.TaskID
 	return out
 }

@@ -138,6 +138,10 @@ func TestHostileUploads(t *testing.T) {
 		"-media-max-pixels", "2073600", "-media-max-duration", "1h", "-media-max-metadata", "256KiB",
 		"-media-max-packets", "100000", "-media-memory", "1GiB",
 	})
+	// The non-media case is handed on to Python: the Go worker forwards
+	// only to a queue a live worker consumes.
+	testenv.StartCeleryWorker(t, s.redisURL, "morag.worker", "-Q", "celery", "-n", "py@%h", "--concurrency", "1")
+	s.waitListed(t, "py@", "celery")
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()

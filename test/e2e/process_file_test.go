@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ import (
 // stack is one running deployment.
 type stack struct {
 	base     string // the gateway's URL
+	redisURL string
 	aliceKey string
 	goWorker *testenv.Process
 	uploads  string
@@ -40,27 +42,86 @@ type stack struct {
 	workerArgs []string
 }
 
-// TestProcessFileGPU: alice uploads with gpu=true, the gateway routes to
-// gpu-tasks-alice, where the Go worker (default build: no transcriber)
-// either does the work itself or hands it to the Python worker on celery,
-// and the client gets one complete MoRAG result either way.
+// TestProcessFileGPU: alice uploads with gpu=true. The gateway sends what
+// her Go worker (default build: no transcriber) can finish to
+// gpu-tasks-alice and what needs a transcript to celery. With nobody on
+// celery, a synchronous call for a spoken video is refused at once with the
+// reason, and the Go worker fails what it would have forwarded there; once
+// a Python worker consumes celery, the client gets one complete MoRAG
+// result either way, and the Go worker hands on what it cannot do.
 func TestProcessFileGPU(t *testing.T) {
 	testenv.RequireCelery(t)
-	if _, err := exec.LookPath("ffmpeg"); err != nil {
-		t.Skip("SKIP: ffmpeg is not installed (apt-get install ffmpeg)")
+	for _, tool := range []string{"ffmpeg", "espeak-ng"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIP: %s is not installed (apt-get install %s, or scripts/setup)", tool, tool)
+		}
 	}
 	media := t.TempDir()
-	withAudio := filepath.Join(media, "talk.mp4")
+	speech := filepath.Join(media, "speech.wav")
+	talk := filepath.Join(media, "talk.mp4")
 	silent := filepath.Join(media, "silent.mp4")
-	ffmpeg(t, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3", "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
-		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", withAudio)
+	notes := filepath.Join(media, "notes.txt")
+	if out, err := exec.Command("espeak-ng", "-w", speech, "Hello from the routing test. Nobody here can transcribe this.").CombinedOutput(); err != nil {
+		t.Fatalf("espeak-ng: %v\n%s", err, out)
+	}
+	ffmpeg(t, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3", "-i", speech,
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", talk)
 	ffmpeg(t, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=3",
 		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", silent)
+	if err := os.WriteFile(notes, []byte("meeting notes: a document, not media\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	s := startStack(t)
 
-	t.Run("video with audio is forwarded to the Python worker", func(t *testing.T) {
-		res := s.processFile(t, withAudio, map[string]any{"include_thumbnails": true})
+	t.Run("no transcriber anywhere: a synchronous spoken video is refused at once", func(t *testing.T) {
+		code, raw, h := s.postFile(t, talk, nil, false)
+		var body struct {
+			Detail string `json:"detail"`
+		}
+		json.Unmarshal(raw, &body)
+		if code != http.StatusServiceUnavailable {
+			t.Fatalf("HTTP %d %s, want 503", code, raw)
+		}
+		for _, want := range []string{"video with an audio track needs a transcript", "alice-gpu@", "no transcriber",
+			`no live worker consumes queue "celery"`, "make worker-whisper", "celery -A morag.worker worker --queues=celery"} {
+			if !strings.Contains(body.Detail, want) {
+				t.Errorf("detail %q does not say %q", body.Detail, want)
+			}
+		}
+		if h.Get("X-Morag-Routing-Reason") != "gpu-worker-cannot-transcribe" || h.Get("X-Morag-Queue") != "celery" {
+			t.Errorf("routing headers %v", h)
+		}
+		if _, workers := s.listed("alice-gpu@", "gpu-tasks-alice"); !strings.Contains(workers, `"transcriber":{"available":false,"reason":"no transcriber: built without`) {
+			t.Errorf("/api/v1/status/workers does not show why the Go worker cannot transcribe: %s", workers)
+		}
+		t.Logf("503 detail: %s", body.Detail)
+	})
+
+	t.Run("the Go worker fails what it would forward into a dead queue", func(t *testing.T) {
+		code, raw, _ := s.postFile(t, notes, nil, true)
+		var acc struct {
+			TaskID string `json:"task_id"`
+			Queue  string `json:"queue"`
+		}
+		json.Unmarshal(raw, &acc)
+		if code != http.StatusAccepted || acc.Queue != "gpu-tasks-alice" {
+			t.Fatalf("HTTP %d %s: want 202 on gpu-tasks-alice (a document needs no transcript)", code, raw)
+		}
+		st := s.waitStatus(t, acc.TaskID, "FAILURE")
+		if st.Error == nil || !strings.Contains(*st.Error, `no live worker consumes queue "celery"`) || !strings.Contains(*st.Error, "Python MoRAG worker") {
+			t.Fatalf("FAILURE error %v: want the dead queue and what to start", st.Error)
+		}
+		if s.goLogged(t, "task forwarded", acc.TaskID, nil) {
+			t.Errorf("the Go worker forwarded task %s into the dead queue", acc.TaskID)
+		}
+	})
+
+	testenv.StartCeleryWorker(t, s.redisURL, "morag.worker", "-Q", "celery", "-n", "py@%h", "--concurrency", "1")
+	s.waitListed(t, "py@", "celery")
+
+	t.Run("spoken video goes to the Python worker on celery", func(t *testing.T) {
+		res := s.processFile(t, talk, map[string]any{"include_thumbnails": true})
 		meta := res.Metadata
 		if !res.Success || res.ErrorMessage != nil {
 			t.Fatalf("success %v error %v", res.Success, res.ErrorMessage)
@@ -68,14 +129,25 @@ func TestProcessFileGPU(t *testing.T) {
 		if meta["processed_by"] != "python-standin" {
 			t.Fatalf("processed_by %v, want python-standin (the Go worker has no transcriber)", meta["processed_by"])
 		}
-		if want := fileSHA(t, withAudio); meta["sha256"] != want {
+		if want := fileSHA(t, talk); meta["sha256"] != want {
 			t.Errorf("the Python worker hashed %v, want the uploaded file's %s", meta["sha256"], want)
 		}
-		if r, _ := meta["routing"].(map[string]any); r["queue"] != "gpu-tasks-alice" {
-			t.Errorf("routing %v: want gpu-tasks-alice (the Go worker was alive)", meta["routing"])
+		if r, _ := meta["routing"].(map[string]any); r["queue"] != "celery" || r["reason"] != "gpu-worker-cannot-transcribe" {
+			t.Errorf("routing %v: want celery, gpu-worker-cannot-transcribe (the live GPU worker cannot transcribe)", meta["routing"])
 		}
 		if !strings.Contains(res.Content, "Stand-in processing") {
 			t.Errorf("content %q", res.Content)
+		}
+	})
+
+	t.Run("a document is handed on by the Go worker to the live Python worker", func(t *testing.T) {
+		res := s.processFile(t, notes, nil)
+		meta := res.Metadata
+		if !res.Success || meta["processed_by"] != "python-standin" {
+			t.Fatalf("success %v processed_by %v error %v", res.Success, meta["processed_by"], res.ErrorMessage)
+		}
+		if r, _ := meta["routing"].(map[string]any); r["queue"] != "gpu-tasks-alice" {
+			t.Errorf("routing %v: want gpu-tasks-alice (the Go worker was alive)", meta["routing"])
 		}
 		id, _ := meta["task_id"].(string)
 		if !s.goLogged(t, "task forwarded", id, func(l map[string]any) bool { return l["to_queue"] == "celery" }) {
@@ -136,9 +208,9 @@ type result struct {
 	Thumbnails     []string       `json:"thumbnails"`
 }
 
-// processFile posts the file to /process/file with gpu=true and alice's key
-// and returns the one answer.
-func (s *stack) processFile(t *testing.T, path string, options map[string]any) result {
+// postFile posts the file to /process/file with gpu=true and alice's key
+// (with ?async=true when async) and returns the answer as it came.
+func (s *stack) postFile(t *testing.T, path string, options map[string]any, async bool) (int, []byte, http.Header) {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -148,13 +220,19 @@ func (s *stack) processFile(t *testing.T, path string, options map[string]any) r
 		t.Fatal(err)
 	}
 	part.Write(data)
-	opts, _ := json.Marshal(options)
-	mw.WriteField("options", string(opts))
+	if options != nil {
+		opts, _ := json.Marshal(options)
+		mw.WriteField("options", string(opts))
+	}
 	mw.WriteField("gpu", "true")
 	mw.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/process/file", &body)
+	url := s.base + "/process/file"
+	if async {
+		url += "?async=true"
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, &body)
 	req.Header.Set("Content-Type", mw.FormDataContentType())
 	req.Header.Set("Authorization", "Bearer "+s.aliceKey)
 	resp, err := http.DefaultClient.Do(req)
@@ -163,8 +241,16 @@ func (s *stack) processFile(t *testing.T, path string, options map[string]any) r
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("POST /process/file: HTTP %d: %s", resp.StatusCode, raw)
+	return resp.StatusCode, raw, resp.Header
+}
+
+// processFile posts the file synchronously and returns the one answer,
+// which must be MoRAG's result.
+func (s *stack) processFile(t *testing.T, path string, options map[string]any) result {
+	t.Helper()
+	code, raw, _ := s.postFile(t, path, options, false)
+	if code != http.StatusOK {
+		t.Fatalf("POST /process/file: HTTP %d: %s", code, raw)
 	}
 	var res result
 	dec := json.NewDecoder(bytes.NewReader(raw))
@@ -187,9 +273,9 @@ func (s *stack) processFile(t *testing.T, path string, options map[string]any) r
 	return res
 }
 
-// startStack runs redis, the gateway, the Go worker on gpu-tasks-alice and
-// the Python stand-in worker on celery, and waits until the gateway sees
-// the Go worker alive.
+// startStack runs redis, the gateway and the Go worker on gpu-tasks-alice,
+// and waits until the gateway sees the Go worker alive. Nothing consumes
+// celery yet: the test starts the Python stand-in there when it needs it.
 func startStack(t *testing.T) *stack {
 	t.Helper()
 	return startStackWith(t, nil, nil)
@@ -217,7 +303,7 @@ func startStackWith(t *testing.T, workerEnv, workerFlags []string) *stack {
 	}
 
 	port := testenv.FreePort(t)
-	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
+	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), redisURL: r.URL(), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
 	gw := testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef"}, gatewayBin,
 		"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", s.uploads, "-public-url", s.base, "-wait-timeout", "3m")
 	if !gw.WaitOutput("gateway listening", 60*time.Second) {
@@ -233,25 +319,30 @@ func startStackWith(t *testing.T, workerEnv, workerFlags []string) *stack {
 	if !s.goWorker.WaitOutput("no transcriber", time.Second) {
 		t.Errorf("the default build's worker did not say at start that it has no transcriber:\n%s", s.goWorker.Output())
 	}
-	testenv.StartCeleryWorker(t, r.URL(), "morag.worker", "-Q", "celery", "-n", "py@%h", "--concurrency", "1")
+	s.waitListed(t, "alice-gpu@", "gpu-tasks-alice")
+	return s
+}
 
+// waitListed waits until /api/v1/status/workers lists a worker whose name
+// starts with prefix consuming queue.
+func (s *stack) waitListed(t *testing.T, prefix, queue string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var last string
 	for time.Now().Before(deadline) {
-		ok, body := s.goWorkerListed()
+		ok, body := s.listed(prefix, queue)
 		if ok {
-			return s
+			return
 		}
 		last = body
 		time.Sleep(250 * time.Millisecond)
 	}
-	t.Fatalf("the gateway never listed the Go worker on gpu-tasks-alice; last /api/v1/status/workers: %s", last)
-	return nil
+	t.Fatalf("the gateway never listed %s* on %s; last /api/v1/status/workers: %s", prefix, queue, last)
 }
 
-// goWorkerListed reports whether /api/v1/status/workers lists the Go
-// worker with gpu-tasks-alice.
-func (s *stack) goWorkerListed() (bool, string) {
+// listed reports whether /api/v1/status/workers lists a worker named
+// prefix* with queue.
+func (s *stack) listed(prefix, queue string) (bool, string) {
 	resp, err := http.Get(s.base + "/api/v1/status/workers")
 	if err != nil {
 		return false, err.Error()
@@ -269,15 +360,37 @@ func (s *stack) goWorkerListed() (bool, string) {
 		return false, string(raw)
 	}
 	for name, w := range body.Workers.Details {
-		if strings.HasPrefix(name, "alice-gpu@") {
-			for _, q := range w.Queues {
-				if q == "gpu-tasks-alice" {
-					return true, string(raw)
-				}
-			}
+		if strings.HasPrefix(name, prefix) && slices.Contains(w.Queues, queue) {
+			return true, string(raw)
 		}
 	}
 	return false, string(raw)
+}
+
+// taskStatus is the part of /api/v1/status/{id} the tests read.
+type taskStatus struct {
+	Status string  `json:"status"`
+	Error  *string `json:"error"`
+}
+
+// waitStatus polls /api/v1/status/{id} until the task reaches state.
+func (s *stack) waitStatus(t *testing.T, id, state string) taskStatus {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var st taskStatus
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(s.base + "/api/v1/status/" + id)
+		if err == nil {
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if st.Status == state {
+				return st
+			}
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("task %s never reached %s; last status %+v", id, state, st)
+	return st
 }
 
 // goLogged reports whether the Go worker logged message for task id (and

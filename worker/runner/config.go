@@ -54,6 +54,12 @@ type Config struct {
 	// ForwardUnknown is the queue messages with unregistered task names are
 	// forwarded to, unchanged. Empty: unknown tasks fail with NotRegistered.
 	ForwardUnknown string
+	// ForwardOnlyToLive fails a task, saying what is missing, instead of
+	// forwarding it (Forward, or an unknown name) to a queue that no live
+	// worker other than this one consumes, where it would wait forever.
+	// Liveness is that of the fleet package: heartbeats within 10 s and
+	// pidbox active_queues, confirmed once more before a task is failed.
+	ForwardOnlyToLive bool
 	// Route picks the queue for canvas continuations (link, link_error,
 	// chain) whose signature names no queue, as Python's task_routes would.
 	// Default: "celery".

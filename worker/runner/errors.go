@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"morag-gpu/fleet"
 	"morag-gpu/protocol"
 )
 
@@ -55,10 +56,19 @@ func Retry(cause error, countdown time.Duration, maxRetries int) error {
 	return &RetryError{Cause: cause, Countdown: countdown, MaxRetries: maxRetries}
 }
 
-// ForwardError is returned by Forward.
+// ForwardError is returned by Forward. A handler may build one itself to
+// add a Remedy.
 type ForwardError struct {
 	Queue  string
 	Reason string
+	// Remedy is what an operator should start when no live worker consumes
+	// Queue (Config.ForwardOnlyToLive), e.g. "start a worker with whisper";
+	// empty: "start a worker that registers <task> on <queue>".
+	Remedy string
+	// Accept, when set, says whether a live consumer of Queue can finish
+	// the task (and if not, why); with ForwardOnlyToLive a forward needs
+	// one that can. Nil: any live consumer will do.
+	Accept func(fleet.Worker) (ok bool, why string)
 }
 
 func (e *ForwardError) Error() string {

@@ -206,7 +206,7 @@ func (s *Server) finish(ctx context.Context, r *request, o outcome, runtime time
 		case errors.As(o.err, &re):
 			s.retry(ctx, r, re, o.cause)
 		case errors.As(o.err, &fe):
-			s.forward(ctx, r, fe.Queue, fe.Reason)
+			s.forward(ctx, r, fe)
 		default:
 			te := taskError(o.err, o.cause)
 			s.fail(ctx, r, te, traceback(te, ""))

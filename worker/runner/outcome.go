@@ -177,12 +177,19 @@ func retryMessage(m *protocol.Message, queue string, countdown time.Duration, no
 	return &next
 }
 
-func (s *Server) forward(ctx context.Context, r *request, queue, reason string) {
+func (s *Server) forward(ctx context.Context, r *request, fe *ForwardError) {
+	queue, reason := fe.Queue, fe.Reason
 	from := forwardedFrom(r.msg.Headers)
 	if queue == "" || queue == r.d.Queue || contains(from, queue) {
 		te := protocol.NewTaskError("RuntimeError", modBuiltins, fmt.Sprintf(
 			"cannot forward %s to queue %q (%s): it already came through that queue, so forwarding would loop",
 			r.msg.Task, queue, reason))
+		s.fail(ctx, r, te, traceback(te, ""))
+		return
+	}
+	if msg := s.deadEnd(ctx, r, fe); msg != "" {
+		te := protocol.NewTaskError("RuntimeError", modBuiltins, msg)
+		r.log.Warn().Str("to_queue", queue).Str("reason", reason).Msg("not forwarding: no live worker on the queue can take the task; failing it")
 		s.fail(ctx, r, te, traceback(te, ""))
 		return
 	}
@@ -217,7 +224,7 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 	r.transition(stateActive, stateReserved)
 	to := s.cfg.ForwardUnknown
 	if to != "" && to != r.d.Queue && !contains(forwardedFrom(r.msg.Headers), to) {
-		s.forward(ctx, r, to, "no handler registered for this task name")
+		s.forward(ctx, r, &ForwardError{Queue: to, Reason: "no handler registered for this task name on this worker"})
 		return
 	}
 	te := protocol.NewTaskError("NotRegistered", modCelery, r.msg.Task)

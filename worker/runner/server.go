@@ -12,6 +12,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
+	"morag-gpu/fleet"
 	"morag-gpu/protocol"
 )
 
@@ -30,6 +31,9 @@ type Server struct {
 	consumer *protocol.Consumer
 	events   *protocol.EventDispatcher
 	mailbox  *protocol.Mailbox
+	// fleet knows which queues live workers consume; nil unless
+	// Config.ForwardOnlyToLive.
+	fleet *fleet.Directory
 
 	revoked    *revokedSet
 	taskEvents atomic.Bool
@@ -53,6 +57,11 @@ type Server struct {
 	processed int64
 	total     map[string]int64
 }
+
+// fleetRefresh is how often a worker with ForwardOnlyToLive asks every
+// worker for its queues; heartbeats and new hosts keep it current between,
+// and a dead end is confirmed afresh before a task fails on it.
+const fleetRefresh = 15 * time.Second
 
 // NewServer checks cfg, fills in its defaults and prepares the connections.
 // Nothing connects before Run.
@@ -95,6 +104,9 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 	s.events = protocol.NewEventDispatcher(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
 	s.mailbox = protocol.NewMailbox(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
 	s.taskEvents.Store(cfg.Events)
+	if cfg.ForwardOnlyToLive {
+		s.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Refresh: fleetRefresh, Logger: s.log})
+	}
 	s.registerControl()
 	return s, nil
 }
@@ -138,6 +150,9 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go(func() { s.heartbeatLoop(bgCtx) })
 	bg.Go(func() { s.leaseLoop(bgCtx) })
 	bg.Go(func() { s.restoreLoop(stopCtx) })
+	if s.fleet != nil {
+		bg.Go(func() { _ = s.fleet.Run(bgCtx) })
+	}
 
 	fetchDone := make(chan struct{})
 	s.work.Go(func() {

@@ -20,6 +20,12 @@ import (
 // redis-server, through the real runner, and returns a client for it.
 func startRunner(t *testing.T, cfg MediaConfig) (*testenv.Redis, *protocol.Client) {
 	t.Helper()
+	return startRunnerWith(t, cfg, nil)
+}
+
+// startRunnerWith is startRunner with the runner's Config adjusted by mod.
+func startRunnerWith(t *testing.T, cfg MediaConfig, mod func(*runner.Config)) (*testenv.Redis, *protocol.Client) {
+	t.Helper()
 	rd := testenv.StartRedis(t)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	cfg.Logger = log
@@ -27,10 +33,14 @@ func startRunner(t *testing.T, cfg MediaConfig) (*testenv.Redis, *protocol.Clien
 	if err := RegisterMedia(mux, cfg); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := runner.NewServer(runner.Config{
+	rcfg := runner.Config{
 		Queues: []string{"gpu-tasks-alice"}, RedisURL: rd.URL(), Hostname: "gpu@tasks-test",
 		ForwardUnknown: cfg.ForwardQueue, ShutdownGrace: 5 * time.Second, Logger: log,
-	}, mux)
+	}
+	if mod != nil {
+		mod(&rcfg)
+	}
+	srv, err := runner.NewServer(rcfg, mux)
 	if err != nil {
 		t.Fatal(err)
 	}

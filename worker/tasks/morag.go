@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/fleet"
 	"morag-gpu/media"
 	"morag-gpu/media/transcribe"
 	"morag-gpu/protocol"
@@ -385,15 +386,31 @@ func (m *mediaTasks) early(log zerolog.Logger, t *runner.Task, hint kind, conten
 	return false, nil
 }
 
-// forward returns runner.Forward to the forward queue, or an error saying
-// there is none.
+// forward hands the task to a Python worker on the forward queue, or
+// returns an error saying there is none.
 func (m *mediaTasks) forward(log zerolog.Logger, t *runner.Task, reason string) (any, error) {
+	return m.forwardOr(log, t, reason, fmt.Sprintf("start a Python MoRAG worker on it (celery -A morag.worker worker --queues=%s)", m.cfg.ForwardQueue), pythonWorker)
+}
+
+// pythonWorker accepts the consumers that can do MoRAG's Python work: a Go
+// worker there would only hand the task back.
+func pythonWorker(w fleet.Worker) (bool, string) {
+	if w.Implementation == "go" {
+		return false, "a Go worker, which hands documents, web pages, YouTube, search and ingestion to Python"
+	}
+	return true, ""
+}
+
+// forwardOr returns a runner.ForwardError to the forward queue, with what
+// to start should no live worker there be able to take it (remedy, and
+// accept: nil for any), or an error saying there is no forward queue.
+func (m *mediaTasks) forwardOr(log zerolog.Logger, t *runner.Task, reason, remedy string, accept func(fleet.Worker) (bool, string)) (any, error) {
 	q := m.cfg.ForwardQueue
 	if q == "" {
 		return nil, fmt.Errorf("%s: %s, and this worker has no queue to forward it to (start it with -forward-unknown celery)", t.Name, reason)
 	}
 	log.Info().Str("to_queue", q).Str("reason", reason).Msg("handing the task to a Python worker")
-	return nil, runner.Forward(q, reason)
+	return nil, &runner.ForwardError{Queue: q, Reason: reason, Remedy: remedy, Accept: accept}
 }
 
 // noTranscriber applies the -no-transcriber policy to a task that needs a
@@ -404,7 +421,10 @@ func (m *mediaTasks) noTranscriber(log zerolog.Logger, t *runner.Task, what stri
 		return nil, fmt.Errorf("%s: the %s needs a transcript and this worker has no transcriber (%s); build it with `make worker-whisper` and pass -whisper-model, or start it with -no-transcriber forward to hand such tasks to a Python worker",
 			t.Name, what, m.cfg.TranscriberReason)
 	}
-	return m.forward(log, t, fmt.Sprintf("the %s needs a transcript and this worker has no transcriber (%s)", what, m.cfg.TranscriberReason))
+	return m.forwardOr(log, t, fmt.Sprintf("the %s needs a transcript and this worker has no transcriber (%s)", what, m.cfg.TranscriberReason),
+		fmt.Sprintf("start a worker with whisper (make worker-whisper, -whisper-model) on %q, or a Python MoRAG worker on %q (celery -A morag.worker worker --queues=%s)",
+			t.Queue, m.cfg.ForwardQueue, m.cfg.ForwardQueue),
+		fleet.Worker.CanTranscribe) // another Go worker without whisper would only hand it back
 }
 
 // notMedia is a download's Check deciding the URL is not audio or video.

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,96 +16,22 @@ import (
 	"morag-gpu/media/transcribe"
 )
 
-// kind is what a task's input is, as far as this worker is concerned.
-type kind int
+// kind is what a task's input is, as far as this worker is concerned; the
+// gateway classifies the same way (media.Kind) when it routes.
+type kind = media.Kind
 
 const (
-	kindUnknown kind = iota // find out by probing the file
-	kindAudio
-	kindVideo
-	kindOther // documents, images, web pages: a Python worker's job
+	kindUnknown = media.KindUnknown // find out by probing the file
+	kindAudio   = media.KindAudio
+	kindVideo   = media.KindVideo
+	kindOther   = media.KindOther // documents, images, web pages: a Python worker's job
 )
 
-func (k kind) String() string {
-	switch k {
-	case kindAudio:
-		return "audio"
-	case kindVideo:
-		return "video"
-	case kindOther:
-		return "other"
-	}
-	return "unknown"
-}
-
-// kindFromContentType reads a task's content_type argument, which is a MIME
-// type or a MoRAG type (audio, video, document, image, web, youtube, ...).
-func kindFromContentType(ct string) kind {
-	ct = strings.ToLower(strings.TrimSpace(ct))
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
-		ct = strings.TrimSpace(ct[:i])
-	}
-	if ct == "" {
-		return kindUnknown
-	}
-	major, _, isMIME := strings.Cut(ct, "/")
-	if !isMIME {
-		switch ct {
-		case "audio":
-			return kindAudio
-		case "video":
-			return kindVideo
-		}
-		return kindOther
-	}
-	switch {
-	case major == "audio":
-		return kindAudio
-	case major == "video":
-		return kindVideo
-	case ct == "application/octet-stream", ct == "application/ogg", ct == "application/mp4",
-		ct == "application/x-matroska", ct == "binary/octet-stream":
-		// Says nothing about what is inside: probe it.
-		return kindUnknown
-	}
-	return kindOther
-}
-
-// Extensions decide without a download when the content type is missing.
-// A container extension is only a hint; the probe has the last word.
 var (
-	audioExts = map[string]bool{".mp3": true, ".wav": true, ".m4a": true, ".aac": true, ".flac": true,
-		".oga": true, ".opus": true, ".wma": true, ".aiff": true, ".aif": true, ".amr": true}
-	videoExts = map[string]bool{".mp4": true, ".m4v": true, ".mov": true, ".mkv": true, ".webm": true,
-		".avi": true, ".wmv": true, ".flv": true, ".mpeg": true, ".mpg": true, ".ts": true, ".mts": true,
-		".m2ts": true, ".3gp": true, ".ogv": true}
-	otherExts = map[string]bool{".pdf": true, ".doc": true, ".docx": true, ".txt": true, ".md": true,
-		".html": true, ".htm": true, ".rtf": true, ".odt": true, ".ppt": true, ".pptx": true, ".xls": true,
-		".xlsx": true, ".csv": true, ".json": true, ".xml": true, ".epub": true, ".png": true, ".jpg": true,
-		".jpeg": true, ".gif": true, ".bmp": true, ".tif": true, ".tiff": true, ".webp": true, ".svg": true}
+	kindFromContentType = media.KindFromContentType
+	kindFromName        = media.KindFromName
+	kindFromURL         = media.KindFromURL
 )
-
-func kindFromName(name string) kind {
-	ext := strings.ToLower(filepath.Ext(name))
-	switch {
-	case audioExts[ext]:
-		return kindAudio
-	case videoExts[ext]:
-		return kindVideo
-	case otherExts[ext]:
-		return kindOther
-	}
-	return kindUnknown
-}
-
-// kindFromURL is kindFromName of a URL's path.
-func kindFromURL(raw string) kind {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return kindUnknown
-	}
-	return kindFromName(path.Base(u.Path))
-}
 
 // taskOptions are the task_options (or options) keys this worker uses.
 type taskOptions struct {

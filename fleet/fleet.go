@@ -1,7 +1,9 @@
-// Package fleet is the gateway's live directory of Celery workers, Go and
-// Python alike. It learns hostnames from worker events (heartbeats,
-// online, offline) and each worker's queues from pidbox active_queues
-// replies, and answers auth.Liveness: is some worker consuming a queue alive?
+// Package fleet is a live directory of Celery workers, Go and Python alike,
+// for the gateway (where to route) and the Go worker (where it may forward).
+// It learns hostnames from worker events (heartbeats, online, offline), each
+// worker's queues from pidbox active_queues replies and what it can finish
+// from `inspect stats`, and answers auth.Liveness: is some worker consuming
+// a queue alive, and can one of them transcribe?
 package fleet
 
 import (
@@ -55,11 +57,16 @@ type Worker struct {
 	MaxTasks       int       `json:"max_tasks,omitempty"`
 	LastSeen       time.Time `json:"last_seen"`
 	Alive          bool      `json:"alive"`
+	// Capabilities is what a Go worker reported in `inspect stats`; nil for
+	// Python workers (they finish everything they register) and for Go
+	// workers whose stats have not answered yet.
+	Capabilities *Capabilities `json:"capabilities,omitempty"`
 }
 
 type worker struct {
 	Worker
 	queuesKnown bool
+	statsKnown  bool
 }
 
 // Directory is the live worker directory. Run feeds it; every other method
@@ -71,9 +78,11 @@ type Directory struct {
 	log     zerolog.Logger
 	now     func() time.Time
 
-	mu      sync.Mutex
-	workers map[string]*worker
-	newHost chan struct{} // poked when an unknown hostname shows up
+	mu          sync.Mutex
+	workers     map[string]*worker
+	lastRefresh time.Time
+	inflight    *refreshCall  // the shared Refresh running now, if any
+	newHost     chan struct{} // poked when an unknown hostname shows up
 }
 
 // New returns a directory on pool. It does nothing until Run.
@@ -138,6 +147,11 @@ func (d *Directory) observe(e protocol.Event) {
 		d.log.Info().Str("worker", host).Msg("worker went offline")
 		return
 	}
+	if w, ok := d.workers[host]; ok && e.Type() == "worker-online" {
+		// A restart under the same name may bring other capabilities
+		// (a whisper build, another model): ask again.
+		w.statsKnown, w.queuesKnown = false, false
+	}
 	w, ok := d.workers[host]
 	if !ok {
 		w = &worker{Worker: Worker{Hostname: host, Queues: []string{}}}
@@ -168,16 +182,22 @@ func (d *Directory) observe(e protocol.Event) {
 }
 
 // Refresh asks every worker for its queues (pidbox active_queues) and
-// records the answers; a reply also counts as a sign of life.
-func (d *Directory) Refresh(ctx context.Context) {
+// records the answers; a reply also counts as a sign of life. It returns
+// the broadcast's error, after which the last known queues stay in use.
+func (d *Directory) Refresh(ctx context.Context) error {
 	replies, err := d.control.Broadcast(ctx, "active_queues", nil, nil, replyWait)
 	if err != nil && ctx.Err() == nil {
 		d.log.Warn().Err(err).Msg("active_queues broadcast failed; keeping the last known queues")
 	}
-	if len(replies) == 0 {
-		return
-	}
 	now := d.now()
+	d.mu.Lock()
+	if err == nil {
+		d.lastRefresh = now
+	}
+	d.mu.Unlock()
+	if len(replies) == 0 {
+		return err
+	}
 	var unknownStats []string
 	d.mu.Lock()
 	for host, reply := range replies {
@@ -199,7 +219,7 @@ func (d *Directory) Refresh(ctx context.Context) {
 			w = &worker{Worker: Worker{Hostname: host, Implementation: "python"}}
 			d.workers[host] = w
 		}
-		if w.MaxTasks == 0 {
+		if !w.statsKnown {
 			unknownStats = append(unknownStats, host)
 		}
 		w.Queues, w.queuesKnown, w.LastSeen = queues, true, now
@@ -213,9 +233,11 @@ func (d *Directory) Refresh(ctx context.Context) {
 	if len(unknownStats) > 0 {
 		d.fetchStats(ctx, unknownStats)
 	}
+	return err
 }
 
-// fetchStats reads pool size and implementation once per new worker.
+// fetchStats reads pool size, implementation and capabilities once per new
+// (or restarted) worker: they do not change while it runs.
 func (d *Directory) fetchStats(ctx context.Context, hosts []string) {
 	replies, _ := d.control.Broadcast(ctx, "stats", nil, hosts, replyWait)
 	d.mu.Lock()
@@ -238,39 +260,11 @@ func (d *Directory) fetchStats(ctx context.Context, hosts []string) {
 		if g, ok := m["gpu"].(bool); ok && g {
 			w.GPU = true
 		}
-	}
-}
-
-// QueueAlive implements auth.Liveness. When a live worker's queues are not
-// known yet (it appeared since the last refresh), it asks before answering,
-// so a worker that just started is not missed.
-func (d *Directory) QueueAlive(ctx context.Context, queue string) (bool, error) {
-	alive, unknown := d.queueAlive(queue)
-	if alive || !unknown {
-		return alive, nil
-	}
-	d.Refresh(ctx)
-	alive, _ = d.queueAlive(queue)
-	return alive, nil
-}
-
-func (d *Directory) queueAlive(queue string) (alive, unknown bool) {
-	cutoff := d.now().Add(-d.opts.AliveWindow)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, w := range d.workers {
-		if w.LastSeen.Before(cutoff) {
-			continue
-		}
-		if !w.queuesKnown {
-			unknown = true
-			continue
-		}
-		if slices.Contains(w.Queues, queue) {
-			return true, false
+		w.statsKnown = true
+		if w.Implementation == "go" {
+			w.Capabilities = parseCapabilities(m)
 		}
 	}
-	return false, unknown
 }
 
 // Workers lists the live workers, sorted by hostname. Workers not heard from

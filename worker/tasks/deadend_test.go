@@ -1,0 +1,67 @@
+package tasks
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol"
+	"morag-gpu/worker/runner"
+)
+
+// TestNoTranscriberNeverForwardsIntoADeadQueue: a worker without a
+// transcriber fails audio, saying what to start, while no live worker
+// consumes the forward queue; once a Python MoRAG worker does, the same
+// task is handed to it and finished there.
+func TestNoTranscriberNeverForwardsIntoADeadQueue(t *testing.T) {
+	rd, client := startRunnerWith(t, MediaConfig{ForwardQueue: "celery", TranscriberReason: "built without whisper tag"},
+		func(c *runner.Config) { c.ForwardOnlyToLive = true })
+	file := filepath.Join(t.TempDir(), "talk.mp3")
+	if err := os.WriteFile(file, []byte("spoken words"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func() *protocol.ResultMeta {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		res, err := client.Send(ctx, ProcessFile, []any{file, "audio", nil}, nil, protocol.SendOptions{Queue: "gpu-tasks-alice"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := res.Wait(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", res.ID, err)
+		}
+		return m
+	}
+
+	m := run()
+	var exc struct {
+		Message []string `json:"exc_message"`
+	}
+	_ = json.Unmarshal(m.Result, &exc)
+	msg := strings.Join(exc.Message, " ")
+	for _, want := range []string{"the audio needs a transcript and this worker has no transcriber (built without whisper tag)",
+		`no live worker consumes queue "celery"`, "make worker-whisper", `on "gpu-tasks-alice"`, "celery -A morag.worker worker --queues=celery"} {
+		if m.Status != protocol.StateFailure || !strings.Contains(msg, want) {
+			t.Errorf("dead forward queue: %s %s, want FAILURE saying %q", m.Status, m.Result, want)
+		}
+	}
+
+	testenv.RequireCelery(t)
+	testenv.StartCeleryWorker(t, rd.URL(), "morag.worker", "-Q", "celery", "-c", "1", "-n", "py@%h")
+	// Until the worker's directory has seen the Python worker, the task may
+	// still fail; the condition is a forwarded success.
+	deadline := time.Now().Add(60 * time.Second)
+	for m = run(); m.Status != protocol.StateSuccess && time.Now().Before(deadline); m = run() {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if m.Status != protocol.StateSuccess || !strings.Contains(string(m.Result), "python-standin") {
+		t.Fatalf("with a live Python worker on celery: %s %s", m.Status, m.Result)
+	}
+}
