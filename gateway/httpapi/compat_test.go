@@ -185,7 +185,14 @@ func pythonShapedWorker(t *testing.T, e *env, queues ...string) <-chan queued {
 				t.Errorf("undecodable message on %s: %v", kv[0], err)
 				continue
 			}
-			_ = e.gw.backend.Store(ctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: pythonResult(m)})
+			if raisesInPython(m) {
+				// What a MoRAG task that raises stores: FAILURE with the
+				// exception (update_state + re-raise).
+				_ = e.gw.backend.Store(ctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateFailure,
+					Result: protocol.NewTaskError("ValueError", "builtins", "cannot decode /tmp/morag-worker-1/in.mp4: moov atom not found")})
+			} else {
+				_ = e.gw.backend.Store(ctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: pythonResult(m)})
+			}
 			q := string(kv[0])
 			if i := strings.Index(q, "\x06\x16"); i >= 0 {
 				q = q[:i]
@@ -195,6 +202,16 @@ func pythonShapedWorker(t *testing.T, e *env, queues ...string) <-chan queued {
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	return out
+}
+
+// raisesInPython marks the requests whose task raises in the Python-shaped
+// worker: a URL containing "raise".
+func raisesInPython(m *protocol.Message) bool {
+	if len(m.Args) == 0 {
+		return false
+	}
+	u, _ := m.Args[0].(string)
+	return strings.Contains(u, "raise")
 }
 
 // pythonResult is what morag.worker / morag.ingest_tasks return (§2.3).
@@ -717,4 +734,29 @@ func TestCompatPythonWorkerSignedURL(t *testing.T) {
 			t.Fatalf("ingest: %s", st.Body)
 		}
 	})
+}
+
+// TestCompatTaskThatRaises: upstream answers processing that raised with 500
+// {"detail": "Processing failed: …"}; a task that raised (FAILURE) is the
+// same event here, so a client sees the same answer, without worker paths.
+func TestCompatTaskThatRaises(t *testing.T) {
+	r := testenv.StartRedis(t)
+	e := startGateway(t, r, nil)
+	work := pythonShapedWorker(t, e, "celery")
+	res := e.postJSON("/process/url", map[string]any{"url": "https://example.com/raise.mp4"})
+	<-work
+	if res.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500 as MoRAG: %s", res.Code, res.Body)
+	}
+	m := res.json(t)
+	if len(m) != 1 {
+		t.Errorf("body %s: want only detail, as FastAPI's HTTPException", res.Body)
+	}
+	d, _ := m["detail"].(string)
+	if !strings.HasPrefix(d, "Processing failed: ") || !strings.Contains(d, "moov atom not found") {
+		t.Errorf("detail %q: want \"Processing failed: \" and the error", d)
+	}
+	if strings.Contains(d, "/tmp/morag-worker-1") {
+		t.Errorf("detail %q carries a worker path", d)
+	}
 }

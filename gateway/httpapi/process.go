@@ -99,6 +99,9 @@ func (g *Gateway) processFile(c echo.Context) error {
 		return g.waitError(c, res.ID, err)
 	}
 	drop() // the result is stored: the upload has served its purpose
+	if meta.Err() != nil {
+		return g.processingFailed(c, meta, d)
+	}
 	out := g.toResult(meta, d)
 	out.Metadata["upload"] = map[string]any{"transfer_id": up.ID, "size": up.Size, "sha256": up.SHA256, "filename": up.Name}
 	return c.JSON(http.StatusOK, out)
@@ -172,6 +175,9 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 	meta, err := g.wait(c, res, d, need)
 	if err != nil {
 		return g.waitError(c, res.ID, err)
+	}
+	if meta.Err() != nil {
+		return g.processingFailed(c, meta, d)
 	}
 	return c.JSON(http.StatusOK, g.toResult(meta, d))
 }

@@ -1,10 +1,14 @@
 package httpapi
 
 import (
+	"net/http"
 	"regexp"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/labstack/echo/v4"
+
+	"morag-gpu/auth"
 	"morag-gpu/protocol"
 )
 
@@ -65,4 +69,16 @@ func (g *Gateway) publicStatus(meta *protocol.ResultMeta) TaskStatus {
 		}
 	}
 	return st
+}
+
+// processingFailed answers a /process/* task that raised as MoRAG's server
+// answers processing that raised: 500 {"detail": "Processing failed: …"}
+// (a task that returns success false is still a 200, as upstream's). The
+// text is the short, path-free form; the full one goes to the log.
+func (g *Gateway) processingFailed(c echo.Context, meta *protocol.ResultMeta, d auth.Decision) error {
+	g.metrics.outcome("failure")
+	msg := meta.Err().Error()
+	short := g.publicMessage(meta.TaskID, &msg)
+	g.log.Info().Str("task_id", meta.TaskID).Str("queue", d.Queue).Msg("task failed; answering 500 as MoRAG does")
+	return c.JSON(http.StatusInternalServerError, map[string]any{"detail": "Processing failed: " + *short})
 }

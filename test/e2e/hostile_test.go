@@ -151,6 +151,7 @@ func TestHostileUploads(t *testing.T) {
 			if err := json.Unmarshal(raw, &res); err != nil {
 				t.Fatalf("answer %s: %v", raw, err)
 			}
+			failedMessage(t, &res)
 			if took > 60*time.Second {
 				t.Errorf("the task took %v; hostile input must end within a minute here", took)
 			}
@@ -214,6 +215,7 @@ func TestHostileUploads(t *testing.T) {
 		if err := json.Unmarshal(raw, &res); err != nil {
 			t.Fatalf("answer %s: %v", raw, err)
 		}
+		failedMessage(t, &res)
 		if res.Success || res.ErrorMessage == nil || !strings.Contains(*res.ErrorMessage, "TimeLimitExceeded") {
 			t.Fatalf("want a TimeLimitExceeded FAILURE, got: %.300s", raw)
 		}
@@ -372,4 +374,19 @@ func ffmpegUnder(dir string) []int {
 		}
 	}
 	return pids
+}
+
+// failedMessage reads MoRAG's 500 answer for a task that raised
+// ({"detail": "Processing failed: …"}) into res.ErrorMessage, so the
+// checks above read one place.
+func failedMessage(t *testing.T, res *result) {
+	t.Helper()
+	if res.Detail == "" {
+		return
+	}
+	if !strings.HasPrefix(res.Detail, "Processing failed: ") {
+		t.Errorf("detail %q: want MoRAG's \"Processing failed: …\"", res.Detail)
+	}
+	msg := strings.TrimPrefix(res.Detail, "Processing failed: ")
+	res.ErrorMessage = &msg
 }

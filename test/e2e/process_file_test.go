@@ -206,6 +206,8 @@ type result struct {
 	ProcessingTime float64        `json:"processing_time"`
 	ErrorMessage   *string        `json:"error_message"`
 	Thumbnails     []string       `json:"thumbnails"`
+	// Detail is MoRAG's 500 answer for a task that raised.
+	Detail string `json:"detail"`
 }
 
 // postFile posts the file to /process/file with gpu=true and alice's key
