@@ -117,11 +117,10 @@ func (s *Server) retry(ctx context.Context, r *request, re *RetryError, cause er
 	}
 	if re.MaxRetries >= 0 && r.msg.Retries >= re.MaxRetries {
 		if te == nil {
-			te = protocol.NewTaskError("MaxRetriesExceededError", modCelery, fmt.Sprintf(
-				"Can't retry %s[%s] args:%s kwargs:%s", r.msg.Task, r.msg.ID, argsRepr(r.msg), kwargsRepr(r.msg)))
+			te = protocol.NewTaskError("MaxRetriesExceededError", modCelery, maxRetriesMessage(r.msg))
 		}
 		r.log.Warn().Int("retries", r.msg.Retries).Int("max_retries", re.MaxRetries).Msg("max retries exceeded")
-		s.fail(ctx, r, te, traceback(te, ""))
+		s.fail(ctx, r, te, errorTraceback(te, re, r.msg.Task))
 		return
 	}
 	next := retryMessage(r.msg, r.d.Queue, re.Countdown, time.Now())

@@ -32,6 +32,7 @@ type Server struct {
 	mailbox  *protocol.Mailbox
 
 	revoked    *revokedSet
+	limiter    *rateLimiter
 	taskEvents atomic.Bool
 	running    atomic.Bool
 
@@ -81,6 +82,7 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		db:      db,
 		pool:    pool,
 		revoked: newRevokedSet(revokedMax, revokedExpires),
+		limiter: newRateLimiter(),
 		abortCh: make(chan struct{}),
 		changed: make(chan struct{}),
 		held:    map[string]*request{},
