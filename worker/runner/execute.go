@@ -207,7 +207,8 @@ func (s *Server) finish(ctx context.Context, r *request, o outcome, runtime time
 		}
 		te := &protocol.TaskError{ExcType: "TimeLimitExceeded", ExcModule: modBilliard, ExcMessage: []any{limit}}
 		r.log.Error().Float64("time_limit", limits.Hard.Seconds()).Msg("hard time limit exceeded; abandoning the handler")
-		s.fail(ctx, r, te, traceback(te, ""))
+		// Python's on_timeout stores the failure without a traceback.
+		s.fail(ctx, r, te, "")
 	case o.panicked != nil:
 		te := protocol.NewTaskError("RuntimeError", modBuiltins, fmt.Sprintf("panic: %v", o.panicked))
 		if isTypePanic(o.panicked) {

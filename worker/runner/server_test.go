@@ -159,7 +159,7 @@ func TestServerOutcomes(t *testing.T) {
 	m = h.wait(h.send("t.hang", protocol.SendOptions{TimeLimit: time.Second}))
 	exc := excOf(t, m)
 	if m.Status != protocol.StateFailure || exc["exc_type"] != "TimeLimitExceeded" || !strings.Contains(string(m.Result), `"exc_message":[1]`) ||
-		!strings.HasSuffix(*m.Traceback, "billiard.exceptions.TimeLimitExceeded: TimeLimitExceeded(1,)\n") {
+		m.Traceback != nil {
 		t.Errorf("hard limit: %s %s", m.Status, m.Result)
 	}
 	if time.Since(start) > 15*time.Second {
