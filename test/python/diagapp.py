@@ -98,6 +98,12 @@ def exhaust(self, max_retries):
         return "exhausted"
 
 
+@app.task(bind=True, name="diag.pydouble")
+def pydouble(self, x):
+    """Python only: lets tests see a Go worker forward what it cannot run."""
+    return x * 2
+
+
 def poll_states(task_id, timeout=60.0, interval=0.05):
     """Poll AsyncResult.state until ready; return the distinct states seen in order."""
     res = app.AsyncResult(task_id)

@@ -81,7 +81,7 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 	}
 	msg := d.Message
 	log := s.log.With().Str("task_id", msg.ID).Str("task", msg.Task).Str("queue", d.Queue).Logger()
-	r := newRequest(d, s.mux.Handler(msg.Task), log, now)
+	r := newRequest(d, s.handlerFor(msg), log, now)
 	s.hold(r)
 	s.cfg.Observer.TaskReceived(msg.Task)
 	log.Info().Int("retries", msg.Retries).Msg("task received")
