@@ -68,7 +68,7 @@ func (s *Server) failChain(ctx context.Context, r *request, te *protocol.TaskErr
 		err := s.store(ctx, r, "store FAILURE for a chained task", protocol.StoreRequest{
 			TaskID: id, State: protocol.StateFailure, Result: te, Traceback: tb,
 		})
-		if err != nil {
+		if err != nil || !s.chainElementChordPart(ctx, r, sig, protocol.StateFailure, te) {
 			return false
 		}
 	}

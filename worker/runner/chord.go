@@ -28,14 +28,20 @@ func (s *Server) chordPartReturn(ctx context.Context, r *request, state protocol
 	if !isChordPart(r) {
 		return true
 	}
-	gid := r.msg.Group
-	log := r.log.With().Str("group_id", gid).Logger()
+	return s.joinChordPart(ctx, r, protocol.ChordPart{
+		GroupID: r.msg.Group, TaskID: r.msg.ID, GroupIndex: r.msg.GroupIndex, State: state, Result: result,
+	}, *r.msg.Embed.Chord)
+}
+
+// joinChordPart records one part of the chord whose body is body and, for
+// the completing part, applies or fails the body.
+func (s *Server) joinChordPart(ctx context.Context, r *request, part protocol.ChordPart, body protocol.Signature) bool {
+	gid := part.GroupID
+	log := r.log.With().Str("group_id", gid).Str("chord_part", part.TaskID).Logger()
 	var join *protocol.ChordJoin
 	err := persist(ctx, log, "record the chord part", func(ctx context.Context) error {
 		var err error
-		join, err = s.backend.ChordPartReturn(ctx, protocol.ChordPart{
-			GroupID: gid, TaskID: r.msg.ID, GroupIndex: r.msg.GroupIndex, State: state, Result: result,
-		})
+		join, err = s.backend.ChordPartReturn(ctx, part)
 		return err
 	})
 	if err != nil {
@@ -45,7 +51,6 @@ func (s *Server) chordPartReturn(ctx context.Context, r *request, state protocol
 		log.Debug().Int("ready", join.Ready).Int("total", join.Total).Msg("chord part recorded")
 		return true
 	}
-	body := *r.msg.Embed.Chord
 	bodyID := optString(body.Options, "task_id")
 	log = log.With().Str("chord_body", body.Task).Str("chord_body_id", bodyID).Logger()
 
@@ -53,13 +58,13 @@ func (s *Server) chordPartReturn(ctx context.Context, r *request, state protocol
 		// Python joins a saved (nested) GroupResult instead of the
 		// flat parts; this worker does not, so say so on the body rather
 		// than hand it a differently shaped result.
-		if !s.chordError(ctx, r, body, "Join error: "+excRepr(protocol.NewTaskError("NotImplementedError", modBuiltins,
+		if !s.chordError(ctx, r, gid, body, "Join error: "+excRepr(protocol.NewTaskError("NotImplementedError", modBuiltins,
 			"the Go worker cannot join a chord whose header contains groups"))) {
 			return false
 		}
 	} else if results, te := chordResults(join.Parts); te != nil {
 		log.Warn().Str("exception", excRepr(te)).Msg("chord header part failed; failing the chord body with ChordError")
-		if !s.chordError(ctx, r, body, te.ExcMessage[0].(string)) {
+		if !s.chordError(ctx, r, gid, body, te.ExcMessage[0].(string)) {
 			return false
 		}
 	} else {
@@ -71,7 +76,7 @@ func (s *Server) chordPartReturn(ctx context.Context, r *request, state protocol
 			}
 		}
 		if err != nil {
-			if !s.chordError(ctx, r, body, "Callback error: "+excRepr(protocol.NewTaskError("RuntimeError", modBuiltins, err.Error()))) {
+			if !s.chordError(ctx, r, gid, body, "Callback error: "+excRepr(protocol.NewTaskError("RuntimeError", modBuiltins, err.Error()))) {
 				return false
 			}
 		} else {
@@ -145,7 +150,7 @@ func flattenChain(sig protocol.Signature) (protocol.Signature, []protocol.Signat
 // chordError is chord_error_from_stack: the body's link_error signatures
 // are sent as Python's old-style errbacks (one group, the body's id
 // prepended), then ChordError(reason) is stored as the body's FAILURE.
-func (s *Server) chordError(ctx context.Context, r *request, body protocol.Signature, reason string) bool {
+func (s *Server) chordError(ctx context.Context, r *request, gid string, body protocol.Signature, reason string) bool {
 	bodyID := optString(body.Options, "task_id")
 	te := protocol.NewTaskError("ChordError", modCelery, reason)
 	if errbacks := optSignatures(body.Options["link_error"]); len(errbacks) > 0 && bodyID != "" {
@@ -169,8 +174,26 @@ func (s *Server) chordError(ctx context.Context, r *request, body protocol.Signa
 		r.log.Error().Str("exception", excRepr(te)).Msg("chord failed, and its body has no task id to store the ChordError on")
 		return true
 	}
-	tb := traceback(te, "  chord "+r.msg.Group+" joined by "+s.cfg.Hostname+" (Go worker)\n")
+	tb := traceback(te, "  chord "+gid+" joined by "+s.cfg.Hostname+" (Go worker)\n")
 	return s.store(ctx, r, "store the chord body's ChordError", protocol.StoreRequest{
 		TaskID: bodyID, State: protocol.StateFailure, Result: te, Traceback: tb,
 	}) == nil
+}
+
+// chainElementChordPart is mark_as_failure's care for a failed chain
+// whose later element is a chord header part (chord([a | b, c], body)):
+// that element will never run, so its failure is recorded in the chord
+// in its place, or the chord would wait forever.
+func (s *Server) chainElementChordPart(ctx context.Context, r *request, sig protocol.Signature, state protocol.State, te *protocol.TaskError) bool {
+	bodies := optSignatures(sig.Options["chord"])
+	id, gid := optString(sig.Options, "task_id"), optString(sig.Options, "group_id")
+	if len(bodies) != 1 || id == "" || gid == "" {
+		return true
+	}
+	part := protocol.ChordPart{GroupID: gid, TaskID: id, State: state, Result: te}
+	if gi, ok := optFloat(sig.Options, "group_index"); ok {
+		i := int(gi)
+		part.GroupIndex = &i
+	}
+	return s.joinChordPart(ctx, r, part, bodies[0])
 }

@@ -20,7 +20,12 @@ import json, sys
 from celery import chord, chain, group
 from diagapp import app, emit, poll_states
 form, header, body_queue, errback_queue = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
-parts = [app.signature(name, args=args, queue=queue) for name, args, queue in header]
+def part(p):
+    if p[0] == "chain":  # ["chain", [[name, args, queue], ...]]
+        return chain(*[part(x) for x in p[1]])
+    name, args, queue = p
+    return app.signature(name, args=args, queue=queue)
+parts = [part(p) for p in header]
 body = app.signature("diag.echo", queue=body_queue)
 if errback_queue:
     body.on_error(app.signature("diag.echo", args=["errback"], queue=errback_queue))
@@ -153,6 +158,27 @@ func TestChordHeaderSplitBetweenGoAndPython(t *testing.T) {
 		}
 		t.Errorf("the chord body's errback was not called with the body id %s", cr.ID)
 	}
+	t.Run("ChainInHeader", func(t *testing.T) {
+		// chord([echo(0)@py | echo(1)@go, sleep@py], body@go): the chain's
+		// last task, run by Go, is the chord part.
+		cr := runChord(t, r.URL(), "chord", [][]any{{"chain", []any{echo(0, "py"), echo(1, "go")}}, sleep("py")}, "go", "")
+		if cr.State != "SUCCESS" {
+			t.Fatalf("body state %s (%s: %s)", cr.State, cr.ExcType, cr.Exc)
+		}
+		results := cr.Result["args"].([]any)[0].([]any)
+		first, _ := results[0].(map[string]any)
+		if len(results) != 2 || first["worker"] != goName || results[1] != float64(1) {
+			t.Errorf("body got %v; want [echo from Go, 1]", results)
+		}
+	})
+	t.Run("FailedChainInHeader", func(t *testing.T) {
+		// The chain's first task fails on Go: its unrun chord part is
+		// recorded as failed, so the body fails instead of waiting.
+		cr := runChord(t, r.URL(), "chord", [][]any{{"chain", []any{[]any{"diag.fail", []any{"early"}, "go"}, echo(1, "go")}}, sleep("py")}, "py", "")
+		if cr.State != "FAILURE" || cr.ExcType != "ChordError" || !strings.Contains(cr.Exc, "raised RuntimeError('early')") {
+			t.Errorf("body: %s %s(%s); want FAILURE ChordError", cr.State, cr.ExcType, cr.Exc)
+		}
+	})
 	t.Run("GoPartFailsPythonJoins", func(t *testing.T) { failing(t, "go", "py", "go") })
 	t.Run("PythonPartFailsGoJoins", func(t *testing.T) { failing(t, "py", "go", "py") })
 }
