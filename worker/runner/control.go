@@ -110,6 +110,9 @@ func (s *Server) ctlReserved(context.Context, *protocol.ControlRequest) (any, er
 func (s *Server) ctlScheduled(context.Context, *protocol.ControlRequest) (any, error) {
 	out := []any{}
 	for _, r := range s.requests(stateScheduled) {
+		if r.msg.ETA == nil {
+			continue // waiting for its rate limit: Python lists those nowhere
+		}
 		out = append(out, map[string]any{
 			"eta":      isoOrNil(r.msg.ETA),
 			"priority": 6, // Python's timer priority for ETA entries

@@ -37,7 +37,7 @@ func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 	limit := s.cfg.Concurrency + s.cfg.Prefetch
 	for {
 		canFetch := s.waitFor(stopCtx, func() bool {
-			if s.active+len(s.ready)+s.fetching < limit && !s.stopping {
+			if s.active+len(s.ready)+s.fetching+s.rateWaiting < limit && !s.stopping {
 				s.fetching++
 				return true
 			}
@@ -124,6 +124,7 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 		r.mu.Lock()
 		r.state = stateScheduled
 		r.mu.Unlock()
+		s.countRateWait(r)
 		s.work.Go(func() { s.waitETA(stopCtx, ioCtx, r, now.Add(wait)) })
 		return
 	}
@@ -140,6 +141,7 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 // Python's consumer holds it in the task's bucket; a task whose ETA
 // passed takes its turn under the rate limit next.
 func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request, until time.Time) {
+	defer s.uncountRateWait(r)
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	wake := r.wake

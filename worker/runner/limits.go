@@ -216,3 +216,28 @@ func (s *Server) rateLimitWait(r *request, now time.Time) time.Duration {
 	}
 	return wait
 }
+
+// countRateWait counts r against the prefetch limit while it waits for its
+// rate limit; uncountRateWait (deferred by the waiter) releases it.
+func (s *Server) countRateWait(r *request) {
+	r.mu.Lock()
+	r.rateCounted = true
+	r.mu.Unlock()
+	s.mu.Lock()
+	s.rateWaiting++
+	s.mu.Unlock()
+}
+
+func (s *Server) uncountRateWait(r *request) {
+	r.mu.Lock()
+	counted := r.rateCounted
+	r.rateCounted = false
+	r.mu.Unlock()
+	if !counted {
+		return
+	}
+	s.mu.Lock()
+	s.rateWaiting--
+	s.broadcastLocked()
+	s.mu.Unlock()
+}

@@ -62,3 +62,28 @@ func TestRegistrationOptionsShowInRegistered(t *testing.T) {
 		t.Errorf("the message's limit must win: %+v", tl)
 	}
 }
+
+// Tasks waiting for their rate limit hold their messages against the
+// prefetch limit, as in Python, instead of draining the queue.
+func TestRateLimitedTasksCountAgainstPrefetch(t *testing.T) {
+	t.Parallel()
+	mux := NewMux()
+	mux.HandleFunc("t.rl", func(context.Context, *Task) (any, error) { return "ok", nil }, RateLimit("1/h"))
+	h := startServer(t, Config{Queues: []string{"rl"}, Concurrency: 1, Prefetch: 1}, mux)
+	first := h.send("t.rl", protocol.SendOptions{})
+	if m := h.wait(first); m.Status != protocol.StateSuccess {
+		t.Fatalf("first task: %s", m.Status)
+	}
+	for i := 0; i < 4; i++ {
+		h.send("t.rl", protocol.SendOptions{})
+	}
+	h.waitFor("two rate-limited tasks held", 10*time.Second, func() bool { return h.redisInt("ZCARD", "unacked_index") == 2 })
+	time.Sleep(300 * time.Millisecond) // a fetch past the limit would show by now
+	if held, queued := h.redisInt("ZCARD", "unacked_index"), h.redisInt("LLEN", "rl"); held != 2 || queued != 2 {
+		t.Errorf("held %d, queued %d; want 2 held (concurrency+prefetch) and 2 left in the queue", held, queued)
+	}
+	got, _ := h.srv.ctlScheduled(context.Background(), &protocol.ControlRequest{})
+	if list, _ := got.([]any); len(list) != 0 {
+		t.Errorf("rate-limited tasks listed as scheduled: %v", got)
+	}
+}
