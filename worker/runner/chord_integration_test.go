@@ -27,6 +27,8 @@ def part(p):
     return app.signature(name, args=args, queue=queue)
 parts = [part(p) for p in header]
 body = app.signature("diag.echo", queue=body_queue)
+if len(sys.argv) > 5:  # a chain body: body | echo("then")@argv[5]
+    body = chain(body, app.signature("diag.echo", args=["then"], queue=sys.argv[5]))
 if errback_queue:
     body.on_error(app.signature("diag.echo", args=["errback"], queue=errback_queue))
 if form == "chord":
@@ -55,10 +57,10 @@ type chordRun struct {
 	Exc     string
 }
 
-func runChord(t *testing.T, url, form string, header [][]any, bodyQueue, errbackQueue string) chordRun {
+func runChord(t *testing.T, url, form string, header [][]any, bodyQueue, errbackQueue string, thenQueue ...string) chordRun {
 	t.Helper()
 	h, _ := json.Marshal(header)
-	lines := python(t, url, chordScript, form, string(h), bodyQueue, errbackQueue)
+	lines := python(t, url, chordScript, append([]string{form, string(h), bodyQueue, errbackQueue}, thenQueue...)...)
 	if len(lines) != 1 {
 		t.Fatalf("chord script printed %v", lines)
 	}
@@ -158,6 +160,19 @@ func TestChordHeaderSplitBetweenGoAndPython(t *testing.T) {
 		}
 		t.Errorf("the chord body's errback was not called with the body id %s", cr.ID)
 	}
+	t.Run("ChainBodyGoJoins", func(t *testing.T) {
+		// chord(header, echo@go | echo("then")@py): Go joins and sends
+		// the chain's first task with the rest of the chain.
+		cr := runChord(t, r.URL(), "chord", [][]any{echo(0, "py"), sleep("go")}, "go", "", "py")
+		if cr.State != "SUCCESS" || cr.Result["worker"] != pyName {
+			t.Fatalf("chain body's last task: %s %v (%s: %s)", cr.State, cr.Result, cr.ExcType, cr.Exc)
+		}
+		args := cr.Result["args"].([]any)
+		inner, _ := args[0].(map[string]any)
+		if len(args) != 2 || args[1] != "then" || inner["worker"] != goName {
+			t.Errorf("chain body's last task got %v; want [<echo of the header results from Go>, then]", args)
+		}
+	})
 	t.Run("ChainInHeader", func(t *testing.T) {
 		// chord([echo(0)@py | echo(1)@go, sleep@py], body@go): the chain's
 		// last task, run by Go, is the chord part.
