@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -232,7 +233,7 @@ func argNumberString(v any) string {
 	case json.Number:
 		return x.String()
 	case float64:
-		return pyFloat(x)
+		return pyfmt.FloatRepr(x)
 	}
 	return ""
 }

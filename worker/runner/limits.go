@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -196,7 +197,7 @@ func pyNumberStr(n json.Number) string {
 	if err != nil {
 		return string(n)
 	}
-	return pyFloat(f)
+	return pyfmt.FloatRepr(f)
 }
 
 // rateLimitWait takes the request's turn under its task's rate limit, once
