@@ -68,8 +68,11 @@ func (s *Server) joinChordPart(ctx context.Context, r *request, part protocol.Ch
 			return false
 		}
 	} else {
-		m, err := s.chordBodyMessage(r.msg, body, results, time.Now())
-		if err == nil {
+		msgs, err := s.chordBodyMessages(r.msg, body, results, time.Now())
+		for _, m := range msgs {
+			if err != nil {
+				break
+			}
 			_, err = s.publishMessage(ctx, log, m)
 			if err != nil && ctx.Err() != nil {
 				return false
@@ -103,23 +106,58 @@ func chordResults(parts []protocol.ChordPartResult) ([]any, *protocol.TaskError)
 	return out, nil
 }
 
-// chordBodyMessage is callback.delay(results): the body signature with the
-// results list prepended, its own options (task id, root and parent ids
-// when frozen with them) winning over the completing part's.
-func (s *Server) chordBodyMessage(part *protocol.Message, body protocol.Signature, results []any, now time.Time) (*protocol.Message, error) {
-	sig, chain, err := flattenChain(body)
+// chordBodyMessages is callback.delay(results): the body signature with
+// the results list prepended, its own options (task id, root and parent
+// ids when frozen with them) winning over the completing part's. A group
+// body is one message per task, each with the results, in the group the
+// body was frozen as.
+func (s *Server) chordBodyMessages(part *protocol.Message, body protocol.Signature, results []any, now time.Time) ([]*protocol.Message, error) {
+	if body.SubtaskType == nil || *body.SubtaskType != "group" {
+		m, err := s.chordBodyMessage(part, body, body, results, now)
+		if err != nil {
+			return nil, err
+		}
+		return []*protocol.Message{m}, nil
+	}
+	tasks := optSignatures(body.Kwargs["tasks"])
+	if len(tasks) == 0 {
+		return nil, fmt.Errorf("chord body is a group without tasks")
+	}
+	gid := optString(body.Options, "task_id")
+	if gid == "" {
+		gid = protocol.NewID()
+	}
+	out := make([]*protocol.Message, 0, len(tasks))
+	for i, t := range tasks {
+		m, err := s.chordBodyMessage(part, body, t, results, now)
+		if err != nil {
+			return nil, err
+		}
+		idx := i
+		m.Group, m.GroupIndex = gid, &idx
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// chordBodyMessage builds the message for one body task sig (body itself,
+// or one task of a group body).
+func (s *Server) chordBodyMessage(part *protocol.Message, body, sig protocol.Signature, results []any, now time.Time) (*protocol.Message, error) {
+	first, chain, err := flattenChain(sig)
 	if err != nil {
 		return nil, err
 	}
-	m, err := s.signatureMessage(part, sig, []any{results}, chain, now)
+	m, err := s.signatureMessage(part, first, []any{results}, chain, now)
 	if err != nil {
 		return nil, err
 	}
-	if v := optString(body.Options, "root_id"); v != "" {
-		m.RootID = v
-	}
-	if v := optString(body.Options, "parent_id"); v != "" {
-		m.ParentID = v
+	for _, o := range []map[string]any{body.Options, first.Options} {
+		if v := optString(o, "root_id"); v != "" {
+			m.RootID = v
+		}
+		if v := optString(o, "parent_id"); v != "" {
+			m.ParentID = v
+		}
 	}
 	return m, nil
 }

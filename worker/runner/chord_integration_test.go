@@ -27,7 +27,9 @@ def part(p):
     return app.signature(name, args=args, queue=queue)
 parts = [part(p) for p in header]
 body = app.signature("diag.echo", queue=body_queue)
-if len(sys.argv) > 5:  # a chain body: body | echo("then")@argv[5]
+if len(sys.argv) > 6:  # a group body: group(echo@body_queue, echo("also")@argv[6])
+    body = group(body, app.signature("diag.echo", args=["also"], queue=sys.argv[6]))
+elif len(sys.argv) > 5 and sys.argv[5]:  # a chain body: body | echo("then")@argv[5]
     body = chain(body, app.signature("diag.echo", args=["then"], queue=sys.argv[5]))
 if errback_queue:
     body.on_error(app.signature("diag.echo", args=["errback"], queue=errback_queue))
@@ -35,9 +37,13 @@ if form == "chord":
     res = chord(parts)(body)
 else:
     res = chain(group(parts), body).apply_async()
-out = {"id": res.id, "parts": [p.id for p in res.parent.results]}
+out = {"id": res.id, "parts": [p.id for p in getattr(res.parent, "results", [])]}
 # get() would raise a failed part's own error (it checks the parents
 # first); wait for the body's own state instead.
+if hasattr(res, "results"):  # a group body: report its results in order
+    out["group"] = [r.get(timeout=90) for r in res.results]
+    emit(out)
+    sys.exit(0)
 poll_states(res.id, timeout=90)
 out["state"] = res.state
 if res.state == "SUCCESS":
@@ -55,6 +61,7 @@ type chordRun struct {
 	Result  map[string]any
 	ExcType string `json:"exc_type"`
 	Exc     string
+	Group   []map[string]any
 }
 
 func runChord(t *testing.T, url, form string, header [][]any, bodyQueue, errbackQueue string, thenQueue ...string) chordRun {
@@ -171,6 +178,23 @@ func TestChordHeaderSplitBetweenGoAndPython(t *testing.T) {
 		inner, _ := args[0].(map[string]any)
 		if len(args) != 2 || args[1] != "then" || inner["worker"] != goName {
 			t.Errorf("chain body's last task got %v; want [<echo of the header results from Go>, then]", args)
+		}
+	})
+	t.Run("GroupBodyGoJoins", func(t *testing.T) {
+		// chord(header, group(echo@go, echo("also")@py)): every body task
+		// gets the header results.
+		cr := runChord(t, r.URL(), "chord", [][]any{echo(0, "py"), sleep("go")}, "go", "", "", "py")
+		if len(cr.Group) != 2 || cr.Group[0]["worker"] != goName || cr.Group[1]["worker"] != pyName {
+			t.Fatalf("group body results %v; want one from Go, one from Python", cr.Group)
+		}
+		for i, res := range cr.Group {
+			args := res["args"].([]any)
+			if parts, _ := args[0].([]any); len(parts) != 2 || parts[1] != float64(1) {
+				t.Errorf("group body task %d got %v; want the two header results first", i, args)
+			}
+		}
+		if fmt.Sprint(cr.Group[1]["args"].([]any)[1]) != "also" {
+			t.Errorf("group body task 1 lost its own args: %v", cr.Group[1]["args"])
 		}
 	})
 	t.Run("ChainInHeader", func(t *testing.T) {
