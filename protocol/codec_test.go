@@ -501,7 +501,7 @@ func TestDecodeVariants(t *testing.T) {
 		{"v1 taskset is the group", codecEnvelope(`{}`,
 			`{"task":"t1","id":"i1","args":[1,"a"],"kwargs":{},"group":null,"taskset":"ts","retries":2,"eta":null,"expires":"2030-01-01T00:00:00.5+01:00","utc":true,"timelimit":[null,2.5]}`),
 			func(m *Message) bool {
-				return m.Protocol == 1 && m.Task == "t1" && m.Group == "ts" && m.Retries == 2 && m.TimeLimit == TimeLimit{Soft: 2500 * time.Millisecond} &&
+				return m.Protocol == 1 && m.Task == "t1" && m.Group == "ts" && m.Retries == 2 && m.TimeLimit == TimeLimit{Soft: 2500 * time.Millisecond, SoftRaw: "2.5"} &&
 					m.Expires.Equal(time.Date(2029, 12, 31, 23, 0, 0, 5e8, time.UTC)) && m.ArgsRepr == "(1, 'a')" && m.KwargsRepr == "{}"
 			}},
 		{"priority null", codecEnvelope(codecV2Headers, `[[],{}]`, codecProps(func(p map[string]any) { p["priority"] = nil })), func(m *Message) bool { return m.Priority == 0 }},
@@ -510,7 +510,8 @@ func TestDecodeVariants(t *testing.T) {
 		{"priority string", codecEnvelope(codecV2Headers, `[[],{}]`, codecProps(func(p map[string]any) { p["priority"] = "4" })), func(m *Message) bool { return m.Priority == 4 }},
 		{"priority clamped", codecEnvelope(codecV2Headers, `[[],{}]`, codecProps(func(p map[string]any) { p["priority"] = 255 })), func(m *Message) bool { return m.Priority == 9 }},
 		{"timelimit floats and ints", codecEnvelope(`{"task":"t","id":"i","timelimit":[1.5,3]}`, `[[],{}]`), func(m *Message) bool {
-			return m.TimeLimit == TimeLimit{Hard: 1500 * time.Millisecond, Soft: 3 * time.Second}
+			// The raw numbers keep int and float apart, as Python does.
+			return m.TimeLimit == TimeLimit{Hard: 1500 * time.Millisecond, Soft: 3 * time.Second, HardRaw: "1.5", SoftRaw: "3"}
 		}},
 		{"timelimit null", codecEnvelope(`{"task":"t","id":"i","timelimit":null}`, `[[],{}]`), func(m *Message) bool { return m.TimeLimit == TimeLimit{} }},
 		{"aware eta with Z", codecEnvelope(`{"task":"t","id":"i","eta":"2030-01-01T10:00:00Z","expires":"2030-01-01T10:00:00.000001-02:30"}`, `[[],{}]`), func(m *Message) bool {

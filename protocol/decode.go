@@ -587,6 +587,7 @@ func decodeFields(m *Message, f map[string]any) error {
 	case nil:
 	case []any:
 		var lim [2]time.Duration
+		var raw [2]json.Number
 		for i := 0; i < len(tl) && i < 2; i++ {
 			if tl[i] == nil {
 				continue
@@ -596,8 +597,9 @@ func decodeFields(m *Message, f map[string]any) error {
 				return decodeErr("invalid-task", "timelimit[%d] is %s, want seconds or null", i, describeJSON(tl[i]))
 			}
 			lim[i] = d
+			raw[i], _ = tl[i].(json.Number)
 		}
-		m.TimeLimit = TimeLimit{Hard: lim[0], Soft: lim[1]}
+		m.TimeLimit = TimeLimit{Hard: lim[0], Soft: lim[1], HardRaw: raw[0], SoftRaw: raw[1]}
 	default:
 		return decodeErr("invalid-task", "timelimit is %s, want [hard, soft]", describeJSON(tl))
 	}

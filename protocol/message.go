@@ -32,6 +32,10 @@ type Embed struct {
 type TimeLimit struct {
 	Hard time.Duration
 	Soft time.Duration
+	// HardRaw and SoftRaw are the numbers exactly as the sender wrote them
+	// ("2" or "2.0"), empty when absent: Python's TimeLimitExceeded(2)
+	// carries the value it received, int or float.
+	HardRaw, SoftRaw json.Number
 }
 
 // Message is one task message in protocol-independent form. Decode fills it

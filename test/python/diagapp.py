@@ -8,6 +8,7 @@ that Python and Go workers can share a queue in the mixed-fleet tests:
   diag.sleep(seconds)        -> seconds, storing PROGRESS every second
   diag.fail(message)         -> raises RuntimeError(message)
   diag.retry(times, countdown=1) -> retries `times` times, then returns the retry count
+  diag.exhaust(max_retries)  -> retries at once until MaxRetriesExceededError, then returns "exhausted"
 
 Every Python execution INCRs diag:runs:<task id>, so tests can tell how
 often a task ran on a Python worker.
@@ -86,6 +87,21 @@ def retry(self, times, countdown=1):
         raise self.retry(exc=RuntimeError("diag.retry: retry %d of %d" % (self.request.retries + 1, times)),
                          countdown=countdown, max_retries=times)
     return self.request.retries
+
+
+@app.task(bind=True, name="diag.exhaust")
+def exhaust(self, max_retries):
+    _record(self.request.id)
+    try:
+        raise self.retry(countdown=0, max_retries=max_retries)
+    except self.MaxRetriesExceededError:
+        return "exhausted"
+
+
+@app.task(bind=True, name="diag.pydouble")
+def pydouble(self, x):
+    """Python only: lets tests see a Go worker forward what it cannot run."""
+    return x * 2
 
 
 def poll_states(task_id, timeout=60.0, interval=0.05):

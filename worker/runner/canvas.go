@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"morag-gpu/protocol"
 )
 
@@ -19,9 +21,6 @@ import (
 // children tuples for the stored result, and false when a forced shutdown
 // interrupted it.
 func (s *Server) continueCanvas(ctx context.Context, r *request, retval any) ([]any, bool) {
-	if r.msg.Embed.Chord != nil {
-		r.log.Error().Msg("this task is a chord header; the Go worker does not implement chord joins, so the chord body will not run")
-	}
 	children := []any{}
 	for _, sig := range r.msg.Embed.Callbacks {
 		id, err := s.sendSignature(ctx, r, sig, []any{retval}, nil)
@@ -69,7 +68,7 @@ func (s *Server) failChain(ctx context.Context, r *request, te *protocol.TaskErr
 		err := s.store(ctx, r, "store FAILURE for a chained task", protocol.StoreRequest{
 			TaskID: id, State: protocol.StateFailure, Result: te, Traceback: tb,
 		})
-		if err != nil {
+		if err != nil || !s.chainElementChordPart(ctx, r, sig, protocol.StateFailure, te) {
 			return false
 		}
 	}
@@ -78,12 +77,17 @@ func (s *Server) failChain(ctx context.Context, r *request, te *protocol.TaskErr
 
 // sendSignature publishes one canvas signature as a task message.
 func (s *Server) sendSignature(ctx context.Context, r *request, sig protocol.Signature, prepend []any, chain []protocol.Signature) (string, error) {
-	log := r.log.With().Str("next_task", sig.Task).Logger()
 	m, err := s.signatureMessage(r.msg, sig, prepend, chain, time.Now())
 	if err != nil {
-		log.Error().Err(err).Msg("canvas continuation not sent")
+		r.log.Error().Err(err).Str("next_task", sig.Task).Msg("canvas continuation not sent")
 		return "", err
 	}
+	return s.publishMessage(ctx, r.log, m)
+}
+
+// publishMessage sends a canvas continuation, retrying through outages.
+func (s *Server) publishMessage(ctx context.Context, log zerolog.Logger, m *protocol.Message) (string, error) {
+	log = log.With().Str("next_task", m.Task).Logger()
 	envelope, err := protocol.Encode(m)
 	if err != nil {
 		log.Error().Err(err).Msg("canvas continuation cannot be encoded; not sent")
@@ -173,7 +177,15 @@ func (s *Server) signatureMessage(parent *protocol.Message, sig protocol.Signatu
 	if h, ok := o["headers"].(map[string]any); ok {
 		m.Headers = h
 	}
+	if chain == nil {
+		// Signature.apply_async passes its own options' chain when the
+		// caller names none (callbacks, chord bodies).
+		chain = optSignatures(o["chain"])
+	}
 	m.Embed.Chain = chain
+	if c := optSignatures(o["chord"]); len(c) == 1 {
+		m.Embed.Chord = &c[0]
+	}
 	m.Embed.Callbacks = optSignatures(o["link"])
 	m.Embed.Errbacks = optSignatures(o["link_error"])
 	return m, nil

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"runtime"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -40,11 +42,13 @@ func (s *Server) registerControl() {
 		"heartbeat":       s.ctlHeartbeat,
 		"shutdown":        s.ctlShutdown,
 		"hello":           s.ctlHello,
+		"rate_limit":      s.ctlRateLimit,
+		"time_limit":      s.ctlTimeLimit,
 	}
 	// Python's aliases.
 	h["dump_conf"], h["dump_schedule"], h["dump_reserved"] = h["conf"], h["scheduled"], h["reserved"]
 	h["dump_active"], h["dump_revoked"], h["dump_tasks"] = h["active"], h["revoked"], h["registered"]
-	for _, name := range []string{"rate_limit", "time_limit", "pool_grow", "pool_shrink", "autoscale", "pool_restart", "election", "memsample", "memdump", "objgraph", "revoke_by_stamped_headers"} {
+	for _, name := range []string{"pool_grow", "pool_shrink", "autoscale", "pool_restart", "election", "memsample", "memdump", "objgraph", "revoke_by_stamped_headers"} {
 		h[name] = unsupported(name)
 	}
 	for name, fn := range h {
@@ -107,6 +111,9 @@ func (s *Server) ctlReserved(context.Context, *protocol.ControlRequest) (any, er
 func (s *Server) ctlScheduled(context.Context, *protocol.ControlRequest) (any, error) {
 	out := []any{}
 	for _, r := range s.requests(stateScheduled) {
+		if r.msg.ETA == nil {
+			continue // waiting for its rate limit: Python lists those nowhere
+		}
 		out = append(out, map[string]any{
 			"eta":      isoOrNil(r.msg.ETA),
 			"priority": 6, // Python's timer priority for ETA entries
@@ -124,8 +131,111 @@ func (s *Server) ctlRevokedList(context.Context, *protocol.ControlRequest) (any,
 	return ids, nil
 }
 
-func (s *Server) ctlRegistered(context.Context, *protocol.ControlRequest) (any, error) {
-	return s.mux.Names(), nil
+// ctlRegistered is control.registered: task names, each followed by the
+// requested attributes that are set ("diag.echo [rate_limit=10/m]"); by
+// default exchange, routing_key and rate_limit, of which only rate_limit
+// can be set here.
+func (s *Server) ctlRegistered(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	items := argStrings(req.Arguments["taskinfoitems"])
+	if len(items) == 0 {
+		items = []string{"exchange", "routing_key", "rate_limit"}
+	}
+	out := []any{}
+	for _, name := range s.mux.Names() {
+		a, _ := s.mux.taskAttrs(name)
+		var fields []string
+		for _, item := range items {
+			if v := a.pyStr(item); v != "" {
+				fields = append(fields, item+"="+v)
+			}
+		}
+		if len(fields) > 0 {
+			name += " [" + strings.Join(fields, " ") + "]"
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}
+
+// ctlRateLimit is control.rate_limit: validate with rate(), set the task's
+// rate_limit, and reset the buckets; the replies are Python's.
+func (s *Server) ctlRateLimit(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	name := argString(req.Arguments["task_name"])
+	limit := argNumberString(req.Arguments["rate_limit"])
+	if _, err := ParseRate(limit); err != nil {
+		var re *rateError
+		if errors.As(err, &re) && re.te.ExcType == "KeyError" {
+			// Python's rate() raises KeyError for a bad unit, which
+			// the command does not catch: the mailbox answers repr(exc).
+			return nok(excRepr(re.te)), nil
+		}
+		return nok("Invalid rate limit string: " + excRepr(re.te)), nil
+	}
+	if !s.mux.updateAttrs(name, func(a *taskAttrs) { a.rateLimit = limit }) {
+		s.log.Error().Str("task", name).Msg("Rate limit attempt for unknown task")
+		return nok("unknown task"), nil
+	}
+	if limit == "" {
+		s.log.Info().Str("task", name).Msg("rate limits disabled for tasks of this type")
+		return ok("rate limit disabled successfully"), nil
+	}
+	s.log.Info().Str("task", name).Str("rate_limit", limit).Msg("new rate limit for tasks of this type")
+	return ok("new rate limit set successfully"), nil
+}
+
+// ctlTimeLimit is control.time_limit: set (or, with null, clear) the
+// task's soft and hard limits for messages that carry none.
+func (s *Server) ctlTimeLimit(_ context.Context, req *protocol.ControlRequest) (any, error) {
+	name := argString(req.Arguments["task_name"])
+	hard, herr := argLimit(req.Arguments["hard"])
+	soft, serr := argLimit(req.Arguments["soft"])
+	if herr != nil || serr != nil {
+		return nok(fmt.Sprintf("time limits must be numbers of seconds or null, got soft=%v hard=%v", req.Arguments["soft"], req.Arguments["hard"])), nil
+	}
+	if !s.mux.updateAttrs(name, func(a *taskAttrs) { a.hard, a.soft = hard, soft }) {
+		s.log.Error().Str("task", name).Msg("Change time limit attempt for unknown task")
+		return nok("unknown task"), nil
+	}
+	s.log.Info().Str("task", name).Str("soft", string(soft)).Str("hard", string(hard)).Msg("new time limits for tasks of this type")
+	return ok("time limits set successfully"), nil
+}
+
+// argLimit reads a time limit argument: a number (kept as written) or null.
+func argLimit(v any) (json.Number, error) {
+	switch x := v.(type) {
+	case nil:
+		return "", nil
+	case json.Number:
+		if _, err := x.Float64(); err != nil {
+			return "", err
+		}
+		return x, nil
+	case float64:
+		return pyFloatNumber(x), nil
+	case string:
+		if x == "" {
+			return "", nil
+		}
+		if _, err := strconv.ParseFloat(x, 64); err != nil {
+			return "", err
+		}
+		return json.Number(x), nil
+	}
+	return "", fmt.Errorf("not a number: %T", v)
+}
+
+// argNumberString reads a string argument that Python may also get as a
+// number (rate_limit=10).
+func argNumberString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case json.Number:
+		return x.String()
+	case float64:
+		return pyfmt.FloatRepr(x)
+	}
+	return ""
 }
 
 // ctlActiveQueues is kombu's Queue.as_dict(recurse=True) for each queue

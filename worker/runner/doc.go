@@ -7,6 +7,7 @@
 //
 //	mux := runner.NewMux()
 //	mux.HandleFunc("proj.add", func(ctx context.Context, t *runner.Task) (any, error) { ... })
+//	mux.HandleFunc("proj.fetch", fetch, runner.RateLimit("10/m"), runner.TimeLimit(time.Minute, 0))
 //	srv, err := runner.NewServer(runner.Config{Queues: []string{"celery"}}, mux)
 //	err = srv.RunWithSignals(ctx)
 //
@@ -20,12 +21,18 @@
 //     VisibilityTimeout/3, so no Python restorer re-delivers a task that is
 //     still running or waiting for its ETA (the kombu#337 duplicate runs).
 //   - Revoked and expired tasks are stored as REVOKED and not run; ETA tasks
-//     wait in memory and are checked against the broker before they run.
+//     wait in memory and are checked against the broker before they run;
+//     tasks over their rate limit wait in memory too, counted against the
+//     prefetch limit as in Python.
 //   - Handlers get a context that is cancelled on revoke(terminate=True),
 //     on the soft time limit (cause ErrSoftTimeLimit) and on forced shutdown.
 //     A hard time limit abandons the handler and frees its slot.
 //   - Results, failures, retries and canvas continuations (link, link_error,
-//     chain) are written exactly as a Python worker writes them.
+//     chain, chord joins) are written exactly as a Python worker writes
+//     them; a failure's traceback is its Go error chain or panic stack in
+//     the shape of a Python traceback. celery.map, celery.starmap,
+//     celery.chunks and celery.accumulate run here when the inner task
+//     does.
 //   - Unknown task names are forwarded unchanged to Config.ForwardUnknown, or
 //     failed as NotRegistered when that would loop.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"morag-gpu/fleet"
@@ -98,6 +99,18 @@ func taskError(err error, cause error) *protocol.TaskError {
 	if errors.As(err, &te) {
 		return te
 	}
+	var ae *ArgumentError
+	if errors.As(err, &ae) {
+		return protocol.NewTaskError("TypeError", modBuiltins, ae.Msg)
+	}
+	var mre *MaxRetriesExceededError
+	if errors.As(err, &mre) {
+		if mre.Cause != nil {
+			// Task.retry re-raises the exc it was given.
+			return taskError(mre.Cause, cause)
+		}
+		return protocol.NewTaskError("MaxRetriesExceededError", modCelery, mre.msg)
+	}
 	if errors.Is(err, ErrSoftTimeLimit) ||
 		(cause == ErrSoftTimeLimit && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))) {
 		return &protocol.TaskError{ExcType: "SoftTimeLimitExceeded", ExcModule: modBilliard, ExcMessage: []any{}}
@@ -117,17 +130,6 @@ func traceback(te *protocol.TaskError, detail string) string {
 	return s + pyExceptionLine(te) + "\n"
 }
 
-// pyExceptionLine is the last line of a Python traceback: "Type: message".
-func pyExceptionLine(te *protocol.TaskError) string {
-	switch len(te.ExcMessage) {
-	case 0:
-		return te.ExcType
-	case 1:
-		return fmt.Sprintf("%s: %v", te.ExcType, te.ExcMessage[0])
-	}
-	return fmt.Sprintf("%s: %s", te.ExcType, pyRepr(te.ExcMessage, 1024))
-}
-
 // excRepr is repr(exc) as Python's events carry it, e.g.
 // "RuntimeError('boom')".
 func excRepr(te *protocol.TaskError) string {
@@ -142,4 +144,92 @@ func excRepr(te *protocol.TaskError) string {
 		args += pyRepr(a, 1024)
 	}
 	return te.ExcType + "(" + args + ")"
+}
+
+// ArgumentError fails a task with Python's TypeError, what a Python task
+// called with wrong or missing arguments raises.
+type ArgumentError struct{ Msg string }
+
+func (e *ArgumentError) Error() string { return "TypeError: " + e.Msg }
+
+// TypeError returns an *ArgumentError with the formatted message.
+func TypeError(format string, a ...any) error {
+	return &ArgumentError{Msg: fmt.Sprintf(format, a...)}
+}
+
+// MissingArguments is Python's TypeError for a call without required
+// positional arguments: "f() missing 2 required positional arguments:
+// 'a' and 'b'".
+func MissingArguments(function string, names ...string) error {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = "'" + n + "'"
+	}
+	var list string
+	switch len(quoted) {
+	case 0:
+		return TypeError("%s() missing required arguments", function)
+	case 1:
+		return TypeError("%s() missing 1 required positional argument: %s", function, quoted[0])
+	case 2:
+		list = quoted[0] + " and " + quoted[1]
+	default:
+		list = strings.Join(quoted[:len(quoted)-1], ", ") + ", and " + quoted[len(quoted)-1]
+	}
+	return TypeError("%s() missing %d required positional arguments: %s", function, len(quoted), list)
+}
+
+// TooManyArguments is Python's TypeError for too many positional
+// arguments: "f() takes 2 positional arguments but 3 were given".
+func TooManyArguments(function string, takes, given int) error {
+	plural := "s"
+	if takes == 1 {
+		plural = ""
+	}
+	were := "were"
+	if given == 1 {
+		were = "was"
+	}
+	return TypeError("%s() takes %d positional argument%s but %d %s given", function, takes, plural, given, were)
+}
+
+// MaxRetriesExceededError is what Task.Retry returns once the task has
+// used its retries, as Python's Task.retry raises it: a handler may
+// handle it (errors.As) or return it. Returned, the task fails with Cause
+// when one was given (Python re-raises exc), else with Celery's
+// MaxRetriesExceededError("Can't retry name[id] args:... kwargs:...").
+type MaxRetriesExceededError struct {
+	Cause      error
+	MaxRetries int
+	msg        string
+}
+
+func (e *MaxRetriesExceededError) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("max retries (%d) exceeded: %v", e.MaxRetries, e.Cause)
+	}
+	return "MaxRetriesExceededError: " + e.msg
+}
+
+func (e *MaxRetriesExceededError) Unwrap() error { return e.Cause }
+
+// Retry is Python's self.retry(exc=cause, countdown=..., max_retries=...)
+// for this task: it returns the error to return from the handler to
+// retry, or, when the task already ran maxRetries retries, a
+// *MaxRetriesExceededError the handler sees first. maxRetries < 0 retries
+// forever (Python's max_retries=None).
+func (t *Task) Retry(cause error, countdown time.Duration, maxRetries int) error {
+	if maxRetries >= 0 && t.Retries >= maxRetries {
+		m := t.Message
+		if m == nil {
+			m = &protocol.Message{ID: t.ID, Task: t.Name, Args: t.Args, Kwargs: t.Kwargs}
+		}
+		return &MaxRetriesExceededError{Cause: cause, MaxRetries: maxRetries, msg: maxRetriesMessage(m)}
+	}
+	return Retry(cause, countdown, maxRetries)
+}
+
+// maxRetriesMessage is Task.retry's MaxRetriesExceededError text.
+func maxRetriesMessage(m *protocol.Message) string {
+	return fmt.Sprintf("Can't retry %s[%s] args:%s kwargs:%s", m.Task, m.ID, pyArgsRepr(m.Args), kwargsRepr(m))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -85,9 +86,12 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	}
 
 	hctx, cancel := context.WithCancelCause(r.log.WithContext(base))
+	attrs, _ := s.mux.taskAttrs(msg.Task)
+	limits := effectiveTimeLimit(msg.TimeLimit, attrs)
 	r.mu.Lock()
 	r.started = now
 	r.cancel = cancel
+	r.limits = limits
 	r.mu.Unlock()
 	s.countStart(msg.Task)
 	s.cfg.Observer.TaskStarted(msg.Task)
@@ -111,7 +115,7 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	s.taskEvent("task-started", map[string]any{"uuid": msg.ID})
 	r.log.Info().Msg("task started")
 
-	if soft := msg.TimeLimit.Soft; soft > 0 {
+	if soft := limits.Soft; soft > 0 {
 		t := time.AfterFunc(soft, func() {
 			r.log.Warn().Dur("soft_time_limit", soft).Msg("soft time limit exceeded; cancelling the handler's context")
 			cancel(ErrSoftTimeLimit)
@@ -119,7 +123,7 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 		defer t.Stop()
 	}
 	var hardC <-chan time.Time
-	if hard := msg.TimeLimit.Hard; hard > 0 {
+	if hard := limits.Hard; hard > 0 {
 		t := time.NewTimer(hard)
 		defer t.Stop()
 		hardC = t.C
@@ -192,13 +196,26 @@ func (s *Server) finish(ctx context.Context, r *request, o outcome, runtime time
 		r.mu.Unlock()
 		s.revoke(ctx, r, "terminated", true, signum)
 	case o.hardLimit:
-		hard := r.msg.TimeLimit.Hard.Seconds()
-		te := &protocol.TaskError{ExcType: "TimeLimitExceeded", ExcModule: modBilliard, ExcMessage: []any{pyFloatNumber(hard)}}
-		r.log.Error().Float64("time_limit", hard).Msg("hard time limit exceeded; abandoning the handler")
-		s.fail(ctx, r, te, traceback(te, ""))
+		r.mu.Lock()
+		limits := r.limits
+		r.mu.Unlock()
+		// billiard raises TimeLimitExceeded(job._timeout): the number as
+		// the worker received it, 2 or 2.0.
+		var limit any = limits.HardRaw
+		if limits.HardRaw == "" {
+			limit = pyFloatNumber(limits.Hard.Seconds())
+		}
+		te := &protocol.TaskError{ExcType: "TimeLimitExceeded", ExcModule: modBilliard, ExcMessage: []any{limit}}
+		r.log.Error().Float64("time_limit", limits.Hard.Seconds()).Msg("hard time limit exceeded; abandoning the handler")
+		// Python's on_timeout stores the failure without a traceback.
+		s.fail(ctx, r, te, "")
 	case o.panicked != nil:
 		te := protocol.NewTaskError("RuntimeError", modBuiltins, fmt.Sprintf("panic: %v", o.panicked))
-		s.fail(ctx, r, te, traceback(te, "  Go panic in the task handler:\n"+string(o.stack)))
+		if isTypePanic(o.panicked) {
+			// A failed type assertion on an argument is Python's TypeError.
+			te.ExcType = "TypeError"
+		}
+		s.fail(ctx, r, te, panicTraceback(te, o.stack))
 	case o.err != nil:
 		var re *RetryError
 		var fe *ForwardError
@@ -209,7 +226,7 @@ func (s *Server) finish(ctx context.Context, r *request, o outcome, runtime time
 			s.forward(ctx, r, fe)
 		default:
 			te := taskError(o.err, o.cause)
-			s.fail(ctx, r, te, traceback(te, ""))
+			s.fail(ctx, r, te, errorTraceback(te, o.err, r.msg.Task))
 		}
 	default:
 		s.succeed(ctx, r, o.value, runtime)
@@ -221,4 +238,10 @@ func (s *Server) countStart(name string) {
 	s.processed++
 	s.total[name]++
 	s.mu.Unlock()
+}
+
+// isTypePanic reports a panic from a failed interface conversion.
+func isTypePanic(p any) bool {
+	_, ok := p.(*runtime.TypeAssertionError)
+	return ok
 }

@@ -37,7 +37,7 @@ func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 	limit := s.cfg.Concurrency + s.cfg.Prefetch
 	for {
 		canFetch := s.waitFor(stopCtx, func() bool {
-			if s.active+len(s.ready)+s.fetching < limit && !s.stopping {
+			if s.active+len(s.ready)+s.fetching+s.rateWaiting < limit && !s.stopping {
 				s.fetching++
 				return true
 			}
@@ -81,7 +81,7 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 	}
 	msg := d.Message
 	log := s.log.With().Str("task_id", msg.ID).Str("task", msg.Task).Str("queue", d.Queue).Logger()
-	r := newRequest(d, s.mux.Handler(msg.Task), log, now)
+	r := newRequest(d, s.handlerFor(msg), log, now)
 	s.hold(r)
 	s.cfg.Observer.TaskReceived(msg.Task)
 	log.Info().Int("retries", msg.Retries).Msg("task received")
@@ -117,7 +117,15 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 		r.state = stateScheduled
 		r.mu.Unlock()
 		log.Info().Time("eta", *msg.ETA).Msg("task scheduled for its ETA")
-		s.work.Go(func() { s.waitETA(stopCtx, ioCtx, r) })
+		s.work.Go(func() { s.waitETA(stopCtx, ioCtx, r, *msg.ETA) })
+		return
+	}
+	if wait := s.rateLimitWait(r, now); wait > 0 {
+		r.mu.Lock()
+		r.state = stateScheduled
+		r.mu.Unlock()
+		s.countRateWait(r)
+		s.work.Go(func() { s.waitETA(stopCtx, ioCtx, r, now.Add(wait)) })
 		return
 	}
 	s.enqueue(r)
@@ -128,8 +136,13 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 // longer in the broker's unacked set was restored by another consumer
 // (e.g. one with a shorter visibility timeout): the restored copy will run,
 // so this one is dropped rather than run twice.
-func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request) {
-	t := time.NewTimer(time.Until(*r.msg.ETA))
+//
+// A task over its rate limit waits here too (until is its turn), as
+// Python's consumer holds it in the task's bucket; a task whose ETA
+// passed takes its turn under the rate limit next.
+func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request, until time.Time) {
+	defer s.uncountRateWait(r)
+	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	wake := r.wake
 	for fired := false; !fired; {
@@ -140,6 +153,10 @@ func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request) {
 			wake = nil // revoked while waiting: re-checked below
 		case <-t.C:
 			fired = true
+			if wait := s.rateLimitWait(r, time.Now()); wait > 0 {
+				t.Reset(wait)
+				fired = false
+			}
 		}
 		now := time.Now()
 		if s.revoked.Contains(now, r.msg.ID) || r.expired(now) {

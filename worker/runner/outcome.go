@@ -35,20 +35,36 @@ func (s *Server) succeed(ctx context.Context, r *request, value any, runtime tim
 	if !ok {
 		return
 	}
-	if r.msg.IgnoreResult {
-		r.markStored()
-		if !s.ack(ctx, r) {
-			return
-		}
-	} else if !s.storeAndAck(ctx, r, "store SUCCESS", protocol.StoreRequest{
+	success := protocol.StoreRequest{
 		TaskID:   r.msg.ID,
 		State:    protocol.StateSuccess,
 		Result:   json.RawMessage(encoded),
 		Message:  r.msg,
 		Worker:   s.cfg.Hostname,
 		Children: children,
-	}) {
-		return
+	}
+	switch {
+	case isChordPart(r):
+		// Result, then the chord join, then the ack: see chordPartReturn.
+		if !r.msg.IgnoreResult && s.store(ctx, r, "store SUCCESS", success) != nil {
+			return
+		}
+		if !s.chordPartReturn(ctx, r, protocol.StateSuccess, json.RawMessage(encoded)) {
+			return
+		}
+		r.markStored()
+		if !s.ack(ctx, r) {
+			return
+		}
+	case r.msg.IgnoreResult:
+		r.markStored()
+		if !s.ack(ctx, r) {
+			return
+		}
+	default:
+		if !s.storeAndAck(ctx, r, "store SUCCESS", success) {
+			return
+		}
 	}
 	if events {
 		s.taskEvent("task-succeeded", map[string]any{
@@ -71,6 +87,11 @@ func (s *Server) fail(ctx context.Context, r *request, te *protocol.TaskError, t
 		Worker:    s.cfg.Hostname,
 	})
 	if err != nil {
+		return
+	}
+	// A chord part is marked stored only once the join has it: a forced
+	// shutdown before that requeues the part rather than lose its count.
+	if !s.chordPartReturn(ctx, r, protocol.StateFailure, te) {
 		return
 	}
 	r.markStored()
@@ -96,11 +117,10 @@ func (s *Server) retry(ctx context.Context, r *request, re *RetryError, cause er
 	}
 	if re.MaxRetries >= 0 && r.msg.Retries >= re.MaxRetries {
 		if te == nil {
-			te = protocol.NewTaskError("MaxRetriesExceededError", modCelery, fmt.Sprintf(
-				"Can't retry %s[%s] args:%s kwargs:%s", r.msg.Task, r.msg.ID, argsRepr(r.msg), kwargsRepr(r.msg)))
+			te = protocol.NewTaskError("MaxRetriesExceededError", modCelery, maxRetriesMessage(r.msg))
 		}
 		r.log.Warn().Int("retries", r.msg.Retries).Int("max_retries", re.MaxRetries).Msg("max retries exceeded")
-		s.fail(ctx, r, te, traceback(te, ""))
+		s.fail(ctx, r, te, errorTraceback(te, re, r.msg.Task))
 		return
 	}
 	next := retryMessage(r.msg, r.d.Queue, re.Countdown, time.Now())
@@ -249,13 +269,25 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 // task-revoked. signum is the terminate signal number, or nil.
 func (s *Server) revoke(ctx context.Context, r *request, reason string, terminated bool, signum any) {
 	te := protocol.NewTaskError("TaskRevokedError", modCelery, reason)
-	if !s.storeAndAck(ctx, r, "store REVOKED", protocol.StoreRequest{
+	revoked := protocol.StoreRequest{
 		TaskID:  r.msg.ID,
 		State:   protocol.StateRevoked,
 		Result:  te,
 		Message: r.msg,
 		Worker:  s.cfg.Hostname,
-	}) {
+	}
+	if isChordPart(r) {
+		if s.store(ctx, r, "store REVOKED", revoked) != nil {
+			return
+		}
+		if !s.chordPartReturn(ctx, r, protocol.StateRevoked, te) {
+			return
+		}
+		r.markStored()
+		if !s.ack(ctx, r) {
+			return
+		}
+	} else if !s.storeAndAck(ctx, r, "store REVOKED", revoked) {
 		return
 	}
 	s.taskEvent("task-revoked", map[string]any{

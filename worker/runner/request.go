@@ -42,6 +42,11 @@ type request struct {
 	wakeOnce  sync.Once
 	stored    bool // the final state is in the backend
 	signum    int  // the signal revoke(terminate) named
+	rateTaken bool // the request took its turn under its task's rate limit
+	// rateCounted: it counts against the prefetch limit while it waits.
+	rateCounted bool
+	// limits are the time limits it runs under (message, else task).
+	limits protocol.TimeLimit
 }
 
 func newRequest(d *protocol.Delivery, h Handler, log zerolog.Logger, now time.Time) *request {

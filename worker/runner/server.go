@@ -36,6 +36,7 @@ type Server struct {
 	fleet *fleet.Directory
 
 	revoked    *revokedSet
+	limiter    *rateLimiter
 	taskEvents atomic.Bool
 	running    atomic.Bool
 
@@ -45,17 +46,21 @@ type Server struct {
 	// work owns the fetch loop, the execution slots and the ETA waiters.
 	work sync.WaitGroup
 
-	mu        sync.Mutex
-	changed   chan struct{} // closed and replaced whenever ready/active/fetching change
-	held      map[string]*request
-	ready     []*request // reserved, in fetch order
-	active    int
-	fetching  int                // fetches in flight: each may add one to ready
-	stop      context.CancelFunc // starts a graceful shutdown
-	stopping  bool
-	startTime time.Time
-	processed int64
-	total     map[string]int64
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced whenever ready/active/fetching change
+	held     map[string]*request
+	ready    []*request // reserved, in fetch order
+	active   int
+	fetching int // fetches in flight: each may add one to ready
+	// rateWaiting counts received tasks waiting for their rate limit: like
+	// Python's, their unacked messages count against the prefetch limit
+	// (ETA tasks do not).
+	rateWaiting int
+	stop        context.CancelFunc // starts a graceful shutdown
+	stopping    bool
+	startTime   time.Time
+	processed   int64
+	total       map[string]int64
 }
 
 // fleetRefresh is how often a worker with ForwardOnlyToLive asks every
@@ -90,6 +95,7 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		db:      db,
 		pool:    pool,
 		revoked: newRevokedSet(revokedMax, revokedMaxBytes, revokedExpires),
+		limiter: newRateLimiter(),
 		abortCh: make(chan struct{}),
 		changed: make(chan struct{}),
 		held:    map[string]*request{},

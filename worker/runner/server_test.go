@@ -147,14 +147,19 @@ func TestServerOutcomes(t *testing.T) {
 	if exc := excOf(t, m); m.Status != protocol.StateFailure || exc["exc_type"] != "RuntimeError" || !strings.Contains(string(m.Result), "kaboom") {
 		t.Errorf("panic: %s %s", m.Status, m.Result)
 	}
-	if m.Traceback == nil || !strings.Contains(*m.Traceback, "goroutine") {
-		t.Errorf("panic traceback should carry the Go stack: %v", m.Traceback)
+	// The goroutine's stack as Python frames, most recent call last, the
+	// panicking handler (in this file) last, then Python's exception line.
+	if m.Traceback == nil || !strings.HasPrefix(*m.Traceback, "Traceback (most recent call last):\n  File \"") ||
+		!strings.Contains(*m.Traceback, "server_test.go\", line ") ||
+		!strings.HasSuffix(*m.Traceback, "in morag-gpu/worker/runner.TestServerOutcomes.func1\nRuntimeError: panic: kaboom\n") {
+		t.Errorf("panic traceback should carry the Go stack as Python frames: %v", *m.Traceback)
 	}
 
 	start := time.Now()
 	m = h.wait(h.send("t.hang", protocol.SendOptions{TimeLimit: time.Second}))
 	exc := excOf(t, m)
-	if m.Status != protocol.StateFailure || exc["exc_type"] != "TimeLimitExceeded" || !strings.Contains(string(m.Result), "[1.0]") {
+	if m.Status != protocol.StateFailure || exc["exc_type"] != "TimeLimitExceeded" || !strings.Contains(string(m.Result), `"exc_message":[1]`) ||
+		m.Traceback != nil {
 		t.Errorf("hard limit: %s %s", m.Status, m.Result)
 	}
 	if time.Since(start) > 15*time.Second {

@@ -22,6 +22,8 @@ const (
 	DiagSleep = "diag.sleep"
 	DiagFail  = "diag.fail"
 	DiagRetry = "diag.retry"
+	// DiagExhaust retries until it runs out of retries.
+	DiagExhaust = "diag.exhaust"
 )
 
 // RegisterDiagnostics adds the diag.* tasks operators use to probe a fleet:
@@ -30,11 +32,34 @@ const (
 //	diag.sleep(seconds)        -> seconds, reporting PROGRESS every second
 //	diag.fail(message)         -> raises RuntimeError(message)
 //	diag.retry(times, countdown=1) -> retries `times` times, then returns the retry count
+//	diag.exhaust(max_retries)  -> retries at once until MaxRetriesExceededError, then returns "exhausted"
+//
+// Missing or mistyped arguments fail them with TypeError, as in Python.
 func RegisterDiagnostics(mux *runner.Mux) {
 	mux.HandleFunc(DiagEcho, diagEcho)
 	mux.HandleFunc(DiagSleep, diagSleep)
 	mux.HandleFunc(DiagFail, diagFail)
 	mux.HandleFunc(DiagRetry, diagRetry)
+	mux.HandleFunc(DiagExhaust, diagExhaust)
+}
+
+// diagExhaust shows a handler seeing MaxRetriesExceededError, as a Python
+// task catching it around self.retry does.
+func diagExhaust(_ context.Context, t *runner.Task) (any, error) {
+	arg, ok := argAt(t, 0, "max_retries")
+	if !ok {
+		return nil, runner.MissingArguments("exhaust", "max_retries")
+	}
+	n, err := number(arg)
+	if err != nil || n < 0 || n != math.Trunc(n) {
+		return nil, runner.TypeError("max_retries must be a non-negative integer, got %v", arg)
+	}
+	err = t.Retry(nil, 0, int(n))
+	var mre *runner.MaxRetriesExceededError
+	if errors.As(err, &mre) {
+		return "exhausted", nil
+	}
+	return nil, err
 }
 
 func diagEcho(_ context.Context, t *runner.Task) (any, error) {
@@ -44,11 +69,11 @@ func diagEcho(_ context.Context, t *runner.Task) (any, error) {
 func diagSleep(ctx context.Context, t *runner.Task) (any, error) {
 	arg, ok := argAt(t, 0, "seconds")
 	if !ok {
-		return nil, errors.New("diag.sleep needs one argument: the number of seconds to sleep")
+		return nil, runner.MissingArguments("sleep", "seconds")
 	}
 	secs, err := number(arg)
 	if err != nil || secs < 0 || math.IsInf(secs, 0) {
-		return nil, fmt.Errorf("diag.sleep: seconds must be a non-negative number, got %v", arg)
+		return nil, runner.TypeError("diag.sleep: seconds must be a non-negative number, got %v", arg)
 	}
 	total := time.Duration(secs * float64(time.Second))
 	start := time.Now()
@@ -87,17 +112,17 @@ func diagFail(_ context.Context, t *runner.Task) (any, error) {
 func diagRetry(_ context.Context, t *runner.Task) (any, error) {
 	arg, ok := argAt(t, 0, "times")
 	if !ok {
-		return nil, errors.New("diag.retry needs one argument: how many times to retry")
+		return nil, runner.MissingArguments("retry", "times")
 	}
 	times, err := number(arg)
 	if err != nil || times < 0 || times != math.Trunc(times) {
-		return nil, fmt.Errorf("diag.retry: times must be a non-negative integer, got %v", arg)
+		return nil, runner.TypeError("diag.retry: times must be a non-negative integer, got %v", arg)
 	}
 	countdown := time.Second
 	if v, ok := argAt(t, 1, "countdown"); ok {
 		c, err := number(v)
 		if err != nil || c < 0 {
-			return nil, fmt.Errorf("diag.retry: countdown must be a non-negative number, got %v", v)
+			return nil, runner.TypeError("diag.retry: countdown must be a non-negative number, got %v", v)
 		}
 		countdown = time.Duration(c * float64(time.Second))
 	}

@@ -606,18 +606,28 @@ func stringArg(t *runner.Task, i int, name string, required bool) (string, error
 	v, ok := argAt(t, i, name)
 	if !ok || v == nil {
 		if required {
-			return "", fmt.Errorf("%s needs the argument %s (position %d)", t.Name, name, i+1)
+			return "", runner.MissingArguments(pyFunc(t.Name), name)
 		}
 		return "", nil
 	}
 	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("%s: argument %s must be a string, got %v", t.Name, name, v)
+		return "", runner.TypeError("%s: argument %s must be a string, got %v", t.Name, name, v)
 	}
 	if required && strings.TrimSpace(s) == "" {
 		return "", fmt.Errorf("%s: argument %s is empty", t.Name, name)
 	}
 	return s, nil
+}
+
+// pyFunc is the Python function name behind a task name
+// ("morag.worker.process_file_task" -> "process_file_task"), as Python's
+// TypeError names it.
+func pyFunc(task string) string {
+	if i := strings.LastIndex(task, "."); i >= 0 {
+		return task[i+1:]
+	}
+	return task
 }
 
 // mapArg reads positional argument i or keyword name as a dict; a missing
@@ -629,7 +639,7 @@ func mapArg(t *runner.Task, i int, name string) (map[string]any, error) {
 	}
 	m, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("%s: argument %s must be a dict, got %v", t.Name, name, v)
+		return nil, runner.TypeError("%s: argument %s must be a dict, got %v", t.Name, name, v)
 	}
 	return m, nil
 }

@@ -371,8 +371,8 @@ func TestBadArgumentsAreClearErrors(t *testing.T) {
 		task *runner.Task
 		want string
 	}{
-		{newTask(ProcessFileRemote), "needs the argument file_url"},
-		{newTask(ProcessFileRemote, "http://gw/f"), "needs the argument user_id"},
+		{newTask(ProcessFileRemote), "missing 1 required positional argument: 'file_url'"},
+		{newTask(ProcessFileRemote, "http://gw/f"), "missing 1 required positional argument: 'user_id'"},
 		{newTask(ProcessFileRemote, 42, "alice"), "file_url must be a string"},
 		{newTask(ProcessFileRemote, "http://gw/f", "alice", nil, "opts"), "task_options must be a dict"},
 		{newTask(ProcessFileRemote, "http://gw/f", "alice", nil, map[string]any{"include_thumbnails": []any{}}), "include_thumbnails"},
