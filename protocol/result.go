@@ -71,6 +71,9 @@ func (e *TaskError) Error() string {
 	} else if len(e.ExcMessage) > 1 {
 		msg = fmt.Sprint(e.ExcMessage...)
 	}
+	if msg == "" {
+		return e.ExcType // SoftTimeLimitExceeded(), not "SoftTimeLimitExceeded: "
+	}
 	return fmt.Sprintf("%s: %s", e.ExcType, msg)
 }
 

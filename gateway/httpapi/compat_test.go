@@ -135,6 +135,30 @@ type queued struct {
 	msg   *protocol.Message
 }
 
+// liveConsumer answers the fleet's broadcasts (active_queues, stats) as a
+// Python worker consuming queues does, without taking any task, so the
+// gateway sees those queues as live and routes and waits as it would with
+// a real worker; the test plays the worker's part on the queue itself.
+func liveConsumer(t *testing.T, gw *Gateway, name string, queues ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	mb := protocol.NewMailbox(gw.pool, gw.db, name, "")
+	mb.Handle("active_queues", func(context.Context, *protocol.ControlRequest) (any, error) {
+		list := make([]any, 0, len(queues))
+		for _, q := range queues {
+			list = append(list, map[string]any{"name": q})
+		}
+		return list, nil
+	})
+	mb.Handle("stats", func(context.Context, *protocol.ControlRequest) (any, error) {
+		return map[string]any{"sw_ident": "py-celery", "pool": map[string]any{"max-concurrency": 1}}, nil
+	})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = mb.Run(ctx) }() // owner: the test; ends at its cleanup
+	<-mb.Ready()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // pythonShapedWorker takes every message from the celery queue and stores
 // the result a Python MoRAG worker returns for its task, byte-compatible
 // with what Celery's JSON backend stores (processing_time as Python wrote
@@ -146,20 +170,7 @@ func pythonShapedWorker(t *testing.T, e *env, queues ...string) <-chan queued {
 	out := make(chan queued, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	mb := protocol.NewMailbox(e.gw.pool, e.gw.db, "pyshape@test", "")
-	mb.Handle("active_queues", func(context.Context, *protocol.ControlRequest) (any, error) {
-		list := make([]any, 0, len(queues))
-		for _, q := range queues {
-			list = append(list, map[string]any{"name": q})
-		}
-		return list, nil
-	})
-	mb.Handle("stats", func(context.Context, *protocol.ControlRequest) (any, error) {
-		return map[string]any{"sw_ident": "py-celery", "pool": map[string]any{"max-concurrency": 1}}, nil
-	})
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = mb.Run(ctx) }()
-	<-mb.Ready()
+	liveConsumer(t, e.gw, "pyshape@test", queues...)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

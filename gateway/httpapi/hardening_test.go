@@ -555,6 +555,8 @@ func TestAttackTaskErrorsLeakWorkerDetails(t *testing.T) {
 func TestSyncWaitOutlivesReadDeadlines(t *testing.T) {
 	r := testenv.StartRedis(t)
 	s := startServed(t, r, func(c *Config) { c.ReadTimeout, c.UploadGrace = time.Second, time.Second })
+	// A synchronous call waits only when a live worker consumes the queue.
+	liveConsumer(t, s.gw, "py@test", "celery")
 	finishLater := func() { // plays the worker: answers the queued task after 2.5 s
 		var id string
 		eventually(t, 10*time.Second, "the task queued", func() bool {

@@ -381,7 +381,10 @@ func (s *stack) waitStatus(t *testing.T, id, state string) taskStatus {
 	deadline := time.Now().Add(60 * time.Second)
 	var st taskStatus
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.base + "/api/v1/status/" + id)
+		// The task is alice's: only her key may read its status.
+		req, _ := http.NewRequest(http.MethodGet, s.base+"/api/v1/status/"+id, nil)
+		req.Header.Set("Authorization", "Bearer "+s.aliceKey)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			json.NewDecoder(resp.Body).Decode(&st)
 			resp.Body.Close()
