@@ -1,0 +1,215 @@
+package redisnet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol"
+	"morag-gpu/worker/runner"
+)
+
+// sentinelSet is a master, two replicas and three redis-sentinel
+// processes watching them as "mymaster". Two replicas, so that the new
+// master still has one to replicate to after the old one is killed.
+type sentinelSet struct {
+	master        *testenv.Process
+	masterPort    int
+	sentinelPorts []int
+}
+
+func (s *sentinelSet) url() string {
+	parts := make([]string, len(s.sentinelPorts))
+	for i, p := range s.sentinelPorts {
+		parts[i] = fmt.Sprintf("sentinel://127.0.0.1:%d", p)
+	}
+	return strings.Join(parts, ";") + "/0?master_name=mymaster"
+}
+
+func startSentinels(t *testing.T) *sentinelSet {
+	t.Helper()
+	if _, err := exec.LookPath("redis-sentinel"); err != nil {
+		t.Skipf("SKIP: redis-sentinel not installed (%v); run scripts/setup or `make test` (Debian package redis-sentinel)", err)
+	}
+	s := &sentinelSet{masterPort: testenv.FreePort(t)}
+	s.master = startRedisServer(t, "--port", fmt.Sprint(s.masterPort), "--repl-diskless-sync-delay", "0")
+	for range 2 {
+		startRedisServer(t, "--port", fmt.Sprint(testenv.FreePort(t)), "--replicaof", "127.0.0.1", fmt.Sprint(s.masterPort),
+			"--repl-diskless-sync-delay", "0")
+	}
+	for i := 0; i < 3; i++ {
+		port := testenv.FreePort(t)
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		err := os.WriteFile(conf, []byte(fmt.Sprintf(`port %d
+bind 127.0.0.1
+dir %s
+sentinel monitor mymaster 127.0.0.1 %d 2
+sentinel down-after-milliseconds mymaster 1000
+sentinel failover-timeout mymaster 10000
+sentinel parallel-syncs mymaster 1
+`, port, dir, s.masterPort)), 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := testenv.Start(t, "", nil, "redis-sentinel", conf)
+		if !p.WaitOutput("+monitor master mymaster", 10*time.Second) {
+			t.Fatalf("redis-sentinel did not start:\n%s", p.Output())
+		}
+		s.sentinelPorts = append(s.sentinelPorts, port)
+	}
+	// A failover needs every sentinel to know the replica and the other
+	// two (they find each other through the master, every 2 s).
+	waitFor(t, 30*time.Second, "sentinels to discover the replica and each other", func() bool {
+		for _, p := range s.sentinelPorts {
+			c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				return false
+			}
+			reps, _ := redis.Values(c.Do("SENTINEL", "REPLICAS", "mymaster"))
+			sens, _ := redis.Values(c.Do("SENTINEL", "SENTINELS", "mymaster"))
+			c.Close()
+			if len(reps) < 2 || len(sens) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	return s
+}
+
+// masterAddr asks the first sentinel that answers.
+func (s *sentinelSet) masterAddr() string {
+	for _, p := range s.sentinelPorts {
+		c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		hp, err := redis.Strings(c.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster"))
+		c.Close()
+		if err == nil && len(hp) == 2 {
+			return hp[0] + ":" + hp[1]
+		}
+	}
+	return ""
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// durablePublish publishes a task and waits until a replica has it (WAIT
+// 1): Redis replicates asynchronously, so a publish the master
+// acknowledged but had not yet sent to its replica dies with it. A failed
+// or unreplicated publish is sent again with the same task id (a task may
+// then run twice, but is never lost).
+func durablePublish(ctx context.Context, pool *redis.Pool, queue string, m *protocol.Message) error {
+	env, err := protocol.Encode(m)
+	if err != nil {
+		return err
+	}
+	var bo protocol.Backoff
+	for {
+		err := func() error {
+			c, err := pool.GetContext(ctx)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := redis.DoContext(c, ctx, "LPUSH", queue, env); err != nil {
+				return err
+			}
+			n, err := redis.Int(redis.DoContext(c, ctx, "WAIT", 1, 2000))
+			if err == nil && n < 1 {
+				err = fmt.Errorf("not replicated within 2s")
+			}
+			return err
+		}()
+		if err == nil {
+			return nil
+		}
+		if !bo.Wait(ctx) {
+			return fmt.Errorf("publish %s: %w (last error: %v)", m.ID, ctx.Err(), err)
+		}
+	}
+}
+
+// TestSentinelFailoverLosesNoTask streams tasks from a Go client to a Go
+// worker, both on a sentinel:// URL, and SIGKILLs the master a third of
+// the way through. Every task must end SUCCESS, with no restart of
+// either.
+func TestSentinelFailoverLosesNoTask(t *testing.T) {
+	s := startSentinels(t)
+	redisURL := s.url()
+	oldMaster := s.masterAddr()
+	rs := newRuns()
+	logs := startWorker(t, redisURL, "failover", 10*time.Millisecond, rs,
+		runner.Config{Concurrency: 2, VisibilityTimeout: 5 * time.Second})
+
+	pool, err := protocol.NewPool(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	backend := protocol.NewBackend(pool, protocol.BackendOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+
+	const n = 300
+	ids := make([]string, n)
+	var killOnce sync.Once
+	start := time.Now()
+	for i := range ids {
+		m, err := protocol.NewTaskMessage("netsafe.echo", []any{i}, nil, protocol.SendOptions{Queue: "failover"}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = m.ID
+		if err := durablePublish(ctx, pool, "failover", m); err != nil {
+			t.Fatal(err)
+		}
+		if i == n/3 {
+			killOnce.Do(func() {
+				t.Logf("killing the master %s after %d tasks", oldMaster, i+1)
+				s.master.Kill()
+			})
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	published := time.Since(start)
+	waitFor(t, 60*time.Second, "every task to reach SUCCESS", func() bool {
+		for _, id := range ids {
+			m, err := backend.Get(ctx, id)
+			if err != nil || m.Status != protocol.StateSuccess {
+				return false
+			}
+		}
+		return true
+	})
+	newMaster := s.masterAddr()
+	if newMaster == oldMaster {
+		t.Fatalf("the sentinels still name %s as master: no failover happened", oldMaster)
+	}
+	most, _ := rs.maxPer(rs.finished)
+	t.Logf("%d tasks, all SUCCESS after failover %s -> %s; published in %s, done %s after start; most runs of one task: %d",
+		n, oldMaster, newMaster, published.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), most)
+	if strings.Contains(logs.String(), `"level":"error"`) && testing.Verbose() {
+		t.Logf("worker logged errors during the failover (expected while the sentinels elect a new master)")
+	}
+}
