@@ -3,6 +3,7 @@ package protocol
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -62,10 +63,28 @@ func dialTimeouts() []redis.DialOption {
 	}
 }
 
+// dialNoLinger connects with TCP keep-alives and SO_LINGER 0: closing a
+// connection discards what it has not sent yet. redigo closes a
+// connection when a command's context ends before the reply, and a
+// command abandoned that way must not reach Redis later, when a partition
+// heals (a result or an ack written after the lease was given up would
+// land on a task another worker now holds).
+func dialNoLinger(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	return c, nil
+}
+
 // options are the dial options for the Redis server itself (not a
 // sentinel): timeouts, credentials, database and TLS.
 func (t *redisTarget) options() []redis.DialOption {
-	opts := append([]redis.DialOption{redis.DialDatabase(t.db)}, dialTimeouts()...)
+	opts := append([]redis.DialOption{redis.DialDatabase(t.db), redis.DialContextFunc(dialNoLinger)}, dialTimeouts()...)
 	if t.username != "" {
 		opts = append(opts, redis.DialUsername(t.username))
 	}
