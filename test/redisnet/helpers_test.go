@@ -38,9 +38,24 @@ type runs struct {
 	mu       sync.Mutex
 	started  map[string]int
 	finished map[string]int
+	causes   map[string]error // why a run's context ended early
 }
 
-func newRuns() *runs { return &runs{started: map[string]int{}, finished: map[string]int{}} }
+func newRuns() *runs {
+	return &runs{started: map[string]int{}, finished: map[string]int{}, causes: map[string]error{}}
+}
+
+func (r *runs) get(m map[string]int, id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return m[id]
+}
+
+func (r *runs) cause(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.causes[id]
+}
 
 func (r *runs) count(m map[string]int, id string) {
 	r.mu.Lock()
@@ -95,17 +110,28 @@ func (l *logBuf) waitLog(s string, timeout time.Duration) bool {
 }
 
 // startWorker runs a Go worker in this process on redisURL, consuming
-// queue with "netsafe.echo" (returns its first argument after delay),
-// until the test ends. cfg supplies the other settings.
+// queue with "netsafe.echo" (returns its first argument after delay, or
+// after its second argument in seconds), until the test ends. cfg supplies
+// the other settings.
 func startWorker(t *testing.T, redisURL, queue string, delay time.Duration, rs *runs, cfg runner.Config) *logBuf {
 	t.Helper()
 	mux := runner.NewMux()
 	mux.HandleFunc("netsafe.echo", func(ctx context.Context, task *runner.Task) (any, error) {
 		rs.count(rs.started, task.ID)
-		if delay > 0 {
+		d := delay
+		if len(task.Args) > 1 {
+			if secs, ok := task.Args[1].(json.Number); ok {
+				f, _ := secs.Float64()
+				d = time.Duration(f * float64(time.Second))
+			}
+		}
+		if d > 0 {
 			select {
-			case <-time.After(delay):
+			case <-time.After(d):
 			case <-ctx.Done():
+				rs.mu.Lock()
+				rs.causes[task.ID] = context.Cause(ctx)
+				rs.mu.Unlock()
 				return nil, context.Cause(ctx)
 			}
 		}
