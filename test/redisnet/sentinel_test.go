@@ -3,6 +3,9 @@ package redisnet
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +15,9 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
 
+	"morag-gpu/gateway/httpapi"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 	"morag-gpu/worker/runner"
@@ -87,6 +92,30 @@ sentinel parallel-syncs mymaster 1
 	return s
 }
 
+// startGateway runs the HTTP gateway on redisURL until the test ends and
+// returns its base URL.
+func startGateway(t *testing.T, redisURL string) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(nil)
+	base := "http://" + srv.Listener.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	g, err := httpapi.New(ctx, httpapi.Config{RedisURL: redisURL, UploadDir: t.TempDir(), PublicURL: base,
+		WaitTimeout: 30 * time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	srv.Config.Handler = g.Handler()
+	srv.Start()
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+		cancel()
+		g.Wait()
+	})
+	return base
+}
+
 // masterAddr asks the first sentinel that answers.
 func (s *sentinelSet) masterAddr() string {
 	for _, p := range s.sentinelPorts {
@@ -116,16 +145,18 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 
 // durablePublish publishes a task and waits until a replica has it (WAIT
 // 1): Redis replicates asynchronously, so a publish the master
-// acknowledged but had not yet sent to its replica dies with it. A failed
-// or unreplicated publish is sent again with the same task id (a task may
-// then run twice, but is never lost).
-func durablePublish(ctx context.Context, pool *redis.Pool, queue string, m *protocol.Message) error {
+// acknowledged but had not yet sent to a replica dies with it. While the
+// master lives it keeps waiting (after a failover the remaining replica
+// needs a moment to attach to the new master); only when the connection
+// fails, so that the publish may be lost, is it sent again with the same
+// task id. It returns how many times it published.
+func durablePublish(ctx context.Context, pool *redis.Pool, queue string, m *protocol.Message) (int, error) {
 	env, err := protocol.Encode(m)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var bo protocol.Backoff
-	for {
+	for sent := 0; ; {
 		err := func() error {
 			c, err := pool.GetContext(ctx)
 			if err != nil {
@@ -135,17 +166,19 @@ func durablePublish(ctx context.Context, pool *redis.Pool, queue string, m *prot
 			if _, err := redis.DoContext(c, ctx, "LPUSH", queue, env); err != nil {
 				return err
 			}
-			n, err := redis.Int(redis.DoContext(c, ctx, "WAIT", 1, 2000))
-			if err == nil && n < 1 {
-				err = fmt.Errorf("not replicated within 2s")
+			sent++
+			for {
+				n, err := redis.Int(redis.DoContext(c, ctx, "WAIT", 1, 1000))
+				if err != nil || n >= 1 {
+					return err
+				}
 			}
-			return err
 		}()
 		if err == nil {
-			return nil
+			return sent, nil
 		}
 		if !bo.Wait(ctx) {
-			return fmt.Errorf("publish %s: %w (last error: %v)", m.ID, ctx.Err(), err)
+			return sent, fmt.Errorf("publish %s: %w (last error: %v)", m.ID, ctx.Err(), err)
 		}
 	}
 }
@@ -161,6 +194,7 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 	rs := newRuns()
 	logs := startWorker(t, redisURL, "failover", 10*time.Millisecond, rs,
 		runner.Config{Concurrency: 2, VisibilityTimeout: 5 * time.Second})
+	gw := startGateway(t, redisURL)
 
 	pool, err := protocol.NewPool(redisURL)
 	if err != nil {
@@ -173,6 +207,7 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 
 	const n = 300
 	ids := make([]string, n)
+	publishes := map[string]int{}
 	var killOnce sync.Once
 	start := time.Now()
 	for i := range ids {
@@ -181,9 +216,11 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 			t.Fatal(err)
 		}
 		ids[i] = m.ID
-		if err := durablePublish(ctx, pool, "failover", m); err != nil {
+		sent, err := durablePublish(ctx, pool, "failover", m)
+		if err != nil {
 			t.Fatal(err)
 		}
+		publishes[m.ID] = sent
 		if i == n/3 {
 			killOnce.Do(func() {
 				t.Logf("killing the master %s after %d tasks", oldMaster, i+1)
@@ -206,7 +243,48 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 	if newMaster == oldMaster {
 		t.Fatalf("the sentinels still name %s as master: no failover happened", oldMaster)
 	}
+	// The gateway, started before the failover, writes to the new master
+	// without a restart.
+	resp, err := http.Post(gw+"/api/v1/ingest/url", "application/json", strings.NewReader(`{"url": "https://example.invalid/doc.pdf"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "task_id") {
+		t.Fatalf("gateway after the failover: %d %s", resp.StatusCode, body)
+	}
+	nc, err := redis.Dial("tcp", newMaster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queued, err := redis.Int(nc.Do("LLEN", "celery"))
+	nc.Close()
+	if err != nil || queued != 1 {
+		t.Fatalf("the gateway's task is not on the new master %s (LLEN celery = %d, %v)", newMaster, queued, err)
+	}
+	// A task runs once per publish, plus once more at most when the
+	// worker's hold of it died with the old master before replication.
+	for _, id := range ids {
+		if runs := rs.get(rs.finished, id); runs > publishes[id]+1 {
+			t.Errorf("task %s ran %d times for %d publishes", id, runs, publishes[id])
+		}
+	}
 	most, _ := rs.maxPer(rs.finished)
+	if most > 1 && testing.Verbose() {
+		rs.mu.Lock()
+		for id, k := range rs.finished {
+			if k == most {
+				for _, line := range strings.Split(logs.String(), "\n") {
+					if strings.Contains(line, id) || strings.Contains(line, "lease") || strings.Contains(line, "restored") {
+						t.Log(line)
+					}
+				}
+				break
+			}
+		}
+		rs.mu.Unlock()
+	}
 	t.Logf("%d tasks, all SUCCESS after failover %s -> %s; published in %s, done %s after start; most runs of one task: %d",
 		n, oldMaster, newMaster, published.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), most)
 	if strings.Contains(logs.String(), `"level":"error"`) && testing.Verbose() {
