@@ -186,7 +186,8 @@ func durablePublish(ctx context.Context, pool *redis.Pool, queue string, m *prot
 // TestSentinelFailoverLosesNoTask streams tasks from a Go client to a Go
 // worker, both on a sentinel:// URL, and SIGKILLs the master a third of
 // the way through. Every task must end SUCCESS, with no restart of
-// either.
+// either; a gateway started before the failover and a Python Celery
+// client on the same sentinels then work through the new master.
 func TestSentinelFailoverLosesNoTask(t *testing.T) {
 	s := startSentinels(t)
 	redisURL := s.url()
@@ -269,6 +270,29 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 		if runs := rs.get(rs.finished, id); runs > publishes[id]+1 {
 			t.Errorf("task %s ran %d times for %d publishes", id, runs, publishes[id])
 		}
+	}
+	// A Python Celery client on the same sentinels (kombu's sentinel
+	// transport, Celery's sentinel result backend) reaches the Go worker
+	// through the new master.
+	testenv.RequireCelery(t)
+	parts := make([]string, len(s.sentinelPorts))
+	for i, p := range s.sentinelPorts {
+		parts[i] = fmt.Sprintf("sentinel://127.0.0.1:%d/0", p)
+	}
+	pctx, pcancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer pcancel()
+	out := testenv.RunPython(t, pctx, strings.Join(parts, ";"), `
+import os
+from celery import Celery
+url = os.environ["REDIS_URL"]
+app = Celery("sentinelpeer", broker=url, backend=url)
+app.conf.broker_transport_options = {"master_name": "mymaster"}
+app.conf.result_backend_transport_options = {"master_name": "mymaster"}
+rs = [app.send_task("netsafe.echo", args=[i], queue="failover") for i in range(5)]
+print(",".join(str(r.get(timeout=30)) for r in rs))
+`)
+	if strings.TrimSpace(out) != "0,1,2,3,4" {
+		t.Fatalf("Python client through the sentinels got %q, want 0,1,2,3,4", out)
 	}
 	most, _ := rs.maxPer(rs.finished)
 	if most > 1 && testing.Verbose() {
