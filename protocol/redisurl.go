@@ -30,9 +30,16 @@ type redisTarget struct {
 	sentinelPassword string
 }
 
-// sslParams are Celery's and kombu's TLS settings as they appear in a
-// rediss:// query (celery/backends/redis.py, redis-py's SSLConnection).
-var sslParams = []string{"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+// hasSSLParams reports whether q holds any of Celery's and kombu's TLS
+// settings (celery/backends/redis.py, redis-py's SSLConnection).
+func hasSSLParams(q url.Values) bool {
+	for _, p := range [...]string{"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"} {
+		if q.Has(p) {
+			return true
+		}
+	}
+	return false
+}
 
 // parseRedisURL accepts
 //
@@ -89,10 +96,6 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 	if t.db, err = parseDBNumber(dbs); err != nil {
 		return nil, bad("%v", err)
 	}
-	hasSSL := false
-	for _, p := range sslParams {
-		hasSSL = hasSSL || q.Has(p)
-	}
 	if u.Scheme == "rediss" {
 		host := u.Hostname()
 		if host == "" {
@@ -101,7 +104,7 @@ func parseRedisURL(raw string) (*redisTarget, error) {
 		if t.tls, err = tlsFromQuery(q, host); err != nil {
 			return nil, bad("%v", err)
 		}
-	} else if hasSSL {
+	} else if hasSSLParams(q) {
 		return nil, bad("ssl_* parameters need a rediss:// URL; change the scheme to rediss:// to use TLS")
 	}
 	return t, nil
@@ -137,10 +140,8 @@ func parseSentinelURL(raw string, bad func(string, ...any) error) (*redisTarget,
 			dbs = p
 		}
 		q := u.Query()
-		for _, p := range sslParams {
-			if q.Has(p) {
-				return nil, bad("TLS to Sentinel-managed Redis is not supported; use rediss:// to a fixed address, or plain sentinel:// on a trusted network")
-			}
+		if hasSSLParams(q) {
+			return nil, bad("TLS to Sentinel-managed Redis is not supported; use rediss:// to a fixed address, or plain sentinel:// on a trusted network")
 		}
 		if v := q.Get("master_name"); v != "" {
 			t.masterName = v
