@@ -205,6 +205,13 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 	backend := protocol.NewBackend(pool, protocol.BackendOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	// A result listener (one subscribed connection, as the gateway's)
+	// started before the failover must follow it too.
+	listener := backend.NewListener()
+	lctx, stopListener := context.WithCancel(ctx)
+	listened := make(chan error, 1)
+	go func() { listened <- listener.Run(lctx) }() // owner: this test
+	defer func() { stopListener(); <-listened }()
 
 	const n = 300
 	ids := make([]string, n)
@@ -247,6 +254,9 @@ func TestSentinelFailoverLosesNoTask(t *testing.T) {
 	if newMaster == oldMaster {
 		t.Fatalf("the sentinels still name %s as master: no failover happened", oldMaster)
 	}
+	// The listener, subscribed to the old master, hears results from the
+	// new one.
+	echoRoundTrips(t, protocol.NewClient(protocol.NewBroker(pool, protocol.BrokerOptions{}), backend).WithListener(listener), "failover", 5, 30*time.Second)
 	// The gateway, started before the failover, writes to the new master
 	// without a restart.
 	resp, err := http.Post(gw+"/api/v1/ingest/url", "application/json", strings.NewReader(`{"url": "https://example.invalid/doc.pdf"}`))
