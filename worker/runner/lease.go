@@ -34,9 +34,7 @@ func (s *Server) leaseLoop(ctx context.Context) {
 			return
 		case <-t.C:
 			start := time.Now()
-			if s.touchHeld(ctx) {
-				w.refreshed(start)
-			}
+			w.round(start, s.touchHeld(ctx))
 		}
 	}
 }

@@ -19,9 +19,12 @@ var ErrLeaseLost = errors.New("runner: lease lost: the worker could not refresh 
 
 // leaseWatch remembers when the lease of every held message was last
 // known good: the start of the last refresh round in which every Touch
-// succeeded (the scores it wrote are no older than that).
+// succeeded (the scores it wrote are no older than that), and whether the
+// latest round failed. Only a failing refresh loses a lease: while rounds
+// succeed, a message is safe however it was fetched.
 type leaseWatch struct {
-	lastOK atomic.Int64 // UnixNano
+	lastOK  atomic.Int64 // UnixNano
+	failing atomic.Bool
 }
 
 func newLeaseWatch(now time.Time) *leaseWatch {
@@ -30,7 +33,13 @@ func newLeaseWatch(now time.Time) *leaseWatch {
 	return w
 }
 
-func (w *leaseWatch) refreshed(roundStart time.Time) { w.lastOK.Store(roundStart.UnixNano()) }
+// round records the outcome of the refresh round that started at start.
+func (w *leaseWatch) round(start time.Time, ok bool) {
+	if ok {
+		w.lastOK.Store(start.UnixNano())
+	}
+	w.failing.Store(!ok)
+}
 
 // leaseStart is when r's lease was last known to be renewed: the last
 // good refresh round, or its fetch if that came later (the score written
@@ -59,6 +68,9 @@ func (s *Server) watchLeases(ctx context.Context, w *leaseWatch) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			if !w.failing.Load() {
+				continue
+			}
 			for _, r := range s.snapshot() {
 				if since := w.leaseStart(r); now.Sub(since) > s.cfg.VisibilityTimeout {
 					s.loseLease(r, since)
