@@ -16,12 +16,14 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/gateway/httpapi"
+	"morag-gpu/protocol"
 )
 
 func main() {
 	cfg := httpapi.Config{}
 	flag.StringVar(&cfg.Addr, "addr", ":8000", "listen address")
 	flag.StringVar(&cfg.RedisURL, "redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis URL: broker, results and API keys (env REDIS_URL)")
+	masterName := flag.String("redis-master-name", os.Getenv("REDIS_MASTER_NAME"), "Sentinel master name for a sentinel:// -redis URL that has no ?master_name= (env REDIS_MASTER_NAME)")
 	flag.StringVar(&cfg.UploadDir, "upload-dir", "", "where uploads are stored (default $TMPDIR/morag-uploads)")
 	flag.StringVar(&cfg.PublicURL, "public-url", "", "URL workers use to reach this gateway (default http://127.0.0.1:<port>)")
 	maxUpload := flag.Int64("max-upload", 2<<30, "largest accepted upload in bytes")
@@ -43,6 +45,7 @@ func main() {
 	flag.Parse()
 	afterParse()
 	cfg.MaxUpload = *maxUpload
+	cfg.RedisURL = protocol.WithMasterName(cfg.RedisURL, *masterName)
 	cfg.CORSOrigins = []string{}
 	for _, o := range strings.Split(*cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {

@@ -3,8 +3,7 @@ package protocol
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"strconv"
+	"net"
 	"strings"
 	"time"
 
@@ -12,15 +11,27 @@ import (
 )
 
 // NewPool returns a redigo pool for a Redis URL:
-// redis://[user:password@]host[:port][/db], rediss:// for TLS, or
-// unix://[user:password@]/path/to/redis.sock[?db=N]. Connections idle for
-// more than a few seconds are PINGed before use, so a pool survives a Redis
-// restart without handing out dead connections. Commands time out after 30
-// s; blocking commands (BRPOP) set their own, longer, limit.
+//
+//	redis://[[user]:password@]host[:port][/db]
+//	rediss://…?ssl_cert_reqs=required&ssl_ca_certs=ca.pem[&ssl_certfile=…&ssl_keyfile=…]
+//	unix://[[user]:password@]/path/to/redis.sock[?db=N]
+//	sentinel://h1:26379;sentinel://h2:26379;sentinel://h3:26379[/db]?master_name=mymaster
+//
+// (parseRedisURL has the details). Connections idle for more than a few
+// seconds are checked before use (PING; ROLE behind Sentinel, so that a
+// demoted master is dropped), so a pool survives a Redis restart or a
+// failover without handing out dead connections. Commands time out after
+// 30 s; blocking commands (BRPOP) set their own, longer, limit.
 func NewPool(redisURL string) (*redis.Pool, error) {
-	dial, err := dialer(redisURL)
+	t, err := parseRedisURL(redisURL)
 	if err != nil {
 		return nil, err
+	}
+	dial := t.dialer()
+	check := "PING"
+	if t.kind == "sentinel" {
+		dial = t.sentinelDialer()
+		check = "ROLE"
 	}
 	return &redis.Pool{
 		DialContext: dial,
@@ -34,72 +45,95 @@ func NewPool(redisURL string) (*redis.Pool, error) {
 			if time.Since(used) < 3*time.Second {
 				return nil
 			}
-			_, err := c.Do("PING")
+			v, err := c.Do(check)
+			if err == nil && check == "ROLE" {
+				err = checkMasterRole(v)
+			}
 			return err
 		},
 	}, nil
 }
 
-func dialer(redisURL string) (func(context.Context) (redis.Conn, error), error) {
-	db, err := ParseDB(redisURL)
-	if err != nil {
-		return nil, err
-	}
-	timeouts := []redis.DialOption{
+// dialTimeouts are every connection's limits.
+func dialTimeouts() []redis.DialOption {
+	return []redis.DialOption{
 		redis.DialConnectTimeout(5 * time.Second),
 		redis.DialReadTimeout(30 * time.Second),
 		redis.DialWriteTimeout(30 * time.Second),
 	}
-	u, _ := url.Parse(redisURL) // ParseDB has checked it
-	if u.Scheme != "unix" {
-		return func(ctx context.Context) (redis.Conn, error) {
-			return redis.DialURLContext(ctx, redisURL, timeouts...)
-		}, nil
+}
+
+// dialNoLinger connects with TCP keep-alives and SO_LINGER 0: closing a
+// connection discards what it has not sent yet. redigo closes a
+// connection when a command's context ends before the reply, and a
+// command abandoned that way must not reach Redis later, when a partition
+// heals (a result or an ack written after the lease was given up would
+// land on a task another worker now holds).
+func dialNoLinger(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
 	}
-	if u.Path == "" {
-		return nil, fmt.Errorf("protocol: invalid Redis URL %q: a unix:// URL needs the socket path, as in unix:///run/redis.sock", redisURL)
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
 	}
-	opts := append(timeouts, redis.DialDatabase(db))
-	if u.User != nil {
-		if pw, ok := u.User.Password(); ok {
-			opts = append(opts, redis.DialUsername(u.User.Username()), redis.DialPassword(pw))
-		} else {
-			opts = append(opts, redis.DialPassword(u.User.Username()))
-		}
-	} else if pw := u.Query().Get("password"); pw != "" {
-		opts = append(opts, redis.DialPassword(pw))
+	return c, nil
+}
+
+// options are the dial options for the Redis server itself (not a
+// sentinel): timeouts, credentials, database and TLS.
+func (t *redisTarget) options() []redis.DialOption {
+	opts := append([]redis.DialOption{redis.DialDatabase(t.db), redis.DialContextFunc(dialNoLinger)}, dialTimeouts()...)
+	if t.username != "" {
+		opts = append(opts, redis.DialUsername(t.username))
 	}
-	path := u.Path
+	if t.password != "" {
+		opts = append(opts, redis.DialPassword(t.password))
+	}
+	if t.tls != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(t.tls), redis.DialTLSHandshakeTimeout(5*time.Second))
+	}
+	return opts
+}
+
+// dialer connects to a fixed address (redis://, rediss://, unix://).
+func (t *redisTarget) dialer() func(context.Context) (redis.Conn, error) {
+	network := "tcp"
+	if t.kind == "unix" {
+		network = "unix"
+	}
+	opts := t.options()
 	return func(ctx context.Context) (redis.Conn, error) {
-		return redis.DialContext(ctx, "unix", path, opts...)
-	}, nil
+		c, err := redis.DialContext(ctx, network, t.addr, opts...)
+		if err != nil {
+			return nil, explainDialError(t.addr, err)
+		}
+		return c, nil
+	}
+}
+
+// explainDialError adds what to do to the errors operators meet first.
+func explainDialError(addr string, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid username-password"):
+		return fmt.Errorf("protocol: Redis at %s refused the credentials: %w; check the user and password in the URL (redis://user:password@host/0)", addr, err)
+	case strings.Contains(msg, "certificate"), strings.Contains(msg, "x509"), strings.Contains(msg, "tls:"):
+		return fmt.Errorf("protocol: TLS to Redis at %s failed: %w; check ssl_ca_certs (the CA that signed the server's certificate), the host name in the URL against the certificate, and ssl_certfile/ssl_keyfile if Redis requires client certificates", addr, err)
+	}
+	return fmt.Errorf("protocol: connect to Redis at %s: %w", addr, err)
 }
 
 // ParseDB returns the database number in a Redis URL (0 when absent): the
-// path of redis:// and rediss:// URLs, the db query parameter of unix://
-// ones.
+// path of redis://, rediss:// and sentinel:// URLs, the db query parameter
+// of unix:// ones.
 func ParseDB(redisURL string) (int, error) {
-	u, err := url.Parse(redisURL)
+	t, err := parseRedisURL(redisURL)
 	if err != nil {
-		return 0, fmt.Errorf("protocol: invalid Redis URL %q: %w", redisURL, err)
+		return 0, err
 	}
-	var p string
-	switch u.Scheme {
-	case "redis", "rediss":
-		p = strings.Trim(u.Path, "/")
-	case "unix":
-		p = u.Query().Get("db")
-	default:
-		return 0, fmt.Errorf("protocol: invalid Redis URL %q: scheme must be redis://, rediss:// or unix://", redisURL)
-	}
-	if p == "" {
-		return 0, nil
-	}
-	db, err := strconv.Atoi(p)
-	if err != nil || db < 0 {
-		return 0, fmt.Errorf("protocol: invalid Redis URL %q: database %q is not a number", redisURL, p)
-	}
-	return db, nil
+	return t.db, nil
 }
 
 // Backoff yields exponentially growing waits between Min and Max for

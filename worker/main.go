@@ -19,6 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/protocol"
 	"morag-gpu/worker/metrics"
 	"morag-gpu/worker/runner"
 	"morag-gpu/worker/tasks"
@@ -39,6 +40,7 @@ func run(args []string) error {
 	prefetch := fs.Int("prefetch", 0, "fetched tasks that may wait for a free slot (0: same as -concurrency, -1: none)")
 	hostname := fs.String("hostname", "gpu@%h", "node name; %h, %n, %d expand as in Celery")
 	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
+	masterName := fs.String("redis-master-name", os.Getenv("REDIS_MASTER_NAME"), "Sentinel master name for a sentinel:// -redis URL that has no ?master_name= (env REDIS_MASTER_NAME)")
 	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
 	loglevel := fs.String("loglevel", "info", "debug, info, warn or error")
 	fs.StringVar(loglevel, "log-level", "info", "same as -loglevel (the gateway's spelling)")
@@ -102,7 +104,7 @@ func run(args []string) error {
 		Concurrency:       *concurrency,
 		Prefetch:          *prefetch,
 		Hostname:          *hostname,
-		RedisURL:          *redisURL,
+		RedisURL:          protocol.WithMasterName(*redisURL, *masterName),
 		VisibilityTimeout: *visibility,
 		ShutdownGrace:     *grace,
 		ResultExpires:     *expires,

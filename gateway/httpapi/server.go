@@ -248,7 +248,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	db, _ := protocol.ParseDB(cfg.RedisURL)
 	if err := ping(ctx, pool); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("gateway: cannot reach Redis at %s: %w; start redis-server or set -redis/REDIS_URL", cfg.RedisURL, err)
+		return nil, fmt.Errorf("gateway: cannot reach Redis at %s: %w; start redis-server or set -redis/REDIS_URL", protocol.RedactURL(cfg.RedisURL), err)
 	}
 	log := cfg.Logger
 	secret, err := files.LoadSecret(ctx, pool, cfg.URLSecret)
@@ -297,7 +297,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 		}()
 	}
 	g.closeRes = sync.OnceFunc(func() { pool.Close() })
-	log.Info().Str("redis", cfg.RedisURL).Str("upload_dir", g.files.Dir()).Str("public_url", cfg.PublicURL).
+	log.Info().Str("redis", protocol.RedactURL(cfg.RedisURL)).Str("upload_dir", g.files.Dir()).Str("public_url", cfg.PublicURL).
 		Str("file_transfer", cfg.FileTransfer).Bool("admin_token", cfg.AdminToken != "").Msg("gateway ready")
 	if cfg.AdminToken == "" {
 		log.Warn().Msg("no admin token configured (-admin-token-file, MORAG_ADMIN_TOKEN or -admin-token): key management answers 403")

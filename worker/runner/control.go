@@ -315,6 +315,9 @@ func (s *Server) brokerInfo() map[string]any {
 			info["userid"] = u.User.Username()
 		}
 		info["ssl"] = u.Scheme == "rediss"
+		if u.Scheme == "sentinel" {
+			info["transport"] = "sentinel"
+		}
 	}
 	return info
 }
@@ -537,14 +540,5 @@ func signum(name string) int {
 	return int(syscall.SIGTERM)
 }
 
-// redactURL hides the password of a redis:// URL.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
-	}
-	if _, has := u.User.Password(); has {
-		u.User = url.UserPassword(u.User.Username(), "**")
-	}
-	return u.String()
-}
+// redactURL hides the passwords of a Redis URL.
+func redactURL(raw string) string { return protocol.RedactURL(raw) }

@@ -189,6 +189,11 @@ func call(ctx context.Context, h Handler, t *Task) (o outcome) {
 
 // finish stores and acknowledges what the handler's outcome calls for.
 func (s *Server) finish(ctx context.Context, r *request, o outcome, runtime time.Duration) {
+	ctx, stop, lost := s.guardOutcome(ctx, r)
+	defer stop()
+	if lost {
+		return
+	}
 	switch {
 	case o.terminated:
 		r.mu.Lock()

@@ -15,7 +15,17 @@ const touchBatch = 500
 // leaseLoop refreshes the unacked score of every held message (running,
 // reserved or waiting for its ETA) every VisibilityTimeout/3, so that no
 // restorer, Python's included, takes them for lost while they are in hand.
+// When refreshing fails for longer than the visibility timeout, the
+// watcher it runs abandons those messages (leaseloss.go).
 func (s *Server) leaseLoop(ctx context.Context) {
+	w := newLeaseWatch(time.Now())
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { // owner: leaseLoop, which stops and waits for it
+		defer close(watched)
+		s.watchLeases(watchCtx, w)
+	}()
+	defer func() { stopWatch(); <-watched }()
 	t := time.NewTicker(s.cfg.VisibilityTimeout / 3)
 	defer t.Stop()
 	for {
@@ -23,12 +33,15 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			s.touchHeld(ctx)
+			start := time.Now()
+			w.round(start, s.touchHeld(ctx))
 		}
 	}
 }
 
-func (s *Server) touchHeld(ctx context.Context) {
+// touchHeld refreshes every held message's lease and reports whether all
+// refreshes succeeded.
+func (s *Server) touchHeld(ctx context.Context) bool {
 	s.mu.Lock()
 	tags := make([]string, 0, len(s.held))
 	for tag := range s.held {
@@ -43,10 +56,11 @@ func (s *Server) touchHeld(ctx context.Context) {
 		s.cfg.Observer.LeaseRefreshed(n, err)
 		if err != nil {
 			s.log.Warn().Err(err).Int("messages", len(tags)).Msg("could not refresh the lease of held messages; retrying next period")
-			return
+			return false
 		}
 		tags = tags[n:]
 	}
+	return true
 }
 
 // restoreLoop restores expired unacked messages and re-declares the

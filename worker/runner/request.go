@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -47,6 +48,10 @@ type request struct {
 	rateCounted bool
 	// limits are the time limits it runs under (message, else task).
 	limits protocol.TimeLimit
+	// leaseLost and stopIO belong to leaseloss.go: the lease could not be
+	// refreshed in time, and what stops the outcome's Redis writes.
+	leaseLost atomic.Bool
+	stopIO    context.CancelCauseFunc
 }
 
 func newRequest(d *protocol.Delivery, h Handler, log zerolog.Logger, now time.Time) *request {
