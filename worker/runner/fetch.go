@@ -29,7 +29,7 @@ func (s *Server) fetchers() int {
 }
 
 // limit is how many messages may be running or waiting for a slot.
-func (s *Server) limitLocked() int { return s.concurrency + s.cfg.Prefetch }
+func (s *Server) limitLocked() int { return s.concurrency + s.prefetch }
 
 // fetchLoop takes messages while the prefetch limit allows, until stopCtx
 // ends. Several loops may run: each counts the messages its fetch may

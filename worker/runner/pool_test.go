@@ -37,7 +37,7 @@ def running_at_once(n, secs=2):
 
 emit({"case": "before", "pool": stats()})
 emit({"case": "grow", "reply": ctl.pool_grow(2, reply=True, destination=[node], timeout=5)})
-emit({"case": "grown", "pool": stats()})
+emit({"case": "grown", "pool": stats(), "prefetch": ctl.inspect(destination=[node], timeout=5).stats()[node]["prefetch_count"]})
 peak, states = running_at_once(3)
 emit({"case": "grown-run", "peak": peak, "states": states, "pool": stats()})
 
@@ -72,6 +72,9 @@ emit({"case": "autoscaled-run", "peak": peak, "states": states, "pool": stats()}
 	}
 	if p := pool("grown"); p["max-concurrency"] != float64(3) || len(p["processes"].([]any)) != 3 {
 		t.Errorf("pool after pool_grow(2) = %s; want max-concurrency 3", js(p))
+	}
+	if got := byCase["grown"]["prefetch"]; got != float64(6) {
+		t.Errorf("prefetch_count after pool_grow(2) of a 1-slot pool = %v; want 6 (3 running + 3 waiting, the prefetch follows the pool)", got)
 	}
 	if c := byCase["grown-run"]; c["peak"] != float64(3) {
 		t.Errorf("after pool_grow(2) %v tasks ran at once (states %v); want 3", c["peak"], c["states"])
