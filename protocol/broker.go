@@ -25,6 +25,9 @@ const (
 	unackedMutexKey  = "unacked_mutex"
 	unackedMutexTTL  = 300 * time.Second
 	bindingKeyPrefix = "_kombu.binding."
+	// deliveryCountPrefix + delivery tag counts the unfinished starts of a
+	// message on Go workers (poison-message detection; not a kombu key).
+	deliveryCountPrefix = "celery.deliveries."
 )
 
 // BrokerOptions mirror kombu's broker_transport_options. Every participant
@@ -36,6 +39,10 @@ type BrokerOptions struct {
 	// DeadLetterKey is the list undecodable messages are moved to, default
 	// "celery.deadletter".
 	DeadLetterKey string
+	// DeliveryCountTTL bounds how long the start count of an unfinished
+	// message is kept (it must outlive the redeliveries it counts).
+	// Default: the larger of 24h and 4 visibility timeouts.
+	DeliveryCountTTL time.Duration
 	// Logger receives transport warnings (dead letters, double deliveries).
 	// The zero value discards them.
 	Logger zerolog.Logger
@@ -63,6 +70,9 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 	if opts.DeadLetterKey == "" {
 		opts.DeadLetterKey = "celery.deadletter"
 	}
+	if opts.DeliveryCountTTL <= 0 {
+		opts.DeliveryCountTTL = max(24*time.Hour, 4*opts.VisibilityTimeout)
+	}
 	return &Broker{pool: pool, opts: opts}
 }
 
@@ -73,6 +83,11 @@ func (b *Broker) Pool() *redis.Pool { return b.pool }
 func (b *Broker) Options() BrokerOptions { return b.opts }
 
 func (b *Broker) key(name string) string { return b.opts.KeyPrefix + name }
+
+// countKey is the key holding tag's unfinished start count.
+func (b *Broker) countKey(tag string) string { return b.key(deliveryCountPrefix + tag) }
+
+func (b *Broker) countTTL() int64 { return int64(b.opts.DeliveryCountTTL / time.Second) }
 
 // QueueForPriority is the list a message of priority pri goes to: kombu's
 // _q_for_pri. On Redis 0 is the highest priority.
@@ -213,6 +228,7 @@ func (b *Broker) Ack(ctx context.Context, tag string) (held bool, err error) {
 	_ = c.Send("MULTI")
 	_ = c.Send("ZREM", b.key(unackedIndexKey), tag)
 	_ = c.Send("HDEL", b.key(unackedKey), tag)
+	_ = c.Send("DEL", b.countKey(tag))
 	res, err := redis.Values(redis.DoContext(c, ctx, "EXEC"))
 	if err != nil {
 		return false, fmt.Errorf("protocol: ack %s: %w", tag, err)
@@ -228,20 +244,29 @@ func (b *Broker) Ack(ctx context.Context, tag string) (held bool, err error) {
 // Requeue puts a held message back at the end of its queue (kombu
 // reject(requeue=True): LPUSH) and drops it from unacked, atomically.
 func (b *Broker) Requeue(ctx context.Context, tag string) error {
-	return b.restoreByTag(ctx, tag, true)
+	return b.restoreByTag(ctx, tag, true, false)
 }
 
 // Restore puts a held message back at the head of its queue (kombu
 // restore: RPUSH, redelivered=true) and drops it from unacked, atomically.
 func (b *Broker) Restore(ctx context.Context, tag string) error {
-	return b.restoreByTag(ctx, tag, false)
+	return b.restoreByTag(ctx, tag, false, false)
+}
+
+// RestoreStarted is Restore for a message whose start the caller counted
+// (CommitStart) and now gives back alive (a shutdown): the start is
+// uncounted, since it is no evidence of a poison message.
+func (b *Broker) RestoreStarted(ctx context.Context, tag string) error {
+	return b.restoreByTag(ctx, tag, false, true)
 }
 
 // restoreByTag is kombu's QoS.restore_by_tag: WATCH unacked, read the
 // entry, and in one MULTI drop it from the indices and push the payload
 // back. The redelivered flags are set in Go, not Lua, because cjson would
-// re-encode the payload and lose big-int precision.
-func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost bool) error {
+// re-encode the payload and lose big-int precision. With uncount the
+// message's delivery count goes down by one (a live owner gives it back;
+// a count that goes below zero is read as zero).
+func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost, uncount bool) error {
 	c, err := b.conn(ctx)
 	if err != nil {
 		return err
@@ -275,6 +300,10 @@ func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost bool) er
 				cmd = "LPUSH"
 			}
 			_ = c.Send(cmd, b.key(b.QueueForPriority(q, pri)), payload)
+		}
+		if uncount {
+			_ = c.Send("DECR", b.countKey(tag))
+			_ = c.Send("EXPIRE", b.countKey(tag), b.countTTL())
 		}
 		res, err := redis.DoContext(c, ctx, "EXEC")
 		if err != nil {
@@ -405,7 +434,7 @@ func (b *Broker) RestoreExpired(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		if err := b.restoreByTag(ctx, tag, false); err != nil {
+		if err := b.restoreByTag(ctx, tag, false, false); err != nil {
 			return n, err
 		}
 		n++
@@ -433,6 +462,9 @@ func (b *Broker) DeadLetter(ctx context.Context, d *Delivery, reason string) err
 		_ = c.Send("HDEL", b.key(unackedKey), d.Tag)
 	}
 	_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(d.Raw, d.Queue, reason))
+	if d.Tag != "" {
+		_ = c.Send("DEL", b.countKey(d.Tag))
+	}
 	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
 		return fmt.Errorf("protocol: dead-letter: %w", err)
 	}

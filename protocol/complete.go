@@ -15,14 +15,16 @@ import (
 // before the ack, so late-ack semantics hold with one round trip instead of
 // two.
 //
-// KEYS[1] result key, KEYS[2] unacked_index, KEYS[3] unacked; ARGV[1] meta
+// KEYS[1] result key, KEYS[2] unacked_index, KEYS[3] unacked, KEYS[4] the
+// delivery count; ARGV[1] meta
 // JSON, ARGV[2] TTL seconds (0: no expiry), ARGV[3] delivery tag.
 // Returns {stored, held}: stored 0 when a SUCCESS was kept, held 0 when the
 // message was no longer in unacked_index.
-var storeAndAckScript = redis.NewScript(3, luaStoreResult+`
+var storeAndAckScript = redis.NewScript(4, luaStoreResult+`
 local stored = store_result(KEYS[1], ARGV[1], ARGV[2])
 local held = redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[4])
 return {stored, held}
 `)
 
@@ -71,7 +73,7 @@ func (b *Broker) StoreAndAck(ctx context.Context, be *Backend, req StoreRequest,
 		ttl = int64(math.Ceil(be.expires.Seconds()))
 	}
 	res, err := redis.Ints(storeAndAckScript.DoContext(ctx, c,
-		be.TaskKey(req.TaskID), b.key(unackedIndexKey), b.key(unackedKey), payload, ttl, tag))
+		be.TaskKey(req.TaskID), b.key(unackedIndexKey), b.key(unackedKey), b.countKey(tag), payload, ttl, tag))
 	if err != nil {
 		return false, fmt.Errorf("protocol: store result of task %s and ack %s: %w", req.TaskID, tag, err)
 	}

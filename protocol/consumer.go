@@ -2,7 +2,6 @@ package protocol
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -18,6 +17,19 @@ type Consumer struct {
 	b      *Broker
 	mu     sync.Mutex
 	queues []string
+	// gen counts queue removals; a fetch that read the queue list before a
+	// removal does not start a BRPOP after it.
+	gen      uint64
+	inflight map[*fetchCall]struct{}
+}
+
+// fetchCall is one FetchN in progress, so that RemoveQueueWait can wait for
+// the fetches that may still take from a removed queue.
+type fetchCall struct {
+	gen      uint64
+	queues   []string
+	clientID int64 // the Redis client id while it is (about to be) blocked in BRPOP
+	done     chan struct{}
 }
 
 // NewConsumer returns a consumer for queues.
@@ -54,6 +66,103 @@ func (c *Consumer) RemoveQueue(queue string) bool {
 	return false
 }
 
+// RemoveQueueWait stops consuming queue and returns once no fetch can take
+// from it any more: fetches that read the queue list before the removal
+// are waited for, and one blocked in BRPOP is woken with CLIENT UNBLOCK
+// (which answers it as a timeout, so no message is popped and dropped).
+// Messages those fetches took before they returned are the caller's, as
+// with kombu's cancel. It reports whether the queue was consumed.
+func (c *Consumer) RemoveQueueWait(ctx context.Context, queue string) (bool, error) {
+	c.mu.Lock()
+	removed := false
+	for i, q := range c.queues {
+		if q == queue {
+			c.queues = append(c.queues[:i], c.queues[i+1:]...)
+			removed = true
+			break
+		}
+	}
+	c.gen++
+	var pending []*fetchCall
+	for call := range c.inflight {
+		for _, q := range call.queues {
+			if q == queue {
+				pending = append(pending, call)
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	if len(pending) == 0 {
+		return removed, nil
+	}
+	// A BRPOP may reach Redis after an UNBLOCK sent for it, so unblock
+	// until each fetch has returned.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for _, call := range pending {
+		for {
+			c.unblock(ctx, call)
+			select {
+			case <-call.done:
+			case <-tick.C:
+				continue
+			case <-ctx.Done():
+				return removed, fmt.Errorf("protocol: stop consuming %s: a fetch is still in flight: %w", queue, ctx.Err())
+			}
+			break
+		}
+	}
+	return removed, nil
+}
+
+func (c *Consumer) unblock(ctx context.Context, call *fetchCall) {
+	c.mu.Lock()
+	id := call.clientID
+	c.mu.Unlock()
+	if id == 0 {
+		return
+	}
+	conn, err := c.b.conn(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_, _ = redis.DoContext(conn, ctx, "CLIENT", "UNBLOCK", id)
+}
+
+// begin registers a fetch and returns the queues it may read.
+func (c *Consumer) begin() ([]string, *fetchCall) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	call := &fetchCall{gen: c.gen, queues: append([]string(nil), c.queues...), done: make(chan struct{})}
+	if c.inflight == nil {
+		c.inflight = map[*fetchCall]struct{}{}
+	}
+	c.inflight[call] = struct{}{}
+	return call.queues, call
+}
+
+func (c *Consumer) end(call *fetchCall) {
+	c.mu.Lock()
+	delete(c.inflight, call)
+	c.mu.Unlock()
+	close(call.done)
+}
+
+// blocking records the client id of the connection a fetch is about to
+// BRPOP on; it reports false when a queue was removed since the fetch read
+// its queue list (the fetch then does not block).
+func (c *Consumer) blocking(call *fetchCall, id int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != call.gen {
+		return false
+	}
+	call.clientID = id
+	return true
+}
+
 // Queues lists the consumed queues in their current round-robin order.
 func (c *Consumer) Queues() []string {
 	c.mu.Lock()
@@ -76,23 +185,39 @@ func (c *Consumer) rotate(queue string) {
 
 // Fetch waits up to timeout for one message, records it in unacked (the
 // ack-emulation transaction) and returns it. It returns (nil, nil) on
-// timeout. An envelope that cannot be decoded is returned with Delivery.Err
-// set; one that cannot even be held (not a JSON object, no delivery tag) is
-// moved to the dead-letter list at once, since kombu's bookkeeping cannot
+// timeout. See FetchN.
+func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
+	ds, err := c.FetchN(ctx, timeout, 1)
+	if len(ds) == 0 {
+		return nil, err
+	}
+	return ds[0], err
+}
+
+// FetchN takes up to max messages (at least one, unless timeout passes
+// first), records each in unacked (the ack-emulation bookkeeping) and
+// returns them in kombu's order. It returns (nil, nil) on timeout. An
+// envelope that cannot be decoded is returned with Delivery.Err set; one
+// that cannot even be held (not a JSON object, no delivery tag) is moved
+// to the dead-letter list at once, since kombu's bookkeeping cannot
 // represent it, and DeadLetter on it is a no-op. Connection errors are
 // returned; the caller retries with backoff (see Backoff).
 //
-// While messages are waiting, popping and holding is one atomic Lua script
-// (no crash window, one round trip). Only when every list is empty does it
-// block in BRPOP, whose message is held right after, as kombu does; that
-// leaves kombu's tiny window only for a message arriving during the block.
+// While messages are waiting, popping and holding a whole batch is one
+// atomic Lua script (no crash window, one round trip): it never waits to
+// fill a batch, so batching adds no latency. Only when every list is
+// empty does it block in BRPOP, whose message is held right after, as
+// kombu does; that leaves kombu's tiny window only for a message arriving
+// during the block.
 //
 // A cancelled ctx does not interrupt a BRPOP already sent: abandoning its
 // reply could drop a message Redis has already popped (celery#7950), so a
 // fetch ends only when timeout has passed (plus a round trip): keep timeout
 // short (kombu uses 1 s).
-func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
-	queues := c.Queues()
+func (c *Consumer) FetchN(ctx context.Context, timeout time.Duration, limit int) ([]*Delivery, error) {
+	limit = min(max(limit, 1), 1000)
+	queues, call := c.begin()
+	defer c.end(call)
 	if len(queues) == 0 {
 		t := time.NewTimer(timeout)
 		defer t.Stop()
@@ -104,11 +229,10 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 		}
 	}
 	b := c.b
-	var lists, names []string
+	var lists []string
 	for _, s := range b.opts.PrioritySteps {
 		for _, q := range queues {
 			lists = append(lists, b.key(b.QueueForPriority(q, s)))
-			names = append(names, q)
 		}
 	}
 	conn, err := b.conn(ctx)
@@ -119,35 +243,41 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 
 	// Fast path: pop and hold atomically while messages are waiting.
 	now := time.Now()
-	args := make([]any, 0, 2*len(lists)+6)
+	args := make([]any, 0, len(lists)+len(queues)+9)
 	args = append(args, len(lists)+3) // key count: the script takes a variable number
 	for _, l := range lists {
 		args = append(args, l)
 	}
 	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-		unixScore(now), FormatTime(now))
-	for _, n := range names {
-		args = append(args, n)
+		unixScore(now), FormatTime(now), limit, b.key(deliveryCountPrefix), len(queues))
+	for _, q := range queues {
+		args = append(args, q)
 	}
-	hit, err := redis.Values(popAndHold.DoContext(ctx, conn, args...))
+	hits, err := redis.Values(popAndHold.DoContext(ctx, conn, args...))
 	if err != nil && !errors.Is(err, redis.ErrNil) {
 		return nil, fmt.Errorf("protocol: fetch from %v: %w", queues, err)
 	}
-	if len(hit) == 3 {
-		i, _ := redis.Int(hit[0], nil)
-		raw, _ := redis.Bytes(hit[1], nil)
-		tag, _ := redis.String(hit[2], nil)
-		if i < 1 || i > len(names) {
-			return nil, fmt.Errorf("protocol: fetch: pop script returned list %d of %d", i, len(names))
+	if len(hits) >= 4 {
+		out := make([]*Delivery, 0, len(hits)/4)
+		for h := 0; h+3 < len(hits); h += 4 {
+			i, _ := redis.Int(hits[h], nil)
+			raw, _ := redis.Bytes(hits[h+1], nil)
+			tag, _ := redis.String(hits[h+2], nil)
+			starts, _ := redis.Int(hits[h+3], nil)
+			if i < 1 || i > len(queues) {
+				return out, fmt.Errorf("protocol: fetch: pop script returned queue %d of %d", i, len(queues))
+			}
+			queue := queues[i-1]
+			c.rotate(queue)
+			if tag == "" {
+				out = append(out, c.deadLettered(queue, raw))
+				continue
+			}
+			d := &Delivery{Queue: queue, Raw: raw, Tag: tag, Starts: starts}
+			d.Message, d.Err = Decode(raw)
+			out = append(out, d)
 		}
-		queue := names[i-1]
-		c.rotate(queue)
-		if tag == "" {
-			return c.deadLettered(queue, raw), nil
-		}
-		d := &Delivery{Queue: queue, Raw: raw, Tag: tag}
-		d.Message, d.Err = Decode(raw)
-		return d, nil
+		return out, nil
 	}
 
 	// Nothing waiting: block. A message BRPOP hands us is held right after,
@@ -161,6 +291,15 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 		secs = 0.01
 	}
 	keys = append(keys, fmt.Sprintf("%.3f", secs))
+	// The client id lets RemoveQueueWait wake this BRPOP (CLIENT UNBLOCK)
+	// instead of waiting out its timeout.
+	id, err := redis.Int64(redis.DoContext(conn, ctx, "CLIENT", "ID"))
+	if err != nil {
+		return nil, fmt.Errorf("protocol: fetch from %v: %w", queues, err)
+	}
+	if !c.blocking(call, id) {
+		return nil, nil
+	}
 	reply, err := redis.Values(redis.DoWithTimeout(conn, timeout+5*time.Second, "BRPOP", keys...))
 	if errors.Is(err, redis.ErrNil) {
 		return nil, ctx.Err()
@@ -179,7 +318,11 @@ func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery,
 		queue = key[:i]
 	}
 	c.rotate(queue)
-	return c.deliver(ctx, queue, raw)
+	d, err := c.deliver(ctx, queue, raw)
+	if d == nil {
+		return nil, err
+	}
+	return []*Delivery{d}, err
 }
 
 // deadLettered is the Delivery for an envelope the pop script could not
@@ -196,62 +339,44 @@ func (c *Consumer) deadLettered(queue string, raw []byte) *Delivery {
 	return d
 }
 
-// deliver turns an envelope popped by BRPOP into a held Delivery.
+// deliver turns an envelope popped by BRPOP into a held Delivery, with
+// the same Lua step the fast path runs per message.
 func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Delivery, error) {
 	b := c.b
-	d := &Delivery{Queue: queue, Raw: raw}
-	tag, _, exchange, rk, infoErr := EnvelopeInfo(raw)
-	if infoErr != nil || tag == "" {
-		if infoErr == nil {
-			infoErr = &DecodeError{Reason: "no-delivery-tag", Err: errors.New("properties.delivery_tag is missing")}
+	var tag string
+	var starts int
+	err := c.persist(ctx, func(ctx context.Context) error {
+		conn, err := b.conn(ctx)
+		if err != nil {
+			return err
 		}
-		d.Err = infoErr
-		// Retry on a fresh connection: the message is only in our hands now.
-		if err := c.persist(ctx, func(ctx context.Context) error { return b.DeadLetter(ctx, d, reasonOf(infoErr)) }); err != nil {
-			b.opts.Logger.Error().Err(err).Str("queue", queue).Str("raw", string(raw)).Msg("could not dead-letter an unreadable message")
+		defer conn.Close()
+		now := time.Now()
+		res, err := redis.Values(holdPopped.DoContext(ctx, conn,
+			b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
+			unixScore(now), FormatTime(now), b.key(deliveryCountPrefix), raw, queue))
+		if err != nil {
+			return fmt.Errorf("protocol: hold a message from %s: %w", queue, err)
 		}
-		return d, nil
-	}
-	d.Tag = tag
-	if rk == "" {
-		rk = queue
-	}
-	if err := c.persist(ctx, func(ctx context.Context) error { return b.hold(ctx, tag, raw, exchange, rk) }); err != nil {
-		b.opts.Logger.Error().Err(err).Str("queue", queue).Str("delivery_tag", tag).Str("raw", string(raw)).
+		if len(res) != 2 {
+			return fmt.Errorf("protocol: hold a message from %s: unexpected reply of %d elements", queue, len(res))
+		}
+		tag, _ = redis.String(res[0], nil)
+		starts, _ = redis.Int(res[1], nil)
+		return nil
+	})
+	if err != nil {
+		b.opts.Logger.Error().Err(err).Str("queue", queue).Str("raw", string(raw)).
 			Msg("could not record a fetched message in unacked; pushing it back")
 		_ = c.persist(ctx, func(ctx context.Context) error { return b.pushBack(ctx, queue, raw) })
 		return nil, err
 	}
+	if tag == "" {
+		return c.deadLettered(queue, raw), nil
+	}
+	d := &Delivery{Queue: queue, Raw: raw, Tag: tag, Starts: starts}
 	d.Message, d.Err = Decode(raw)
 	return d, nil
-}
-
-// hold is kombu's QoS.append: ZADD unacked_index + HSET unacked in one MULTI.
-// The entry embeds the envelope verbatim so Python's restore reads it.
-func (b *Broker) hold(ctx context.Context, tag string, raw []byte, exchange, rk string) error {
-	ex, _ := json.Marshal(exchange)
-	r, _ := json.Marshal(rk)
-	entry := make([]byte, 0, len(raw)+len(ex)+len(r)+4)
-	entry = append(entry, '[')
-	entry = append(entry, raw...)
-	entry = append(entry, ", "...)
-	entry = append(entry, ex...)
-	entry = append(entry, ", "...)
-	entry = append(entry, r...)
-	entry = append(entry, ']')
-
-	c, err := b.conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.Send("MULTI")
-	_ = c.Send("ZADD", b.key(unackedIndexKey), unixScore(time.Now()), tag)
-	_ = c.Send("HSET", b.key(unackedKey), tag, entry)
-	if _, err := redis.DoContext(c, ctx, "EXEC"); err != nil {
-		return fmt.Errorf("protocol: hold %s: %w", tag, err)
-	}
-	return nil
 }
 
 // pushBack returns a popped message to the head of its priority list, where

@@ -98,6 +98,11 @@ type Delivery struct {
 	Message *Message
 	// Err is why the envelope could not be decoded (a *DecodeError).
 	Err error
+	// Starts is how many times Go workers started this message before and
+	// never finished it (each one died or hung holding it): the poison
+	// message count. Python workers' runs are not counted. 0 for a fresh
+	// message.
+	Starts int
 
 	// deadLettered is set once the message is in the dead-letter list
 	// (Fetch moves envelopes that cannot even be held there at once).

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,12 +43,15 @@ func run(args []string) error {
 	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
 	masterName := fs.String("redis-master-name", os.Getenv("REDIS_MASTER_NAME"), "Sentinel master name for a sentinel:// -redis URL that has no ?master_name= (env REDIS_MASTER_NAME)")
 	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
-	loglevel := fs.String("loglevel", "info", "debug, info, warn or error")
-	fs.StringVar(loglevel, "log-level", "info", "same as -loglevel (the gateway's spelling)")
+	loglevel := fs.String("loglevel", "warn", "debug, info, warn or error (Celery's default is WARNING too)")
+	fs.StringVar(loglevel, "log-level", "warn", "same as -loglevel (the gateway's spelling)")
 	keyPrefix := fs.String("key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "broker_transport_options global_keyprefix (queues, events, remote control); must match every participant's (env MORAG_KEY_PREFIX)")
 	resultKeyPrefix := fs.String("result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every participant's (env MORAG_RESULT_KEY_PREFIX)")
 	metricsAddr := fs.String("metrics-addr", "", "serve Prometheus metrics at http://<addr>/metrics, e.g. :9808 (empty: off)")
-	events := fs.Bool("events", true, "send task events (worker events are always sent)")
+	events := fs.Bool("events", false, "send task events, as `celery worker -E` (worker events are always sent; enable_events turns them on at runtime)")
+	fs.BoolVar(events, "E", false, "same as -events")
+	maxDeliveries := fs.Int("max-deliveries", 3, "fail a message as a poison message (WorkerLostError, dead-lettered) once it has started this many times on Go workers without finishing; 0: never")
+	autoscale := fs.String("autoscale", "", "max,min: let the pool size follow the work in hand, as celery worker --autoscale")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
 	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
 	forwardLive := fs.Bool("forward-only-to-live", true, "fail a task, saying what to start, rather than forward it to a queue no live worker consumes")
@@ -66,6 +70,22 @@ func run(args []string) error {
 	level, err := zerolog.ParseLevel(strings.ToLower(*loglevel))
 	if err != nil || level == zerolog.NoLevel {
 		return fmt.Errorf("-loglevel %q: use debug, info, warn or error", *loglevel)
+	}
+
+	if *maxDeliveries <= 0 {
+		*maxDeliveries = -1
+	}
+	var scale runner.AutoscaleRange
+	if *autoscale != "" {
+		hi, lo, _ := strings.Cut(*autoscale, ",")
+		var err1, err2 error
+		scale.Max, err1 = strconv.Atoi(strings.TrimSpace(hi))
+		if lo != "" {
+			scale.Min, err2 = strconv.Atoi(strings.TrimSpace(lo))
+		}
+		if err1 != nil || err2 != nil || scale.Max < 1 || scale.Min < 0 || scale.Min > scale.Max {
+			return fmt.Errorf("-autoscale %q: use max,min with 0 <= min <= max, as in -autoscale 10,3", *autoscale)
+		}
 	}
 
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
@@ -109,6 +129,8 @@ func run(args []string) error {
 		ShutdownGrace:     *grace,
 		ResultExpires:     *expires,
 		Events:            *events,
+		MaxDeliveries:     *maxDeliveries,
+		Autoscale:         scale,
 		ForwardUnknown:    *forward,
 		KeyPrefix:         *keyPrefix,
 		ResultKeyPrefix:   *resultKeyPrefix,

@@ -40,6 +40,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	}
 	declareProtocolRows(e.tab, cfg)
 	declareWorkerRows(e.tab)
+	declareDrainRows(e.tab)
 	declareGatewayRows(e.tab)
 	declareUploadRows(e.tab, cfg)
 
@@ -47,6 +48,7 @@ func BenchmarkSideBySide(b *testing.B) {
 		{"publish", func() []string { return []string{"pub1", "pubN"} }, benchPublish},
 		{"e2e", func() []string { return []string{"e2e"} }, benchE2E},
 		{"echo", func() []string { return echoKeys }, benchEcho},
+		{"drain", func() []string { return drainKeys }, benchDrain},
 		{"gateway", gatewayKeys, benchGateway},
 		{"upload", func() []string { return uploadKeys }, benchUpload},
 		{"media", func() []string { return nil }, benchMedia},
@@ -71,8 +73,8 @@ func BenchmarkSideBySide(b *testing.B) {
 		e.redis.Addr(), runtime.NumCPU())
 	e.tab.note("tasks/s = N / (first send → last result published); N: publish Go %d / Python %d, e2e Go %d / Python %d, echo Go %d / Python %d; latency over %d tasks",
 		cfg.PublishGoN, cfg.PublishPyN, cfg.E2EGoN, cfg.E2EPyN, cfg.EchoGoN, cfg.EchoPyN, cfg.LatencyN)
-	e.tab.note("e2e: in-process Go consumer with %d goroutines (Fetch, store STARTED and SUCCESS, ack) vs `celery -A wireapp worker -P prefork -c 2` (wire.noop); echo: `worker -concurrency %d -events=false -loglevel warn` vs `celery -A diagapp worker -P prefork -c 2` (Celery's default WARNING log level, no -E; its diag.echo also INCRs diag:runs:<id>); both publish with the Go client from %d goroutines",
-		cfg.GoConsumers, cfg.GoConcurrency, cfg.Publishers)
+	e.tab.note("e2e: in-process Go consumer with %d goroutines (FetchN up to 32, one Commit of their starts with STARTED, one of their SUCCESS+ack) vs `celery -A wireapp worker -P prefork -c 2` (wire.noop); echo and drain: `worker -concurrency %d -diagnostics` at its defaults (task events off, log level warn, as Celery's) vs `celery -A diagapp worker -P prefork -c 2` (Celery's default WARNING log level, no -E; its diag.echo also INCRs diag:runs:<id>); drain: %d tasks pre-filled, rate from first to last result; both publish with the Go client from %d goroutines",
+		cfg.GoConsumers, cfg.GoConcurrency, cfg.DrainN, cfg.Publishers)
 	e.tab.note("gateway: loadgen, %d clients for %s per route and server, keep-alive, loopback; the Python peer is test/python/fastapi_app.py under one uvicorn worker (MoRAG's default)",
 		cfg.HTTPClients, cfg.HTTPDuration)
 

@@ -19,6 +19,7 @@ type config struct {
 	EchoGoN       int // BENCH_ECHO_GO_N: diag.echo tasks through the Go worker
 	EchoPyN       int // BENCH_ECHO_PY_N: diag.echo tasks through the Python worker
 	GoConcurrency int // BENCH_GO_CONCURRENCY: the Go worker's -concurrency
+	DrainN        int // BENCH_DRAIN_N: pre-filled diag.echo tasks per drain, and tasks in the mixed row
 	LatencyN      int // BENCH_LATENCY_N: one-at-a-time tasks for p50/p99
 	Settle        time.Duration
 	HTTPClients   int           // BENCH_HTTP_CLIENTS: loadgen clients
@@ -51,6 +52,7 @@ func loadConfig() (config, error) {
 	c.EchoGoN = num("BENCH_ECHO_GO_N", 20000, 1, 10_000_000)
 	c.EchoPyN = num("BENCH_ECHO_PY_N", 5000, 1, 1_000_000)
 	c.GoConcurrency = num("BENCH_GO_CONCURRENCY", 8, 1, 1024)
+	c.DrainN = num("BENCH_DRAIN_N", 8000, 2, 10_000_000)
 	c.LatencyN = num("BENCH_LATENCY_N", 300, 10, 100_000)
 	c.Settle = time.Duration(num("BENCH_SETTLE_MS", 2000, 0, 60_000)) * time.Millisecond
 	c.HTTPClients = num("BENCH_HTTP_CLIENTS", 16, 1, 1024)

@@ -33,8 +33,14 @@ type argsFunc func(i int) ([]any, map[string]any)
 // the consumer under test runs, and waits until every result is back.
 // dead, when it closes, means the consumer is gone and waiting is pointless.
 func throughput(ctx context.Context, g *goSide, rr *resultReader, task, queue string, n, publishers int, args argsFunc, dead <-chan struct{}) (runStats, error) {
+	return throughputIDs(ctx, g, rr, task, queue, make([]string, n), publishers, args, dead)
+}
+
+// throughputIDs is throughput for len(ids) tasks, filling ids with their
+// task ids.
+func throughputIDs(ctx context.Context, g *goSide, rr *resultReader, task, queue string, ids []string, publishers int, args argsFunc, dead <-chan struct{}) (runStats, error) {
+	n := len(ids)
 	st := runStats{n: n}
-	ids := make([]string, n)
 	chans := make([]<-chan outcome, n)
 	for i := range ids {
 		ids[i] = newTaskID()

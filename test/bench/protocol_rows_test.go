@@ -199,10 +199,12 @@ func benchE2E(b *testing.B, e *env) {
 	}
 }
 
-// runGoConsumer is the smallest correct Go consumer: Fetch, store STARTED
-// (the wire app tracks started, so the Python worker writes it too), store
-// SUCCESS, then ack. stop ends it and returns the first error; dead closes
-// when it ended on its own.
+// runGoConsumer is a small correct Go consumer built on the protocol's
+// batch calls: FetchN takes what is waiting (up to 32), one Commit records
+// the starts and stores STARTED (the wire app tracks started, so the
+// Python worker writes it too), one Commit stores SUCCESS and acks. stop
+// ends it and returns the first error; dead closes when it ended on its
+// own.
 func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (stop func() error, dead <-chan struct{}) {
 	grp, gctx := newGroup(ctx)
 	host, _ := os.Hostname()
@@ -212,31 +214,33 @@ func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (s
 		grp.do(func() error {
 			c := g.broker.NewConsumer(queue)
 			for gctx.Err() == nil {
-				d, err := c.Fetch(gctx, time.Second)
+				ds, err := c.FetchN(gctx, time.Second, 32)
 				if err != nil {
 					if gctx.Err() != nil {
 						return nil
 					}
 					return fmt.Errorf("fetch: %w", err)
 				}
-				if d == nil {
-					continue
-				}
-				if d.Err != nil {
-					if err := g.broker.DeadLetter(gctx, d, d.Err.Error()); err != nil {
-						return fmt.Errorf("dead-letter: %w", err)
+				var starts, finishes []protocol.CommitOp
+				for _, d := range ds {
+					if d.Err != nil {
+						if err := g.broker.DeadLetter(gctx, d, d.Err.Error()); err != nil {
+							return fmt.Errorf("dead-letter: %w", err)
+						}
+						continue
 					}
-					continue
+					m := d.Message
+					starts = append(starts, protocol.CommitOp{Kind: protocol.CommitStart, Tag: d.Tag, Starts: d.Starts,
+						Store: &protocol.StoreRequest{TaskID: m.ID, State: protocol.StateStarted, Result: started, Message: m, Worker: node}})
+					finishes = append(finishes, protocol.CommitOp{Kind: protocol.CommitFinish, Tag: d.Tag,
+						Store: &protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: nil, Message: m, Worker: node}})
 				}
-				m := d.Message
-				if err := g.backend.Store(gctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateStarted, Result: started, Message: m, Worker: node}); err != nil {
+				if _, err := g.broker.Commit(gctx, g.backend, starts); err != nil {
 					return fmt.Errorf("store STARTED: %w", err)
 				}
-				if err := g.backend.Store(gctx, protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: nil, Message: m, Worker: node}); err != nil {
-					return fmt.Errorf("store SUCCESS: %w", err)
-				}
-				if _, err := g.broker.Ack(gctx, d.Tag); err != nil {
-					return fmt.Errorf("ack: %w", err)
+				// wire.noop runs here.
+				if _, err := g.broker.Commit(gctx, g.backend, finishes); err != nil {
+					return fmt.Errorf("store SUCCESS and ack: %w", err)
 				}
 			}
 			return nil

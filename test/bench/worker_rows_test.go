@@ -56,11 +56,11 @@ func benchEcho(b *testing.B, e *env) {
 			return err
 		}
 		const queue = "bench.diag.go"
-		// Task events off: a Python worker started without -E sends none
-		// either. Log level warn, as Celery's default WARNING.
+		// Defaults: task events off and log level warn, as a Python
+		// worker started without -E at Celery's default WARNING.
 		p := testenv.Start(b, "", []string{"REDIS_URL=" + e.redis.URL()}, bin,
 			"-queues", queue, "-concurrency", strconv.Itoa(e.cfg.GoConcurrency), "-diagnostics",
-			"-redis", e.redis.URL(), "-loglevel", "warn", "-events=false", "-hostname", "bench-go@%h")
+			"-redis", e.redis.URL(), "-hostname", "bench-go@%h")
 		defer p.Kill()
 		return e.measureEcho(ctx, b, g, rr, p, queue, e.cfg.EchoGoN, true)
 	}()

@@ -421,7 +421,7 @@ func (s *stack) goLogged(t *testing.T, message, id string, match func(map[string
 // machine.
 func goWorker(t *testing.T, dir string) (string, []string) {
 	t.Helper()
-	return build(t, dir, "./worker", "worker"), []string{"-gpu", "off"}
+	return build(t, dir, "./worker", "worker"), []string{"-gpu", "off", "-loglevel", "info"}
 }
 
 // build compiles pkg; a package that does not build yet skips the test

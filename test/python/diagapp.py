@@ -9,6 +9,12 @@ that Python and Go workers can share a queue in the mixed-fleet tests:
   diag.fail(message)         -> raises RuntimeError(message)
   diag.retry(times, countdown=1) -> retries `times` times, then returns the retry count
   diag.exhaust(max_retries)  -> retries at once until MaxRetriesExceededError, then returns "exhausted"
+  diag.crash()               -> on a Go worker: SIGKILLs the worker (a poison message);
+                                here: raises RuntimeError. Keep it on queues only Go
+                                workers consume: handing it back with Reject(requeue=True)
+                                would race (kombu's reject restores the message, then
+                                acks the same delivery tag, erasing the hold of a
+                                consumer that took it in between)
 
 Every Python execution INCRs diag:runs:<task id>, so tests can tell how
 often a task ran on a Python worker.
@@ -102,6 +108,12 @@ def exhaust(self, max_retries):
 def pydouble(self, x):
     """Python only: lets tests see a Go worker forward what it cannot run."""
     return x * 2
+
+
+@app.task(bind=True, name="diag.crash")
+def crash(self):
+    _record(self.request.id)
+    raise RuntimeError("diag.crash only crashes Go workers; send it to a queue only Go workers consume")
 
 
 def poll_states(task_id, timeout=60.0, interval=0.05):

@@ -51,6 +51,15 @@ type Config struct {
 	// Events enables task events at start (worker events are always sent,
 	// as Python does without -E). enable_events/disable_events toggle it.
 	Events bool
+	// MaxDeliveries is how many times a message may start on Go workers
+	// without finishing (each worker that took it died or hung) before it
+	// is failed as a poison message and dead-lettered instead of run
+	// again. Default 3; negative: never.
+	MaxDeliveries int
+	// Autoscale, when Max > 0, lets the number of slots follow the work in
+	// hand between Min and Max, as `celery worker --autoscale=max,min`
+	// does; Concurrency is then the starting point.
+	Autoscale AutoscaleRange
 	// ForwardUnknown is the queue messages with unregistered task names are
 	// forwarded to, unchanged. Empty: unknown tasks fail with NotRegistered.
 	ForwardUnknown string
@@ -75,7 +84,11 @@ type Config struct {
 	Observer Observer
 }
 
+// AutoscaleRange bounds autoscaling: Max 0 means off.
+type AutoscaleRange struct{ Max, Min int }
+
 const (
+	defaultMaxDeliveries = 3
 	defaultRedisURL      = "redis://localhost:6379/0"
 	defaultVisibility    = time.Hour
 	defaultShutdownGrace = 30 * time.Second
@@ -109,6 +122,15 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Prefetch < 0 {
 		cfg.Prefetch = 0
+	}
+	if cfg.MaxDeliveries == 0 {
+		cfg.MaxDeliveries = defaultMaxDeliveries
+	}
+	if a := cfg.Autoscale; a.Max < 0 || a.Min < 0 || (a.Max > 0 && a.Min > a.Max) {
+		return cfg, fmt.Errorf("runner: Autoscale max=%d min=%d: use 0 <= min <= max", a.Max, a.Min)
+	}
+	if a := cfg.Autoscale; a.Max > 0 {
+		cfg.Concurrency = min(max(cfg.Concurrency, a.Min, 1), a.Max)
 	}
 	if cfg.RedisURL == "" {
 		cfg.RedisURL = defaultRedisURL

@@ -44,11 +44,14 @@ func (s *Server) registerControl() {
 		"hello":           s.ctlHello,
 		"rate_limit":      s.ctlRateLimit,
 		"time_limit":      s.ctlTimeLimit,
+		"pool_grow":       s.ctlPoolGrow,
+		"pool_shrink":     s.ctlPoolShrink,
+		"autoscale":       s.ctlAutoscale,
 	}
 	// Python's aliases.
 	h["dump_conf"], h["dump_schedule"], h["dump_reserved"] = h["conf"], h["scheduled"], h["reserved"]
 	h["dump_active"], h["dump_revoked"], h["dump_tasks"] = h["active"], h["revoked"], h["registered"]
-	for _, name := range []string{"pool_grow", "pool_shrink", "autoscale", "pool_restart", "election", "memsample", "memdump", "objgraph", "revoke_by_stamped_headers"} {
+	for _, name := range []string{"pool_restart", "election", "memsample", "memdump", "objgraph", "revoke_by_stamped_headers"} {
 		h[name] = unsupported(name)
 	}
 	for name, fn := range h {
@@ -272,20 +275,13 @@ func (s *Server) ctlStats(context.Context, *protocol.ControlRequest) (any, error
 		stats[k] = v
 	}
 	for k, v := range map[string]any{
-		"total":  total,
-		"pid":    s.pid,
-		"clock":  strconv.FormatInt(s.events.Clock(), 10),
-		"uptime": int64(uptime),
-		"pool": map[string]any{
-			"max-concurrency":          s.cfg.Concurrency,
-			"processes":                []any{s.pid},
-			"max-tasks-per-child":      "N/A",
-			"put-guarded-by-semaphore": false,
-			"timeouts":                 []any{0, 0},
-			"implementation":           "goroutines",
-		},
+		"total":          total,
+		"pid":            s.pid,
+		"clock":          strconv.FormatInt(s.events.Clock(), 10),
+		"uptime":         int64(uptime),
+		"pool":           s.poolStats(),
 		"broker":         s.brokerInfo(),
-		"prefetch_count": s.cfg.Concurrency + s.cfg.Prefetch,
+		"prefetch_count": s.prefetchCount(),
 		"rusage":         rusage(),
 		"sw_ident":       swIdent,
 		"sw_ver":         swVer,
@@ -417,12 +413,18 @@ func (s *Server) ctlAddConsumer(ctx context.Context, req *protocol.ControlReques
 	return ok("add consumer " + q), nil
 }
 
-func (s *Server) ctlCancelConsumer(_ context.Context, req *protocol.ControlRequest) (any, error) {
+// ctlCancelConsumer replies only once no fetch can take from the queue any
+// more, so that nothing is taken from it after the reply.
+func (s *Server) ctlCancelConsumer(ctx context.Context, req *protocol.ControlRequest) (any, error) {
 	q := argString(req.Arguments["queue"])
 	if q == "" {
 		return nok("cancel_consumer needs a queue name"), nil
 	}
-	s.consumer.RemoveQueue(q)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.consumer.RemoveQueueWait(wctx, q); err != nil {
+		s.log.Warn().Err(err).Str("queue", q).Msg("cancel_consumer: a fetch from the queue did not end in time")
+	}
 	s.log.Info().Str("queue", q).Msg("stopped consuming from queue (remote cancel_consumer)")
 	return ok("no longer consuming from " + q), nil
 }

@@ -15,7 +15,15 @@
 //
 //   - Fetching is bounded: the server only fetches while fewer than
 //     Config.Prefetch fetched messages wait for a free slot, and at most
-//     Config.Concurrency handlers run at once.
+//     Config.Concurrency handlers run at once (pool_grow, pool_shrink and
+//     autoscale change both at runtime, see pool.go). A fetch takes all
+//     the room there is in one Lua call.
+//   - STARTED, results with their acks, and task events go to Redis in
+//     group commits (commit.go): one Lua call for whatever queued up
+//     during the previous one. A task's start is committed, and counted,
+//     before its handler runs; a message that already started
+//     Config.MaxDeliveries times without finishing is failed as a poison
+//     message instead (poison.go).
 //   - Every fetched message stays in kombu's unacked bookkeeping until its
 //     outcome is stored (late ack), and its lease is refreshed every
 //     VisibilityTimeout/3, so no Python restorer re-delivers a task that is

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"morag-gpu/protocol"
 )
 
 // Software identity in worker events (Python sends sw_ident "py-celery").
@@ -23,13 +25,20 @@ const heartbeatInterval = 2 * time.Second
 // hold a task up.
 const eventTimeout = 2 * time.Second
 
-// taskEvent sends a task-* event when task events are enabled.
+// taskEvent sends a task-* event when task events are enabled. While the
+// worker runs, events ride in the group commit (one PUBLISH inside the
+// batch's Lua call, no round trip of their own, nobody waiting for them).
 func (s *Server) taskEvent(typ string, fields map[string]any) {
 	if !s.taskEvents.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 	defer cancel()
+	if channel, env, err := s.events.Encode(typ, fields); err == nil {
+		if s.commits.submit(ctx, &commitReq{ops: []protocol.CommitOp{{Kind: protocol.CommitPublish, Channel: channel, Payload: env}}}) {
+			return
+		}
+	}
 	if err := s.events.Send(ctx, typ, fields); err != nil {
 		s.log.Debug().Err(err).Str("event", typ).Msg("could not send event")
 	}

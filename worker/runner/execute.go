@@ -22,28 +22,29 @@ type outcome struct {
 	terminated bool
 }
 
-// slot runs reserved tasks one at a time until stopCtx ends; Concurrency
-// slots run side by side.
-func (s *Server) slot(stopCtx, ioCtx, base context.Context) {
+// slot runs reserved tasks one at a time until stopCtx ends or the pool
+// shrinks below it; Concurrency slots run side by side.
+func (s *Server) slot(id int, stopCtx, ioCtx, base context.Context) {
 	for {
-		r := s.next(stopCtx)
+		r := s.next(stopCtx, id)
 		if r == nil {
 			return
 		}
 		s.execute(ioCtx, base, r)
 		s.mu.Lock()
 		s.active--
-		s.broadcastLocked()
+		s.wakeFetchersLocked()
 		s.mu.Unlock()
 	}
 }
 
 // next takes the oldest reserved task, or returns nil once the server is
-// stopping (what is still reserved then is requeued by Run).
-func (s *Server) next(stopCtx context.Context) *request {
+// stopping (what is still reserved then is requeued by Run) or slot id is
+// to retire because the pool shrank.
+func (s *Server) next(stopCtx context.Context, id int) *request {
 	var r *request
-	s.waitFor(stopCtx, func() bool {
-		if s.stopping {
+	s.waitFor(stopCtx, slotWaiter, func() bool {
+		if s.stopping || s.retireLocked(id) {
 			return true
 		}
 		dropped := false
@@ -51,7 +52,7 @@ func (s *Server) next(stopCtx context.Context) *request {
 			// Taking a task moves it from ready to active, which changes
 			// no one's condition; dropping one frees room for a fetch.
 			if dropped {
-				s.broadcastLocked()
+				s.wakeFetchersLocked()
 			}
 		}()
 		for len(s.ready) > 0 {
@@ -61,6 +62,7 @@ func (s *Server) next(stopCtx context.Context) *request {
 			if c.transition(stateActive, stateReserved) {
 				r = c
 				s.active++
+				s.writes[id]++
 				return true
 			}
 			dropped = true
@@ -96,21 +98,34 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	s.countStart(msg.Task)
 	s.cfg.Observer.TaskStarted(msg.Task)
 
+	// Count the start (poison-message detection) and store STARTED
+	// (task_track_started) in the group commit, before the handler runs: a
+	// handler that kills the process at once must already be counted.
+	startOp := protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts}
 	if !msg.IgnoreResult {
-		// task_track_started. One attempt: a task is not held back because
-		// Redis missed an intermediate state.
-		sctx, scancel := context.WithTimeout(ioCtx, 5*time.Second)
-		err := s.backend.Store(sctx, protocol.StoreRequest{
+		startOp.Store = &protocol.StoreRequest{
 			TaskID:  msg.ID,
 			State:   protocol.StateStarted,
 			Result:  map[string]any{"pid": s.pid, "hostname": s.cfg.Hostname},
 			Message: msg,
 			Worker:  s.cfg.Hostname,
-		})
-		scancel()
-		if err != nil {
-			r.log.Warn().Err(err).Msg("could not store STARTED; running the task anyway")
 		}
+	}
+	st, err := s.commits.commit(ioCtx, startOp)
+	switch {
+	case err != nil && ioCtx.Err() != nil:
+		cancel(ErrShutdown)
+		return // still held: Run requeues it
+	case err != nil:
+		r.log.Warn().Err(err).Msg("could not store STARTED; running the task anyway")
+	case st[0] != protocol.CommitHeld:
+		// Redis lost it (restarted empty) or another consumer restored
+		// it: running it is the only way a lost task still gets done.
+		r.log.Warn().Msg("the message was no longer held when the task started; running it anyway")
+	default:
+		r.mu.Lock()
+		r.counted = true
+		r.mu.Unlock()
 	}
 	s.taskEvent("task-started", map[string]any{"uuid": msg.ID})
 	r.log.Info().Msg("task started")

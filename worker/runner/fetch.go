@@ -12,33 +12,50 @@ import (
 // also bounds how long a stop request waits for the fetch loop.
 const fetchTimeout = time.Second
 
-// maxFetchers bounds the fetch loops that run side by side. One fetch is a
-// Redis round trip during which a single loop would leave every idle slot
-// waiting; a few loops keep the slots fed, while each idle one holds a
-// connection in BRPOP.
-const maxFetchers = 4
+// maxFetchers bounds the fetch loops that run side by side. Each fetch
+// takes a whole batch of messages in one round trip; a second loop keeps
+// the slots fed while the first one's reply travels, and an idle loop holds
+// a connection in BRPOP.
+const maxFetchers = 2
+
+// maxFetchBatch bounds the messages one fetch takes.
+const maxFetchBatch = 64
 
 // fetchers is how many fetch loops Run starts: one per slot up to
-// maxFetchers, and never more than the prefetch limit allows messages in
-// hand. A single slot gets a single loop, so it runs tasks in queue order.
+// maxFetchers. A single slot gets a single loop, so it runs tasks in queue
+// order.
 func (s *Server) fetchers() int {
-	return max(1, min(s.cfg.Concurrency, s.cfg.Concurrency+s.cfg.Prefetch, maxFetchers))
+	return max(1, min(s.cfg.Concurrency, maxFetchers))
 }
 
+// limit is how many messages may be running or waiting for a slot.
+func (s *Server) limitLocked() int { return s.concurrency + s.prefetch }
+
 // fetchLoop takes messages while the prefetch limit allows, until stopCtx
-// ends. Several loops may run: each counts its fetch in flight against the
-// limit before it starts, so together they never hold more than
-// Concurrency+Prefetch messages that are running or waiting for a slot.
-// The fetch itself runs under ioCtx: a fetch is never abandoned half way,
-// so a message popped during shutdown is still recorded as held and
-// requeued rather than lost.
+// ends. Several loops may run: each counts the messages its fetch may
+// bring against the limit before it starts, so together they never hold
+// more than Concurrency+Prefetch messages that are running or waiting for
+// a slot. A fetch asks for all the room there is (a batch), but does not
+// wait for room to grow while slots have nothing to do. The fetch itself
+// runs under ioCtx: a fetch is never abandoned half way, so a message
+// popped during shutdown is still recorded as held and requeued rather
+// than lost.
 func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 	var b protocol.Backoff
-	limit := s.cfg.Concurrency + s.cfg.Prefetch
 	for {
-		canFetch := s.waitFor(stopCtx, func() bool {
-			if s.active+len(s.ready)+s.fetching+s.rateWaiting < limit && !s.stopping {
-				s.fetching++
+		want := 0
+		canFetch := s.waitFor(stopCtx, fetchWaiter, func() bool {
+			if s.stopping {
+				return false
+			}
+			limit := s.limitLocked()
+			room := limit - s.active - len(s.ready) - s.fetching - s.committing - s.rateWaiting
+			// Under load, let room accumulate to a quarter of the limit
+			// while slots still have work queued, so that fetches come in
+			// batches rather than one message per round trip.
+			if room > 0 && (len(s.ready) == 0 || room >= max(1, limit/4)) {
+				want = min(room, maxFetchBatch)
+				s.fetching += want
 				return true
 			}
 			return false
@@ -46,15 +63,15 @@ func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 		if !canFetch {
 			return
 		}
-		d, err := s.consumer.Fetch(ioCtx, fetchTimeout)
-		if err == nil && d != nil {
+		ds, err := s.consumer.FetchN(ioCtx, fetchTimeout, want)
+		for _, d := range ds {
 			s.receive(stopCtx, ioCtx, d)
 		}
-		// Released only after receive has queued the message, so that the
+		// Released only after receive has queued the messages, so that the
 		// limit never reads low in between.
 		s.mu.Lock()
-		s.fetching--
-		s.broadcastLocked()
+		s.fetching -= want
+		s.wakeFetchersLocked()
 		s.mu.Unlock()
 		if err != nil {
 			if stopCtx.Err() != nil {
@@ -85,6 +102,12 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 	s.hold(r)
 	s.cfg.Observer.TaskReceived(msg.Task)
 	log.Info().Int("retries", msg.Retries).Msg("task received")
+
+	if m := s.cfg.MaxDeliveries; m > 0 && d.Starts >= m {
+		r.transition(stateActive, stateReserved)
+		s.poison(ioCtx, r)
+		return
+	}
 
 	if r.handler == nil {
 		s.unknownTask(ioCtx, r)

@@ -373,7 +373,7 @@ with app.connection() as conn:
 	if !recv.WaitOutput(`"listening"`, 60*time.Second) {
 		t.Fatalf("event receiver did not start:\n%s", recv.Output())
 	}
-	startWorker(t, r.URL(), "-queues", "ev", "-hostname", "go-ev@%h")
+	startWorker(t, r.URL(), "-queues", "ev", "-hostname", "go-ev@%h", "-events") // task events are off by default, as without celery -E
 	host, _ := os.Hostname()
 	node := "go-ev@" + host
 	if !recv.WaitOutput(`"type": "worker-heartbeat", "hostname": "`+node+`"`, 30*time.Second) {

@@ -6,8 +6,14 @@ import (
 )
 
 // restoreInterval is how often expired unacked messages of crashed
-// consumers are restored (kombu's sweep, without its 10x throttle).
+// consumers are restored (kombu's sweep, without its 10x throttle), or
+// half the visibility timeout when that is shorter, so that a short
+// timeout brings a dead worker's messages back about as soon as it says.
 const restoreInterval = 10 * time.Second
+
+func (s *Server) restoreEvery() time.Duration {
+	return min(restoreInterval, max(time.Second, s.cfg.VisibilityTimeout/2))
+}
 
 // touchBatch bounds one lease refresh command.
 const touchBatch = 500
@@ -66,7 +72,7 @@ func (s *Server) touchHeld(ctx context.Context) bool {
 // restoreLoop restores expired unacked messages and re-declares the
 // consumed queues (bindings vanish when Redis restarts empty) every 10 s.
 func (s *Server) restoreLoop(ctx context.Context) {
-	t := time.NewTicker(restoreInterval)
+	t := time.NewTicker(s.restoreEvery())
 	defer t.Stop()
 	for {
 		select {

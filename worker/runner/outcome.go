@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -43,8 +44,7 @@ func (s *Server) succeed(ctx context.Context, r *request, value any, runtime tim
 		Worker:   s.cfg.Hostname,
 		Children: children,
 	}
-	switch {
-	case isChordPart(r):
+	if isChordPart(r) {
 		// Result, then the chord join, then the ack: see chordPartReturn.
 		if !r.msg.IgnoreResult && s.store(ctx, r, "store SUCCESS", success) != nil {
 			return
@@ -56,50 +56,70 @@ func (s *Server) succeed(ctx context.Context, r *request, value any, runtime tim
 		if !s.ack(ctx, r) {
 			return
 		}
-	case r.msg.IgnoreResult:
-		r.markStored()
-		if !s.ack(ctx, r) {
-			return
+		if events {
+			s.taskEvent("task-succeeded", map[string]any{
+				"uuid":    r.msg.ID,
+				"result":  pyRepr(retval, 1024),
+				"runtime": runtime.Seconds(),
+			})
 		}
-	default:
-		if !s.storeAndAck(ctx, r, "store SUCCESS", success) {
-			return
-		}
+		s.observeDone(r, protocol.StateSuccess)
+		r.log.Info().Float64("runtime", runtime.Seconds()).Msg("task succeeded")
+		return
 	}
+	// The result, the ack and the task-succeeded event go to Redis in the
+	// group commit while this slot takes its next task: the message stays
+	// held (and counted against the prefetch limit) until they are in.
+	var store *protocol.StoreRequest
+	if !r.msg.IgnoreResult {
+		store = &success
+	}
+	ops := []protocol.CommitOp{{Kind: protocol.CommitFinish, Tag: r.d.Tag, Store: store}}
 	if events {
-		s.taskEvent("task-succeeded", map[string]any{
+		ops = s.appendEvent(ops, "task-succeeded", map[string]any{
 			"uuid":    r.msg.ID,
 			"result":  pyRepr(retval, 1024),
 			"runtime": runtime.Seconds(),
 		})
 	}
-	s.observeDone(r, protocol.StateSuccess)
-	r.log.Info().Float64("runtime", runtime.Seconds()).Msg("task succeeded")
+	s.finishAsync(ctx, r, "store SUCCESS and acknowledge the message", ops, func() {
+		s.observeDone(r, protocol.StateSuccess)
+		r.log.Info().Float64("runtime", runtime.Seconds()).Msg("task succeeded")
+	})
 }
 
 func (s *Server) fail(ctx context.Context, r *request, te *protocol.TaskError, tb string) {
-	err := s.store(ctx, r, "store FAILURE", protocol.StoreRequest{
+	req := protocol.StoreRequest{
 		TaskID:    r.msg.ID,
 		State:     protocol.StateFailure,
 		Result:    te,
 		Traceback: tb,
 		Message:   r.msg,
 		Worker:    s.cfg.Hostname,
-	})
-	if err != nil {
-		return
 	}
-	// A chord part is marked stored only once the join has it: a forced
-	// shutdown before that requeues the part rather than lose its count.
-	if !s.chordPartReturn(ctx, r, protocol.StateFailure, te) {
-		return
-	}
-	r.markStored()
-	if !s.failChain(ctx, r, te, tb) || !s.sendErrbacks(ctx, r) {
-		return
-	}
-	if !s.ack(ctx, r) {
-		return
+	if len(r.msg.Embed.Chain) == 0 && len(r.msg.Embed.Errbacks) == 0 && !isChordPart(r) {
+		// Nothing to send in between: result and ack in one step of the
+		// group commit, which writes no result for a message restored
+		// elsewhere meanwhile.
+		if !s.storeAndAck(ctx, r, "store FAILURE", req) {
+			return
+		}
+	} else {
+		if err := s.store(ctx, r, "store FAILURE", req); err != nil {
+			return
+		}
+		// A chord part is marked stored only once the join has it: a forced
+		// shutdown before that requeues the part rather than lose its count.
+		if !s.chordPartReturn(ctx, r, protocol.StateFailure, te) {
+			return
+		}
+		r.markStored()
+		if !s.failChain(ctx, r, te, tb) || !s.sendErrbacks(ctx, r) {
+			return
+		}
+		if !s.ack(ctx, r) {
+			return
+		}
 	}
 	s.taskEvent("task-failed", map[string]any{
 		"uuid":      r.msg.ID,
@@ -308,37 +328,101 @@ func (s *Server) store(ctx context.Context, r *request, what string, req protoco
 // ack removes the message from the broker's unacked set and forgets it.
 // It reports false when a forced shutdown stopped it first.
 func (s *Server) ack(ctx context.Context, r *request) bool {
-	var held bool
-	err := persist(ctx, r.log, "acknowledge the message", func(ctx context.Context) error {
-		var err error
-		held, err = s.broker.Ack(ctx, r.d.Tag)
-		return err
-	})
-	if err != nil {
-		return false
-	}
-	s.acked(r, held)
-	return true
+	return s.finishCommit(ctx, r, "acknowledge the message", nil)
 }
 
 // storeAndAck stores the final state and acks the message in one atomic
-// Redis step (result first, as ack does after store), retrying through
-// outages. It reports false when a forced shutdown stopped it first; the
-// message then stays held, and Run requeues it unless the step had
-// already succeeded, in which case the requeue finds nothing to restore.
+// Redis step (result first, as ack does after store), in the group commit,
+// retrying through outages. It reports false when a forced shutdown
+// stopped it first; the message then stays held, and Run requeues it
+// unless the step had already succeeded, in which case the requeue finds
+// nothing to restore.
 func (s *Server) storeAndAck(ctx context.Context, r *request, what string, req protocol.StoreRequest) bool {
-	var held bool
-	err := persist(ctx, r.log, what+" and acknowledge the message", func(ctx context.Context) error {
-		var err error
-		held, err = s.broker.StoreAndAck(ctx, s.backend, req, r.d.Tag)
-		return err
-	})
+	return s.finishCommit(ctx, r, what+" and acknowledge the message", &req)
+}
+
+// finishCommit commits a CommitFinish for r. A message another consumer
+// restored after this worker started it gets no result from this run: it
+// runs again there, and that run writes the result.
+func (s *Server) finishCommit(ctx context.Context, r *request, what string, req *protocol.StoreRequest) bool {
+	st, err := s.commits.commit(ctx, protocol.CommitOp{Kind: protocol.CommitFinish, Tag: r.d.Tag, Store: req})
 	if err != nil {
+		var ee *protocol.CommitEncodeError
+		if errors.As(err, &ee) && req != nil && req.State != protocol.StateFailure {
+			te := protocol.NewTaskError("EncodeError", "kombu.exceptions", fmt.Sprintf("%s: %v", what, ee.Err))
+			s.fail(ctx, r, te, traceback(te, ""))
+			return false
+		}
+		r.log.Error().Err(err).Msg(what + " failed")
 		return false
 	}
 	r.markStored()
-	s.acked(r, held)
+	if st[0] == protocol.CommitElsewhere {
+		r.mu.Lock()
+		r.state = stateDone
+		r.mu.Unlock()
+		s.unhold(r)
+		r.log.Warn().Msg("another consumer restored this message while it ran (a visibility timeout shorter than the task?): " +
+			"not writing this run's result, the task runs again there")
+		return true
+	}
+	s.acked(r, st[0] == protocol.CommitHeld)
 	return true
+}
+
+// finishAsync queues ops (a CommitFinish for r first, then events) in the
+// group commit without waiting; done runs once they are in, unless the
+// message was restored elsewhere meanwhile. Until then r stays held and
+// counts against the prefetch limit. If a forced shutdown stops the commit,
+// r stays held and Run requeues it.
+func (s *Server) finishAsync(ctx context.Context, r *request, what string, ops []protocol.CommitOp, done func()) {
+	s.mu.Lock()
+	s.committing++
+	s.mu.Unlock()
+	req := &commitReq{ops: ops}
+	req.then = func(st []protocol.CommitStatus, err error) {
+		defer func() {
+			s.mu.Lock()
+			s.committing--
+			s.wakeFetchersLocked()
+			s.mu.Unlock()
+		}()
+		if err != nil {
+			r.log.Error().Err(err).Msg(what + " failed; the message stays held and returns to its queue")
+			return
+		}
+		r.markStored()
+		if st[0] == protocol.CommitElsewhere {
+			r.mu.Lock()
+			r.state = stateDone
+			r.mu.Unlock()
+			s.unhold(r)
+			r.log.Warn().Msg("another consumer restored this message while it ran (a visibility timeout shorter than the task?): " +
+				"not writing this run's result, the task runs again there")
+			return
+		}
+		s.acked(r, st[0] == protocol.CommitHeld)
+		if done != nil {
+			done()
+		}
+	}
+	if !s.commits.submit(ctx, req) {
+		err := ctx.Err()
+		if err == nil {
+			err = errors.New("the worker stopped committing task states")
+		}
+		req.then(nil, err)
+	}
+}
+
+// appendEvent adds a task event to a commit when task events are on.
+func (s *Server) appendEvent(ops []protocol.CommitOp, typ string, fields map[string]any) []protocol.CommitOp {
+	channel, env, err := s.events.Encode(typ, fields)
+	if err != nil {
+		s.log.Debug().Err(err).Str("event", typ).Msg("could not encode event")
+		return ops
+	}
+	return append(ops, protocol.CommitOp{Kind: protocol.CommitPublish, Channel: channel, Payload: env})
 }
 
 // acked forgets an acknowledged message.

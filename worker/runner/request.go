@@ -42,6 +42,7 @@ type request struct {
 	wake      chan struct{}           // closed by revoke: an ETA waiter re-checks
 	wakeOnce  sync.Once
 	stored    bool // the final state is in the backend
+	counted   bool // its start is counted in Redis (poison detection)
 	signum    int  // the signal revoke(terminate) named
 	rateTaken bool // the request took its turn under its task's rate limit
 	// rateCounted: it counts against the prefetch limit while it waits.

@@ -33,7 +33,8 @@ type Server struct {
 	mailbox  *protocol.Mailbox
 	// fleet knows which queues live workers consume; nil unless
 	// Config.ForwardOnlyToLive.
-	fleet *fleet.Directory
+	fleet   *fleet.Directory
+	commits *committer
 
 	revoked    *revokedSet
 	limiter    *rateLimiter
@@ -46,16 +47,30 @@ type Server struct {
 	// work owns the fetch loop, the execution slots and the ETA waiters.
 	work sync.WaitGroup
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced whenever ready/active/fetching change
-	held     map[string]*request
-	ready    []*request // reserved, in fetch order
-	active   int
-	fetching int // fetches in flight: each may add one to ready
+	mu         sync.Mutex
+	changed    chan struct{} // closed and replaced on changes everyone must see (stopping, pool size)
+	slotWake   chan struct{} // closed and replaced when ready grows: slots re-check
+	fetchWake  chan struct{} // closed and replaced when room for fetching opens
+	held       map[string]*request
+	ready      []*request // reserved, in fetch order
+	active     int
+	fetching   int // messages fetches in flight may add to ready
+	committing int // finished tasks whose result is still on its way to Redis
 	// rateWaiting counts received tasks waiting for their rate limit: like
 	// Python's, their unacked messages count against the prefetch limit
 	// (ETA tasks do not).
 	rateWaiting int
+
+	// The pool (pool.go): its size may change at runtime.
+	concurrency int // slots wanted
+	slots       int // slot goroutines running
+	nextSlot    int
+	prefetch    int     // messages that may wait for a slot
+	prefetchPer float64 // prefetch per slot, kept when the pool resizes
+	autoscale   AutoscaleRange
+	lastScaleUp time.Time
+	writes      map[int]int64 // tasks started per live slot
+	slotCtx     slotContexts
 	stop        context.CancelFunc // starts a graceful shutdown
 	stopping    bool
 	startTime   time.Time
@@ -88,18 +103,20 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
 	}
 	s := &Server{
-		cfg:     cfg,
-		mux:     mux,
-		log:     cfg.Logger.With().Str("worker", cfg.Hostname).Logger(),
-		pid:     os.Getpid(),
-		db:      db,
-		pool:    pool,
-		revoked: newRevokedSet(revokedMax, revokedMaxBytes, revokedExpires),
-		limiter: newRateLimiter(),
-		abortCh: make(chan struct{}),
-		changed: make(chan struct{}),
-		held:    map[string]*request{},
-		total:   map[string]int64{},
+		cfg:       cfg,
+		mux:       mux,
+		log:       cfg.Logger.With().Str("worker", cfg.Hostname).Logger(),
+		pid:       os.Getpid(),
+		db:        db,
+		pool:      pool,
+		revoked:   newRevokedSet(revokedMax, revokedMaxBytes, revokedExpires),
+		limiter:   newRateLimiter(),
+		abortCh:   make(chan struct{}),
+		changed:   make(chan struct{}),
+		slotWake:  make(chan struct{}),
+		fetchWake: make(chan struct{}),
+		held:      map[string]*request{},
+		total:     map[string]int64{},
 	}
 	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, KeyPrefix: cfg.KeyPrefix, Logger: s.log})
 	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, KeyPrefix: cfg.ResultKeyPrefix, Logger: s.log})
@@ -109,6 +126,8 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 	clock := new(protocol.LamportClock)
 	s.events = protocol.NewEventDispatcher(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
 	s.mailbox = protocol.NewMailbox(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
+	s.commits = newCommitter(s)
+	s.initPoolLocked()
 	s.taskEvents.Store(cfg.Events)
 	if cfg.ForwardOnlyToLive {
 		s.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Refresh: fleetRefresh, Logger: s.log})
@@ -160,6 +179,9 @@ func (s *Server) Run(ctx context.Context) error {
 		bg.Go(func() { _ = s.fleet.Run(bgCtx) })
 	}
 
+	// The committer outlives the work goroutines: every commit a task
+	// waits for is answered before requeueRemaining looks at what is left.
+	s.commits.start(ioCtx)
 	fetchDone := make(chan struct{})
 	s.work.Go(func() {
 		defer close(fetchDone)
@@ -169,9 +191,13 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		fetchers.Wait()
 	})
-	for i := 0; i < s.cfg.Concurrency; i++ {
-		s.work.Go(func() { s.slot(stopCtx, ioCtx, base) })
+	s.mu.Lock()
+	s.slotCtx = slotContexts{stop: stopCtx, io: ioCtx, base: base}
+	for s.slots < s.concurrency {
+		s.startSlotLocked()
 	}
+	s.mu.Unlock()
+	bg.Go(func() { s.autoscaleLoop(bgCtx) })
 	// Announce the worker only once remote control can hear it: a
 	// `celery inspect` sent right after "ready." must not be missed.
 	select {
@@ -181,15 +207,18 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn().Msg("remote control is not subscribed yet; starting anyway (it keeps retrying)")
 	}
 	s.workerEvent(ioCtx, "worker-online", nil)
-	s.log.Info().Strs("queues", s.cfg.Queues).Int("concurrency", s.cfg.Concurrency).
-		Int("prefetch", s.cfg.Prefetch).Strs("tasks", s.mux.Names()).Msg("ready.")
+	// Lifecycle lines are logged at every level (no "level" field), as
+	// Celery prints its banner and "ready." whatever its log level.
+	s.log.Log().Strs("queues", s.cfg.Queues).Int("concurrency", s.cfg.Concurrency).
+		Int("prefetch", s.cfg.Prefetch).Int("max_deliveries", s.cfg.MaxDeliveries).
+		Bool("task_events", s.taskEvents.Load()).Strs("tasks", s.mux.Names()).Msg("ready.")
 
 	<-stopCtx.Done()
 	s.mu.Lock()
 	s.stopping = true
 	s.broadcastLocked()
 	s.mu.Unlock()
-	s.log.Info().Dur("grace", s.cfg.ShutdownGrace).Msg("warm shutdown: no new tasks; waiting for running tasks")
+	s.log.Log().Dur("grace", s.cfg.ShutdownGrace).Msg("warm shutdown: no new tasks; waiting for running tasks")
 
 	grace := time.NewTimer(s.cfg.ShutdownGrace)
 	defer grace.Stop()
@@ -227,6 +256,7 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Error().Msg("execution slots did not stop within 10s of the forced shutdown")
 		}
 	}
+	s.commits.stop()
 	s.requeueRemaining()
 
 	offCtx, cancel := context.WithTimeout(base, 3*time.Second)
@@ -234,7 +264,7 @@ func (s *Server) Run(ctx context.Context) error {
 	cancel()
 	stopBG()
 	bg.Wait()
-	s.log.Info().Msg("worker stopped")
+	s.log.Log().Msg("worker stopped")
 	return nil
 }
 
@@ -283,18 +313,44 @@ func (s *Server) broadcastLocked() {
 	s.changed = make(chan struct{})
 }
 
+// wakeSlotsLocked wakes the slots waiting for a reserved task; a wake-up
+// of goroutines that cannot act on it costs a context switch each, so
+// slots and fetch loops are woken apart.
+func (s *Server) wakeSlotsLocked() {
+	close(s.slotWake)
+	s.slotWake = make(chan struct{})
+}
+
+// wakeFetchersLocked wakes the fetch loops waiting for room.
+func (s *Server) wakeFetchersLocked() {
+	close(s.fetchWake)
+	s.fetchWake = make(chan struct{})
+}
+
+// waiter says which wake-ups a waitFor call listens to besides broadcasts.
+type waiter int
+
+const (
+	slotWaiter waiter = iota
+	fetchWaiter
+)
+
 // waitFor blocks until cond (called with s.mu held) is true or ctx ends.
-func (s *Server) waitFor(ctx context.Context, cond func() bool) bool {
+func (s *Server) waitFor(ctx context.Context, who waiter, cond func() bool) bool {
 	for {
 		s.mu.Lock()
 		if cond() {
 			s.mu.Unlock()
 			return true
 		}
-		ch := s.changed
+		ch, wake := s.changed, s.slotWake
+		if who == fetchWaiter {
+			wake = s.fetchWake
+		}
 		s.mu.Unlock()
 		select {
 		case <-ch:
+		case <-wake:
 		case <-ctx.Done():
 			return false
 		}
@@ -324,7 +380,7 @@ func (s *Server) unhold(r *request) {
 func (s *Server) enqueue(r *request) {
 	s.mu.Lock()
 	s.ready = append(s.ready, r)
-	s.broadcastLocked()
+	s.wakeSlotsLocked()
 	s.mu.Unlock()
 }
 
@@ -366,18 +422,22 @@ func (s *Server) requeueWaiting(ctx context.Context) {
 func (s *Server) requeueRemaining() {
 	for _, r := range s.snapshot() {
 		r.mu.Lock()
-		stored := r.stored
+		stored, counted := r.stored, r.counted
 		r.state = stateDone
 		r.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		var err error
-		if stored {
+		switch {
+		case stored:
 			_, err = s.broker.Ack(ctx, r.d.Tag)
-		} else {
+		case counted:
+			// Given back alive: this start says nothing about poison.
+			err = s.broker.RestoreStarted(ctx, r.d.Tag)
+		default:
 			err = s.broker.Restore(ctx, r.d.Tag)
-			if err == nil {
-				r.log.Warn().Msg("requeued unfinished task on shutdown")
-			}
+		}
+		if err == nil && !stored {
+			r.log.Warn().Msg("requeued unfinished task on shutdown")
 		}
 		cancel()
 		if err != nil {

@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +26,7 @@ const (
 	DiagRetry = "diag.retry"
 	// DiagExhaust retries until it runs out of retries.
 	DiagExhaust = "diag.exhaust"
+	DiagCrash   = "diag.crash"
 )
 
 // RegisterDiagnostics adds the diag.* tasks operators use to probe a fleet:
@@ -33,6 +36,7 @@ const (
 //	diag.fail(message)         -> raises RuntimeError(message)
 //	diag.retry(times, countdown=1) -> retries `times` times, then returns the retry count
 //	diag.exhaust(max_retries)  -> retries at once until MaxRetriesExceededError, then returns "exhausted"
+//	diag.crash()               -> SIGKILLs the worker process (a poison message, for tests)
 //
 // Missing or mistyped arguments fail them with TypeError, as in Python.
 func RegisterDiagnostics(mux *runner.Mux) {
@@ -41,6 +45,7 @@ func RegisterDiagnostics(mux *runner.Mux) {
 	mux.HandleFunc(DiagFail, diagFail)
 	mux.HandleFunc(DiagRetry, diagRetry)
 	mux.HandleFunc(DiagExhaust, diagExhaust)
+	mux.HandleFunc(DiagCrash, diagCrash)
 }
 
 // diagExhaust shows a handler seeing MaxRetriesExceededError, as a Python
@@ -60,6 +65,17 @@ func diagExhaust(_ context.Context, t *runner.Task) (any, error) {
 		return "exhausted", nil
 	}
 	return nil, err
+}
+
+// diagCrash kills its own worker with SIGKILL, as a segfault in cgo or the
+// OOM killer would: the message stays unacked and is redelivered after the
+// visibility timeout, which is what poison-message detection is for.
+func diagCrash(ctx context.Context, t *runner.Task) (any, error) {
+	zerolog.Ctx(ctx).Warn().Str("task_id", t.ID).Msg("diag.crash: killing this worker with SIGKILL")
+	if err := syscall.Kill(os.Getpid(), syscall.SIGKILL); err != nil {
+		return nil, fmt.Errorf("diag.crash: kill: %w", err)
+	}
+	select {} // SIGKILL cannot be caught; this line is never passed
 }
 
 func diagEcho(_ context.Context, t *runner.Task) (any, error) {

@@ -75,7 +75,7 @@ func TestRegister(t *testing.T) {
 	mux := runner.NewMux()
 	RegisterHealth(mux)
 	RegisterDiagnostics(mux)
-	want := []string{"diag.echo", "diag.exhaust", "diag.fail", "diag.retry", "diag.sleep", "morag.worker.health_check_task"}
+	want := []string{"diag.crash", "diag.echo", "diag.exhaust", "diag.fail", "diag.retry", "diag.sleep", "morag.worker.health_check_task"}
 	if got := mux.Names(); !reflect.DeepEqual(got, want) {
 		t.Errorf("Names = %v", got)
 	}
