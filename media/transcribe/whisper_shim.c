@@ -17,8 +17,10 @@ morag_job *morag_job_new(void) {
 
 void morag_job_cancel(morag_job *job) { atomic_store(&job->cancelled, 1); }
 
-// ggml's CPU backend asks this before each graph node: a cancelled job
-// stops within one node of the encoder or decoder, without a call into Go.
+// whisper.cpp asks this after each encoder pass and each decoder step
+// (at the pinned commit it does not hand it to the backends, so a graph
+// already computing runs to its end): a cancelled job stops within one
+// encoder step, and the check costs no call into Go.
 static bool abort_cb(void *data) {
 	return atomic_load_explicit(&((morag_job *)data)->cancelled, memory_order_relaxed) != 0;
 }
