@@ -23,6 +23,7 @@ type mediaFlags struct {
 	modelDir      string
 	modelURL      string
 	whisperGPU    bool
+	whisperGPUs   string
 	noTranscriber string
 	allowPrivate  bool
 	maxDownload   byteSize
@@ -41,6 +42,7 @@ func registerMediaFlags(fs *flag.FlagSet) *mediaFlags {
 	fs.StringVar(&f.modelDir, "whisper-model-dir", transcribe.DefaultModelDir(), "where named whisper models are downloaded")
 	fs.StringVar(&f.modelURL, "whisper-model-url", os.Getenv(transcribe.ModelURLEnv), "mirror holding ggml-<name>.bin files (env WHISPER_MODEL_URL; default: where whisper.cpp publishes them)")
 	fs.BoolVar(&f.whisperGPU, "whisper-gpu", true, "let whisper.cpp use the GPU when libwhisper was built with CUDA")
+	fs.StringVar(&f.whisperGPUs, "whisper-gpus", "", "comma-separated CUDA devices: one model copy on each, slots spread over them (default: device 0)")
 	fs.StringVar(&f.noTranscriber, "no-transcriber", string(tasks.NoTranscriberForward), "without a transcriber, audio/video needing a transcript are: forward (to -forward-unknown's queue) or fail")
 	fs.BoolVar(&f.allowPrivate, "allow-private-urls", false, "let process_url_task_remote fetch loopback, private and link-local addresses")
 	fs.Var(&f.maxDownload, "max-download-size", "largest input a task downloads, e.g. 2GiB, 500MB or bytes (0: no limit)")
@@ -100,13 +102,17 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 	}
 	log.Info().Interface("gpu", caps).Msg("media: " + caps.String())
 
+	gpus, err := parseDevices(f.whisperGPUs)
+	if err != nil {
+		return nil, nil, err
+	}
 	var tr transcribe.Transcriber
 	transcriber := map[string]any{"available": false}
 	reason := ""
 	if ok, why := transcribe.Available(); !ok {
 		reason = why
 	} else if t, err := transcribe.NewWhisperContext(ctx, transcribe.WhisperConfig{
-		Model: f.whisperModel, Slots: max(1, concurrency), NoGPU: !f.whisperGPU,
+		Model: f.whisperModel, Slots: max(1, concurrency), NoGPU: !f.whisperGPU, GPUDevices: gpus,
 		Store: transcribe.ModelStore{Dir: f.modelDir, BaseURL: f.modelURL, Log: log},
 	}); err != nil {
 		if f.whisperModel != "" {
@@ -187,6 +193,22 @@ func mediaStatus(info map[string]any) (media.Capabilities, bool) {
 	tr, _ := info["transcriber"].(map[string]any)
 	available, _ := tr["available"].(bool)
 	return caps, available
+}
+
+// parseDevices parses -whisper-gpus ("0,1").
+func parseDevices(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("-whisper-gpus: %q is not a list of CUDA device numbers like 0,1", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func modelPath(flagValue string) string {

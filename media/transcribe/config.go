@@ -26,6 +26,10 @@ type WhisperConfig struct {
 	NoGPU bool
 	// GPUDevice is the CUDA device the model is placed on.
 	GPUDevice int
+	// GPUDevices, when set, places one copy of the model on each of these
+	// CUDA devices and spreads the slots over them round-robin (GPUDevice
+	// is then ignored).
+	GPUDevices []int
 	// NoFlashAttn turns flash attention off (it is on by default, as in
 	// whisper.cpp).
 	NoFlashAttn bool
@@ -63,4 +67,12 @@ func (c WhisperConfig) resolve(ctx context.Context) (WhisperConfig, error) {
 		c.Threads = min(runtime.NumCPU(), 8)
 	}
 	return c, nil
+}
+
+// devices lists the devices a model is loaded on.
+func (c WhisperConfig) devices() []int {
+	if len(c.GPUDevices) > 0 {
+		return c.GPUDevices
+	}
+	return []int{c.GPUDevice}
 }

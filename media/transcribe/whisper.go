@@ -22,10 +22,10 @@ func Available() (bool, string) {
 }
 
 type whisperTranscriber struct {
-	cfg   WhisperConfig
-	m     *model
-	tdrz  bool
-	slots chan struct{} // a token per transcription that may run
+	cfg    WhisperConfig
+	models []*model // one per placement device; slot i uses models[i%len]
+	tdrz   bool
+	slots  chan int // the free slot numbers
 	// running counts jobs between taking a slot and freeing their state;
 	// Close waits for it after closing `closing`.
 	running sync.WaitGroup
@@ -35,9 +35,11 @@ type whisperTranscriber struct {
 	once    sync.Once
 }
 
-// NewWhisper loads the model once; cfg.Slots transcriptions run on it at
-// once, each on its own whisper state (KV cache and buffers, tens of MB for
-// the small models), so memory grows by a state per slot, not a model.
+// NewWhisper loads the model once per placement device (once, without
+// GPUDevices); cfg.Slots transcriptions run at once, slot i on device
+// i mod len(devices), each on its own whisper state (KV cache and buffers,
+// tens of MB for the small models), so memory grows by a state per slot,
+// not a model.
 func NewWhisper(cfg WhisperConfig) (Transcriber, error) {
 	return NewWhisperContext(context.Background(), cfg)
 }
@@ -49,36 +51,54 @@ func NewWhisperContext(ctx context.Context, cfg WhisperConfig) (Transcriber, err
 	if err != nil {
 		return nil, err
 	}
-	m, err := loadModel(cfg.Model, modelParams{useGPU: !cfg.NoGPU, flashAttn: !cfg.NoFlashAttn, gpuDevice: cfg.GPUDevice, verbose: cfg.Verbose})
-	if err != nil {
-		return nil, err
-	}
 	w := &whisperTranscriber{
 		cfg:     cfg,
-		m:       m,
 		tdrz:    cfg.TinyDiarize || IsTinyDiarize(cfg.Model),
-		slots:   make(chan struct{}, cfg.Slots),
+		slots:   make(chan int, cfg.Slots),
 		closing: make(chan struct{}),
+	}
+	for _, dev := range cfg.devices() {
+		m, err := loadModel(cfg.Model, modelParams{useGPU: !cfg.NoGPU, flashAttn: !cfg.NoFlashAttn, gpuDevice: dev, verbose: cfg.Verbose})
+		if err != nil {
+			for _, m := range w.models {
+				m.free()
+			}
+			return nil, err
+		}
+		w.models = append(w.models, m)
+	}
+	for i := range cfg.Slots {
+		w.slots <- i
 	}
 	return w, nil
 }
 
 // Info describes the loaded model for the worker's health and inspect
-// output.
+// output: which device each slot transcribes on, among others.
 func (w *whisperTranscriber) Info() map[string]any {
-	info := map[string]any{
-		"model_type":    w.m.typeName(),
-		"multilingual":  w.m.multilingual,
+	devs := w.cfg.devices()
+	names := make([]string, len(devs))
+	gpus := gpuDevices()
+	for i, d := range devs {
+		names[i] = "cpu"
+		if len(gpus) > 0 && !w.cfg.NoGPU {
+			names[i] = gpus[min(d, len(gpus)-1)]
+		}
+	}
+	slotDevices := make([]string, w.cfg.Slots)
+	for i := range slotDevices {
+		slotDevices[i] = names[i%len(names)]
+	}
+	return map[string]any{
+		"model_type":    w.models[0].typeName(),
+		"multilingual":  w.models[0].multilingual,
 		"slots":         w.cfg.Slots,
 		"threads":       w.cfg.Threads,
 		"speaker_turns": w.tdrz,
+		"device":        names[0],
+		"devices":       names,
+		"slot_devices":  slotDevices,
 	}
-	if gpus := gpuDevices(); len(gpus) > 0 && !w.cfg.NoGPU {
-		info["device"] = gpus[min(w.cfg.GPUDevice, len(gpus)-1)]
-	} else {
-		info["device"] = "cpu"
-	}
-	return info
 }
 
 func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts Options, progress func(float64)) (*Transcript, error) {
@@ -86,7 +106,8 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 	if !opts.Auto() {
 		out.Language = strings.ToLower(opts.Language)
 	}
-	lang, err := w.language(opts)
+	m := w.models[0]
+	lang, err := w.language(m, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -105,14 +126,16 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 		return out, nil
 	}
 
+	var slot int
 	select {
-	case w.slots <- struct{}{}:
+	case slot = <-w.slots:
 	case <-w.closing:
 		return nil, ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	defer func() { <-w.slots }()
+	defer func() { w.slots <- slot }()
+	m = w.models[slot%len(w.models)]
 
 	var onProgress func(int)
 	if progress != nil {
@@ -129,7 +152,7 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 		case <-jctx.Done():
 		}
 	}()
-	segs, detected, err := w.m.full(jctx, pcm, fullParams{threads: w.cfg.Threads, language: lang, tdrz: w.tdrz}, onProgress)
+	segs, detected, err := m.full(jctx, pcm, fullParams{threads: w.cfg.Threads, language: lang, tdrz: w.tdrz}, onProgress)
 	if err != nil {
 		if ctx.Err() == nil && jctx.Err() != nil {
 			return nil, ErrClosed
@@ -139,7 +162,7 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 	out.Segments = toSegments(segs, out.Duration, w.tdrz)
 	if opts.Auto() {
 		out.Language = detected
-		if !w.m.multilingual || out.Language == "" {
+		if !m.multilingual || out.Language == "" {
 			out.Language = "en"
 		}
 	}
@@ -150,15 +173,15 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 }
 
 // language is the language to pass to whisper.cpp for opts.
-func (w *whisperTranscriber) language(opts Options) (string, error) {
+func (w *whisperTranscriber) language(m *model, opts Options) (string, error) {
 	if opts.Auto() {
-		if w.m.multilingual {
+		if m.multilingual {
 			return "auto", nil
 		}
 		return "en", nil
 	}
 	lang := strings.ToLower(opts.Language)
-	if !w.m.multilingual && lang != "en" {
+	if !m.multilingual && lang != "en" {
 		return "", fmt.Errorf("transcribe: the whisper model is English-only and cannot transcribe language %q; use a multilingual model (a name without .en)", lang)
 	}
 	if !knownLanguage(lang) {
@@ -176,7 +199,9 @@ func (w *whisperTranscriber) Close() error {
 		close(w.closing)
 		w.mu.Unlock()
 		w.running.Wait()
-		w.m.free()
+		for _, m := range w.models {
+			m.free()
+		}
 	})
 	return nil
 }

@@ -383,3 +383,29 @@ func TestWhisperJFK(t *testing.T) {
 		t.Errorf("transcript [%s] %q lacks the line", got.Language, got.Text())
 	}
 }
+
+// Placement: one model per listed device, slots spread over them
+// round-robin. Here (CPU) both copies run on the CPU; the code path and the
+// report are the same as on two GPUs.
+func TestWhisperPlacementOneModelPerDevice(t *testing.T) {
+	pcm := speechPCM(t)[:2*SampleRate]
+	tr := newWhisper(t, WhisperConfig{Model: genModel(t, "tiny.en", false), GPUDevices: []int{0, 1}, Slots: 3, Threads: 1})
+	if len(tr.models) != 2 {
+		t.Fatalf("%d models loaded, want one per device", len(tr.models))
+	}
+	info := tr.Info()
+	if sd, _ := info["slot_devices"].([]string); len(sd) != 3 {
+		t.Errorf("slot_devices %v", info["slot_devices"])
+	}
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if out, err := tr.Transcribe(context.Background(), pcm, Options{}, nil); err != nil || len(out.Segments) != 1 {
+				t.Errorf("%+v %v", out, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
