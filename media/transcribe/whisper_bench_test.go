@@ -34,7 +34,20 @@ func benchAudio(b *testing.B) []float32 {
 	return pcm[:30*SampleRate]
 }
 
-// BenchmarkWhisperRTF: real-time factor (processing / audio time) per size.
+// bestOf runs f n times and returns its shortest run: on a shared
+// machine the other runs measure the neighbours (measured here: the same
+// tiny.en job took 2.0 s, 5.7 s and 9.4 s in a row under load).
+func bestOf(n int, f func() time.Duration) time.Duration {
+	d := time.Duration(math.MaxInt64)
+	for range n {
+		d = min(d, f())
+	}
+	return d
+}
+
+// BenchmarkWhisperRTF: real-time factor (processing / audio time) per
+// size, language auto-detected as MoRAG's default asks (one more encoder
+// pass for the detection), best of 3.
 func BenchmarkWhisperRTF(b *testing.B) {
 	pcm := benchAudio(b)
 	for _, size := range []string{"tiny", "base", "small"} {
@@ -43,11 +56,13 @@ func BenchmarkWhisperRTF(b *testing.B) {
 			b.ResetTimer()
 			var took time.Duration
 			for range b.N {
-				start := time.Now()
-				if _, err := tr.Transcribe(context.Background(), pcm, Options{Language: "auto"}, nil); err != nil {
-					b.Fatal(err)
-				}
-				took += time.Since(start)
+				took += bestOf(3, func() time.Duration {
+					start := time.Now()
+					if _, err := tr.Transcribe(context.Background(), pcm, Options{Language: "auto"}, nil); err != nil {
+						b.Fatal(err)
+					}
+					return time.Since(start)
+				})
 			}
 			b.ReportMetric(took.Seconds()/float64(b.N)/30, "rtf")
 		})
@@ -93,7 +108,7 @@ func BenchmarkWhisperStreams(b *testing.B) {
 
 // BenchmarkWhisperVsCLI: our pipeline (load, state, transcribe) against
 // whisper.cpp's own whisper-cli (a process: load, state, transcribe) on the
-// same 30 s WAV, same model, 2 threads, greedy; best of 3 each,
+// same 30 s WAV, same model, 2 threads, greedy; best of 5 each,
 // interleaved.
 func BenchmarkWhisperVsCLI(b *testing.B) {
 	cli, err := whisperCLI()
@@ -129,11 +144,11 @@ func BenchmarkWhisperVsCLI(b *testing.B) {
 		return time.Since(start)
 	}
 	b.ResetTimer()
-	// Interleaved, best of 3 each, so that load from elsewhere hits both
+	// Interleaved, best of 5 each, so that load from elsewhere hits both
 	// sides alike.
 	o, c := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
 	for range b.N {
-		for range 3 {
+		for range 5 {
 			c = min(c, theirs())
 			o = min(o, ours())
 		}
