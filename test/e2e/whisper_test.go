@@ -94,28 +94,23 @@ func startWhisperStack(t *testing.T, model string) *stack {
 		t.Fatalf("create alice's key: %v", err)
 	}
 	port := testenv.FreePort(t)
-	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
+	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), redisURL: r.URL(), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
 	gw := testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef"}, gatewayBin,
 		"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", s.uploads, "-public-url", s.base, "-wait-timeout", "3m")
 	if !gw.WaitOutput("gateway listening", 60*time.Second) {
 		t.Fatalf("gateway did not start:\n%s", gw.Output())
 	}
-	s.goWorker = testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}, workerBin,
-		"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery",
-		"-gpu", "off", "-concurrency", "1", "-whisper-model", model)
+	s.workerBin = workerBin
+	s.workerEnv = []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}
+	s.workerArgs = []string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery",
+		"-gpu", "off", "-concurrency", "1", "-whisper-model", model}
+	s.goWorker = testenv.Start(t, "", s.workerEnv, workerBin, s.workerArgs...)
 	if !s.goWorker.WaitOutput(`"ready."`, 120*time.Second) {
 		t.Fatalf("whisper worker did not become ready:\n%s", s.goWorker.Output())
 	}
 	if !s.goWorker.WaitOutput("transcriber: whisper.cpp", time.Second) {
 		t.Fatalf("the whisper worker did not say it loaded the model:\n%s", s.goWorker.Output())
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if ok, _ := s.goWorkerListed(); ok {
-			return s
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatal("the gateway never listed the whisper worker on gpu-tasks-alice")
-	return nil
+	s.waitListed(t, "alice-gpu@", "gpu-tasks-alice")
+	return s
 }
