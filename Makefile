@@ -5,7 +5,7 @@ GO       ?= go
 PKGS     := ./...
 BIN      := bin
 
-.PHONY: all setup build run test test-unit bench lint gpu-check worker-whisper test-whisper clean
+.PHONY: all setup build run test test-unit bench lint gpu-check whisper worker-whisper test-whisper clean
 
 all: build
 
@@ -29,18 +29,21 @@ test: setup lint
 bench: setup
 	@scripts/bench
 
-# whisper.cpp transcription: needs an installed libwhisper (not packaged in
-# Debian 12). Found through pkg-config (`whisper`) or WHISPER_CPP_DIR (a
-# whisper.cpp install prefix with include/ and lib/).
-WHISPER_ENV = $(if $(WHISPER_CPP_DIR),CGO_CFLAGS="-I$(WHISPER_CPP_DIR)/include" CGO_LDFLAGS="-L$(WHISPER_CPP_DIR)/lib -lwhisper -lggml -lggml-base -lggml-cpu -lstdc++ -lm -fopenmp" LD_LIBRARY_PATH="$(WHISPER_CPP_DIR)/lib",CGO_CFLAGS="$$(pkg-config --cflags whisper 2>/dev/null)" CGO_LDFLAGS="$$(pkg-config --libs whisper 2>/dev/null)")
+# whisper.cpp transcription (build tag `whisper`). `make whisper` builds
+# libwhisper + ggml once into .deps/ (scripts/whisper-build: from
+# WHISPER_CPP_SRC, the main checkout's .deps/whisper.cpp, or a clone of the
+# pinned commit; CUDA when nvcc is found). worker-whisper and test-whisper
+# use, in this order: WHISPER_CPP_DIR (an install prefix), that build,
+# pkg-config `whisper`.
+whisper:
+	@scripts/whisper-build
 
 worker-whisper:
-	@scripts/check-whisper
-	$(WHISPER_ENV) $(GO) build -tags whisper -o $(BIN)/worker-whisper ./worker
+	scripts/whisper-build go build -tags whisper -o $(BIN)/worker-whisper ./worker
 
 test-whisper:
-	@if scripts/check-whisper; then \
-	  $(WHISPER_ENV) $(GO) test -tags whisper -count=1 -v -run 'Whisper' ./media/...; \
+	@if scripts/whisper-build env >/dev/null; then \
+	  scripts/whisper-build go test -tags whisper -count=1 -timeout 20m -v -run 'Whisper' ./media/... ./test/e2e/; \
 	else echo "test-whisper: SKIPPED (see above)"; fi
 
 # For a machine with an NVIDIA GPU: detection, NVDEC/NVENC vs CPU, whisper RTF.

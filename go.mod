@@ -3,7 +3,6 @@ module morag-gpu
 go 1.26.8
 
 require (
-	github.com/ggerganov/whisper.cpp/bindings/go v0.0.0-20260227185758-9453b4b9be9b
 	github.com/gomodule/redigo v1.9.3
 	github.com/google/uuid v1.6.0
 	github.com/labstack/echo/v4 v4.16.0

@@ -20,6 +20,10 @@ import (
 type mediaFlags struct {
 	gpu           string
 	whisperModel  string
+	modelDir      string
+	modelURL      string
+	whisperGPU    bool
+	whisperGPUs   string
 	noTranscriber string
 	allowPrivate  bool
 	maxDownload   byteSize
@@ -34,7 +38,11 @@ type mediaFlags struct {
 func registerMediaFlags(fs *flag.FlagSet) *mediaFlags {
 	f := &mediaFlags{maxDownload: 2 << 30}
 	fs.StringVar(&f.gpu, "gpu", "auto", "GPU use for ffmpeg: auto (what a test run proves works), on (refuse to start without NVDEC), off")
-	fs.StringVar(&f.whisperModel, "whisper-model", os.Getenv(transcribe.ModelEnv), "ggml whisper model file for transcription (env WHISPER_MODEL; needs a build with -tags whisper)")
+	fs.StringVar(&f.whisperModel, "whisper-model", os.Getenv(transcribe.ModelEnv), "whisper model: a ggml file or a published name (base.en, large-v3-turbo, small.en-tdrz, …) downloaded once (env WHISPER_MODEL; needs a build with -tags whisper)")
+	fs.StringVar(&f.modelDir, "whisper-model-dir", transcribe.DefaultModelDir(), "where named whisper models are downloaded")
+	fs.StringVar(&f.modelURL, "whisper-model-url", os.Getenv(transcribe.ModelURLEnv), "mirror holding ggml-<name>.bin files (env WHISPER_MODEL_URL; default: where whisper.cpp publishes them)")
+	fs.BoolVar(&f.whisperGPU, "whisper-gpu", true, "let whisper.cpp use the GPU when libwhisper was built with CUDA")
+	fs.StringVar(&f.whisperGPUs, "whisper-gpus", "", "comma-separated CUDA devices: one model copy on each, slots spread over them (default: device 0)")
 	fs.StringVar(&f.noTranscriber, "no-transcriber", string(tasks.NoTranscriberForward), "without a transcriber, audio/video needing a transcript are: forward (to -forward-unknown's queue) or fail")
 	fs.BoolVar(&f.allowPrivate, "allow-private-urls", false, "let process_url_task_remote fetch loopback, private and link-local addresses")
 	fs.Var(&f.maxDownload, "max-download-size", "largest input a task downloads, e.g. 2GiB, 500MB or bytes (0: no limit)")
@@ -94,12 +102,19 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 	}
 	log.Info().Interface("gpu", caps).Msg("media: " + caps.String())
 
+	gpus, err := parseDevices(f.whisperGPUs)
+	if err != nil {
+		return nil, nil, err
+	}
 	var tr transcribe.Transcriber
 	transcriber := map[string]any{"available": false}
 	reason := ""
 	if ok, why := transcribe.Available(); !ok {
 		reason = why
-	} else if t, err := transcribe.NewWhisper(transcribe.WhisperConfig{Model: f.whisperModel, Slots: max(1, concurrency)}); err != nil {
+	} else if t, err := transcribe.NewWhisperContext(ctx, transcribe.WhisperConfig{
+		Model: f.whisperModel, Slots: max(1, concurrency), NoGPU: !f.whisperGPU, GPUDevices: gpus,
+		Store: transcribe.ModelStore{Dir: f.modelDir, BaseURL: f.modelURL, Log: log},
+	}); err != nil {
 		if f.whisperModel != "" {
 			// An explicit model that does not load is a mistake to fix, not
 			// a reason to quietly hand every transcript away.
@@ -109,7 +124,12 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 	} else {
 		tr = t
 		transcriber = map[string]any{"available": true, "backend": "whisper.cpp", "model": modelPath(f.whisperModel), "detail": why, "slots": max(1, concurrency)}
-		log.Info().Str("model", modelPath(f.whisperModel)).Int("slots", max(1, concurrency)).Msg("transcriber: whisper.cpp, " + why)
+		if in, ok := t.(interface{ Info() map[string]any }); ok {
+			for k, v := range in.Info() {
+				transcriber[k] = v
+			}
+		}
+		log.Info().Str("model", modelPath(f.whisperModel)).Int("slots", max(1, concurrency)).Interface("device", transcriber["device"]).Msg("transcriber: whisper.cpp, " + why)
 	}
 	if tr == nil {
 		transcriber["reason"] = reason
@@ -173,6 +193,22 @@ func mediaStatus(info map[string]any) (media.Capabilities, bool) {
 	tr, _ := info["transcriber"].(map[string]any)
 	available, _ := tr["available"].(bool)
 	return caps, available
+}
+
+// parseDevices parses -whisper-gpus ("0,1").
+func parseDevices(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("-whisper-gpus: %q is not a list of CUDA device numbers like 0,1", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func modelPath(flagValue string) string {

@@ -81,3 +81,15 @@ func TestMediaSetupDefaultBuild(t *testing.T) {
 		}
 	}
 }
+
+func TestParseDevices(t *testing.T) {
+	if d, err := parseDevices(" 0, 2 "); err != nil || len(d) != 2 || d[1] != 2 {
+		t.Errorf("%v %v", d, err)
+	}
+	if d, err := parseDevices(""); err != nil || d != nil {
+		t.Errorf("%v %v", d, err)
+	}
+	if _, err := parseDevices("0,x"); err == nil {
+		t.Error("0,x accepted")
+	}
+}

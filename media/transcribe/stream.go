@@ -46,9 +46,19 @@ func Stream(ctx context.Context, tr Transcriber, src Source, window, total time.
 		if err != nil {
 			return err
 		}
+		// Speaker labels from turn marks start afresh in every window; the
+		// first speaker of a window is taken to be the last one of the
+		// window before (a cut rarely falls on a turn).
+		swap := false
+		if n := len(out.Segments); n > 0 && len(part.Segments) > 0 && part.Segments[0].Speaker != "" {
+			swap = out.Segments[n-1].Speaker != part.Segments[0].Speaker
+		}
 		for _, s := range part.Segments {
 			s.Start += offset
 			s.End += offset
+			if swap {
+				s.Speaker = otherSpeaker(s.Speaker)
+			}
 			out.Segments = append(out.Segments, s)
 		}
 		out.Duration = offset + length
@@ -65,4 +75,15 @@ func Stream(ctx context.Context, tr Transcriber, src Source, window, total time.
 		progress(1)
 	}
 	return out, nil
+}
+
+// otherSpeaker swaps the two labels tinydiarize turns alternate between.
+func otherSpeaker(label string) string {
+	switch label {
+	case SpeakerLabel(0):
+		return SpeakerLabel(1)
+	case SpeakerLabel(1):
+		return SpeakerLabel(0)
+	}
+	return label
 }

@@ -133,14 +133,14 @@ func TestDefaultBuildHasNoTranscriber(t *testing.T) {
 
 func TestWhisperConfigNeedsAModel(t *testing.T) {
 	t.Setenv(ModelEnv, "")
-	if _, err := (WhisperConfig{}).resolve(); err == nil {
+	if _, err := (WhisperConfig{}).resolve(context.Background()); err == nil {
 		t.Error("no model accepted")
 	}
-	if _, err := (WhisperConfig{Model: t.TempDir()}).resolve(); err == nil {
+	if _, err := (WhisperConfig{Model: t.TempDir()}).resolve(context.Background()); err == nil {
 		t.Error("a directory accepted as model")
 	}
 	t.Setenv(ModelEnv, "/nonexistent/ggml-base.bin")
-	if _, err := (WhisperConfig{}).resolve(); err == nil {
+	if _, err := (WhisperConfig{}).resolve(context.Background()); err == nil {
 		t.Error("a missing file accepted as model")
 	}
 }

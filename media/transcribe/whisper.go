@@ -6,59 +6,99 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"strings"
 	"sync"
-
-	whisper "github.com/ggerganov/whisper.cpp/bindings/go/pkg/whisper"
 )
-
-// processMu serializes Process across the whole program. The bindings keep
-// their callback tables in package-level maps that every Process writes
-// and whisper.cpp's threads read without a lock (ggml-org/whisper.cpp#805,
-// #918), so two Process calls at once race even on different models. The
-// lock is package-level because the state it guards is.
-var processMu sync.Mutex
 
 // ErrClosed is returned by Transcribe after Close.
 var ErrClosed = errors.New("transcribe: whisper transcriber is closed")
 
 // Available reports whether this binary can transcribe, and if not, why.
 func Available() (bool, string) {
-	return true, "whisper.cpp linked (libwhisper); GPU use follows how libwhisper was built (GGML_CUDA)"
+	if gpus := gpuDevices(); len(gpus) > 0 {
+		return true, "whisper.cpp linked; GPU: " + strings.Join(gpus, ", ")
+	}
+	return true, "whisper.cpp linked; CPU only (libwhisper built without CUDA, or no usable GPU)"
 }
 
 type whisperTranscriber struct {
-	cfg     WhisperConfig
-	models  []whisper.Model
-	free    chan whisper.Model // one model per slot
+	cfg    WhisperConfig
+	models []*model // one per placement device; slot i uses models[i%len]
+	tdrz   bool
+	slots  chan int // the free slot numbers
+	// running counts jobs between taking a slot and freeing their state;
+	// Close waits for it after closing `closing`.
+	running sync.WaitGroup
+	mu      sync.Mutex // guards closed and running.Add against Close
+	closed  bool
 	closing chan struct{}
 	once    sync.Once
 }
 
-// NewWhisper loads cfg.Slots copies of the model. Each transcription takes
-// a copy for itself, because a whisper.cpp context holds one job's state;
-// the inference itself is serialized program-wide (see processMu), while
-// reading results and preparing the next job overlap.
+// NewWhisper loads the model once per placement device (once, without
+// GPUDevices); cfg.Slots transcriptions run at once, slot i on device
+// i mod len(devices), each on its own whisper state (KV cache and buffers,
+// tens of MB for the small models), so memory grows by a state per slot,
+// not a model.
 func NewWhisper(cfg WhisperConfig) (Transcriber, error) {
-	cfg, err := cfg.resolve()
+	return NewWhisperContext(context.Background(), cfg)
+}
+
+// NewWhisperContext is NewWhisper where cfg.Model may be a published model
+// name that must be downloaded first: ctx bounds that download.
+func NewWhisperContext(ctx context.Context, cfg WhisperConfig) (Transcriber, error) {
+	cfg, err := cfg.resolve(ctx)
 	if err != nil {
 		return nil, err
 	}
-	w := &whisperTranscriber{cfg: cfg, free: make(chan whisper.Model, cfg.Slots), closing: make(chan struct{})}
-	for range cfg.Slots {
-		m, err := whisper.New(cfg.Model)
+	w := &whisperTranscriber{
+		cfg:     cfg,
+		tdrz:    cfg.TinyDiarize || IsTinyDiarize(cfg.Model),
+		slots:   make(chan int, cfg.Slots),
+		closing: make(chan struct{}),
+	}
+	for _, dev := range cfg.devices() {
+		m, err := loadModel(cfg.Model, modelParams{useGPU: !cfg.NoGPU, flashAttn: !cfg.NoFlashAttn, gpuDevice: dev, verbose: cfg.Verbose})
 		if err != nil {
 			for _, m := range w.models {
-				m.Close()
+				m.free()
 			}
-			return nil, fmt.Errorf("transcribe: load whisper model %s: %w (is it a ggml .bin model?)", cfg.Model, err)
+			return nil, err
 		}
 		w.models = append(w.models, m)
-		w.free <- m
+	}
+	for i := range cfg.Slots {
+		w.slots <- i
 	}
 	return w, nil
+}
+
+// Info describes the loaded model for the worker's health and inspect
+// output: which device each slot transcribes on, among others.
+func (w *whisperTranscriber) Info() map[string]any {
+	devs := w.cfg.devices()
+	names := make([]string, len(devs))
+	gpus := gpuDevices()
+	for i, d := range devs {
+		names[i] = "cpu"
+		if len(gpus) > 0 && !w.cfg.NoGPU {
+			names[i] = gpus[min(d, len(gpus)-1)]
+		}
+	}
+	slotDevices := make([]string, w.cfg.Slots)
+	for i := range slotDevices {
+		slotDevices[i] = names[i%len(names)]
+	}
+	return map[string]any{
+		"model_type":    w.models[0].typeName(),
+		"multilingual":  w.models[0].multilingual,
+		"slots":         w.cfg.Slots,
+		"threads":       w.cfg.Threads,
+		"speaker_turns": w.tdrz,
+		"device":        names[0],
+		"devices":       names,
+		"slot_devices":  slotDevices,
+	}
 }
 
 func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts Options, progress func(float64)) (*Transcript, error) {
@@ -66,75 +106,64 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 	if !opts.Auto() {
 		out.Language = strings.ToLower(opts.Language)
 	}
+	m := w.models[0]
+	lang, err := w.language(m, opts)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil, ErrClosed
+	}
+	w.running.Add(1)
+	w.mu.Unlock()
+	defer w.running.Done()
 	if len(pcm) == 0 {
-		// The bindings index &samples[0]: empty input panics.
+		if out.Language == "" {
+			out.Language = "en"
+		}
 		return out, nil
 	}
 
-	var m whisper.Model
+	var slot int
 	select {
-	case m = <-w.free:
+	case slot = <-w.slots:
 	case <-w.closing:
 		return nil, ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	defer func() { w.free <- m }()
-	select {
-	case <-w.closing:
-		return nil, ErrClosed
-	default:
-	}
+	defer func() { w.slots <- slot }()
+	m = w.models[slot%len(w.models)]
 
-	c, err := m.NewContext()
-	if err != nil {
-		return nil, fmt.Errorf("transcribe: whisper context: %w", err)
-	}
-	c.SetThreads(uint(w.cfg.Threads))
-	if err := setLanguage(c, opts); err != nil {
-		return nil, err
-	}
-
-	// whisper.cpp asks before encoding each 30-second window whether to go
-	// on: that is where a cancelled job stops.
-	keepGoing := func() bool { return ctx.Err() == nil }
-	var onProgress whisper.ProgressCallback
+	var onProgress func(int)
 	if progress != nil {
 		onProgress = func(p int) { progress(min(1, float64(p)/100)) }
 	}
-	processMu.Lock()
-	err = c.Process(pcm, keepGoing, nil, onProgress)
-	processMu.Unlock()
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
+	// Close cancels running jobs rather than waiting minutes for them; the
+	// goroutine below belongs to this call and ends with jctx.
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-w.closing:
+			cancel()
+		case <-jctx.Done():
+		}
+	}()
+	segs, detected, err := m.full(jctx, pcm, fullParams{threads: w.cfg.Threads, language: lang, tdrz: w.tdrz}, onProgress)
 	if err != nil {
-		return nil, fmt.Errorf("transcribe: whisper: %w", err)
+		if ctx.Err() == nil && jctx.Err() != nil {
+			return nil, ErrClosed
+		}
+		return nil, err
 	}
-
-	for {
-		seg, err := c.NextSegment()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("transcribe: whisper segments: %w", err)
-		}
-		text := strings.TrimSpace(seg.Text)
-		if text == "" || text == "[BLANK_AUDIO]" {
-			continue
-		}
-		out.Segments = append(out.Segments, Segment{
-			Start:      seg.Start,
-			End:        seg.End,
-			Text:       text,
-			Confidence: meanLogProb(c, seg.Tokens),
-		})
-	}
+	out.Segments = toSegments(segs, out.Duration, w.tdrz)
 	if opts.Auto() {
-		out.Language = "en" // English-only (.en) models
-		if c.IsMultilingual() {
-			out.Language = c.DetectedLanguage()
+		out.Language = detected
+		if !m.multilingual || out.Language == "" {
+			out.Language = "en"
 		}
 	}
 	if progress != nil {
@@ -143,50 +172,35 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 	return out, nil
 }
 
-func setLanguage(c whisper.Context, opts Options) error {
+// language is the language to pass to whisper.cpp for opts.
+func (w *whisperTranscriber) language(m *model, opts Options) (string, error) {
 	if opts.Auto() {
-		if c.IsMultilingual() {
-			return c.SetLanguage("auto")
+		if m.multilingual {
+			return "auto", nil
 		}
-		return nil
+		return "en", nil
 	}
 	lang := strings.ToLower(opts.Language)
-	if !c.IsMultilingual() {
-		if lang == "en" {
-			return nil
-		}
-		return fmt.Errorf("transcribe: the whisper model is English-only and cannot transcribe language %q; use a multilingual model", lang)
+	if !m.multilingual && lang != "en" {
+		return "", fmt.Errorf("transcribe: the whisper model is English-only and cannot transcribe language %q; use a multilingual model (a name without .en)", lang)
 	}
-	if err := c.SetLanguage(lang); err != nil {
-		return fmt.Errorf("transcribe: language %q: %w", lang, err)
+	if !knownLanguage(lang) {
+		return "", fmt.Errorf("transcribe: whisper does not know language %q; use an ISO 639-1 code such as en, de or fr, or auto", lang)
 	}
-	return nil
+	return lang, nil
 }
 
-// meanLogProb is faster-whisper's avg_logprob as well as the bindings
-// allow: the mean natural log of the text tokens' probabilities.
-func meanLogProb(c whisper.Context, tokens []whisper.Token) float64 {
-	var sum float64
-	n := 0
-	for _, t := range tokens {
-		if c.IsText(t) && t.P > 0 {
-			sum += math.Log(float64(t.P))
-			n++
-		}
-	}
-	if n == 0 {
-		return 0
-	}
-	return sum / float64(n)
-}
-
-// Close waits for running transcriptions to give their model back, then
-// frees every model.
+// Close stops accepting work, cancels running transcriptions, waits for
+// them to free their states, then frees the model.
 func (w *whisperTranscriber) Close() error {
 	w.once.Do(func() {
+		w.mu.Lock()
+		w.closed = true
 		close(w.closing)
-		for range w.models {
-			(<-w.free).Close()
+		w.mu.Unlock()
+		w.running.Wait()
+		for _, m := range w.models {
+			m.free()
 		}
 	})
 	return nil

@@ -2,9 +2,12 @@
 
 package transcribe
 
-import "fmt"
+import (
+	"context"
+	"fmt"
+)
 
-const unavailableReason = "built without the whisper build tag: no transcriber (build the worker with `make worker-whisper` against an installed libwhisper)"
+const unavailableReason = "built without the whisper build tag: no transcriber (`make whisper worker-whisper` builds one)"
 
 // Available reports whether this binary can transcribe, and if not, why.
 func Available() (bool, string) { return false, unavailableReason }
@@ -13,4 +16,9 @@ func Available() (bool, string) { return false, unavailableReason }
 // ErrUnavailable.
 func NewWhisper(cfg WhisperConfig) (Transcriber, error) {
 	return nil, fmt.Errorf("%w: %s", ErrUnavailable, unavailableReason)
+}
+
+// NewWhisperContext fails as NewWhisper does.
+func NewWhisperContext(ctx context.Context, cfg WhisperConfig) (Transcriber, error) {
+	return NewWhisper(cfg)
 }

@@ -1,0 +1,116 @@
+//go:build whisper
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"morag-gpu/auth"
+	"morag-gpu/internal/testenv"
+	"morag-gpu/media/transcribe/ggmlgen"
+	"morag-gpu/protocol"
+)
+
+// TestWhisperProcessFileGPU: the whole stack with a Go worker built with
+// whisper (`make test-whisper` runs it with the cgo flags of the
+// whisper.cpp build) and a generated tiny.en model: a spoken video sent
+// with gpu=true and alice's key is transcribed by the Go worker itself.
+func TestWhisperProcessFileGPU(t *testing.T) {
+	for _, tool := range []string{"ffmpeg", "espeak-ng"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIP: %s is not installed (scripts/setup installs it)", tool)
+		}
+	}
+	dir := t.TempDir()
+	wav := filepath.Join(dir, "speech.wav")
+	if out, err := exec.Command("espeak-ng", "-w", wav, "Ask not what your country can do for you, ask what you can do for your country.").CombinedOutput(); err != nil {
+		t.Fatalf("espeak-ng: %v: %s", err, out)
+	}
+	video := filepath.Join(dir, "talk.mp4")
+	ffmpeg(t, "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=5", "-i", wav,
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", video)
+	model, err := ggmlgen.Cached(filepath.Join(os.TempDir(), "morag-gpu-ggmlgen"), ggmlgen.Options{Name: "tiny.en", Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s := startWhisperStack(t, model)
+	res := s.processFile(t, video, map[string]any{"include_thumbnails": true})
+	meta := res.Metadata
+	if !res.Success || res.ErrorMessage != nil {
+		t.Fatalf("success %v error %v\n%s", res.Success, res.ErrorMessage, s.goWorker.Output())
+	}
+	if meta["processed_by"] != "morag-gpu" {
+		t.Errorf("processed_by %v, want morag-gpu (the Go worker has a transcriber)", meta["processed_by"])
+	}
+	if r, _ := meta["routing"].(map[string]any); r["queue"] != "gpu-tasks-alice" {
+		t.Errorf("routing %v, want gpu-tasks-alice", meta["routing"])
+	}
+	// The generated model speaks its script: its first segment's words.
+	first := ggmlgen.ScriptText()[0]
+	for _, want := range []string{"# Video Analysis", "| Audio | Yes (aac) |", "## Transcript", first, "## Thumbnails"} {
+		if !strings.Contains(res.Content, want) {
+			t.Errorf("content lacks %q:\n%s", want, res.Content)
+		}
+	}
+	if len(res.Thumbnails) == 0 {
+		t.Error("no thumbnails")
+	}
+	id, _ := meta["task_id"].(string)
+	if s.goLogged(t, "task forwarded", id, nil) {
+		t.Errorf("the whisper worker forwarded task %s", id)
+	}
+}
+
+// startWhisperStack is startStack with the worker built with -tags whisper
+// and given the model; no Python worker is needed.
+func startWhisperStack(t *testing.T, model string) *stack {
+	t.Helper()
+	dir := t.TempDir()
+	gatewayBin := build(t, dir, "./gateway", "gateway")
+	workerBin := filepath.Join(dir, "worker-whisper")
+	cmd := exec.Command("go", "build", "-tags", "whisper", "-o", workerBin, "./worker")
+	cmd.Dir = testenv.RepoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("SKIP: the whisper worker does not build here (run through `make test-whisper`, which sets the cgo flags): %v\n%s", err, out)
+	}
+	r := testenv.StartRedis(t)
+	pool, err := protocol.NewPool(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	key, _, err := auth.NewKeyService(pool).Create(ctx, "alice", "e2e", 1)
+	if err != nil {
+		t.Fatalf("create alice's key: %v", err)
+	}
+	port := testenv.FreePort(t)
+	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), redisURL: r.URL(), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
+	gw := testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef"}, gatewayBin,
+		"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", s.uploads, "-public-url", s.base, "-wait-timeout", "3m")
+	if !gw.WaitOutput("gateway listening", 60*time.Second) {
+		t.Fatalf("gateway did not start:\n%s", gw.Output())
+	}
+	s.workerBin = workerBin
+	s.workerEnv = []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}
+	s.workerArgs = []string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery",
+		"-gpu", "off", "-concurrency", "1", "-whisper-model", model}
+	s.goWorker = testenv.Start(t, "", s.workerEnv, workerBin, s.workerArgs...)
+	if !s.goWorker.WaitOutput(`"ready."`, 120*time.Second) {
+		t.Fatalf("whisper worker did not become ready:\n%s", s.goWorker.Output())
+	}
+	if !s.goWorker.WaitOutput("transcriber: whisper.cpp", time.Second) {
+		t.Fatalf("the whisper worker did not say it loaded the model:\n%s", s.goWorker.Output())
+	}
+	s.waitListed(t, "alice-gpu@", "gpu-tasks-alice")
+	return s
+}
