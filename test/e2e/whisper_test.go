@@ -103,7 +103,7 @@ func startWhisperStack(t *testing.T, model string) *stack {
 	s.workerBin = workerBin
 	s.workerEnv = []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}
 	s.workerArgs = []string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery",
-		"-gpu", "off", "-concurrency", "1", "-whisper-model", model}
+		"-gpu", "off", "-concurrency", "1", "-loglevel", "info", "-whisper-model", model}
 	s.goWorker = testenv.Start(t, "", s.workerEnv, workerBin, s.workerArgs...)
 	if !s.goWorker.WaitOutput(`"ready."`, 120*time.Second) {
 		t.Fatalf("whisper worker did not become ready:\n%s", s.goWorker.Output())
