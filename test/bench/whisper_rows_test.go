@@ -15,7 +15,8 @@ import (
 // whisper) on generated models, CPU, 2 threads: real-time factor per size
 // (tiny, base, small), one stream vs two on one model with the RSS each
 // slot adds, and our pipeline vs whisper.cpp's whisper-cli on the same
-// audio. Needs a whisper.cpp build (`make whisper`); without one the row
+// audio, and a 1-minute spoken video through /process/file with the time
+// split by stage (test/e2e BenchmarkWhisperSpokenVideo). Needs a whisper.cpp build (`make whisper`); without one the row
 // says so. BENCH_WHISPER_SECONDS (default 900) bounds it.
 
 const whisperTitle = "whisper: go test -tags whisper ./media/transcribe -run '^$' -bench Whisper -benchtime 1x (generated models, CPU, 2 threads)"
@@ -36,6 +37,16 @@ func benchWhisper(b *testing.B, e *env) {
 	cmd := exec.CommandContext(ctx, script, "go", "test", "-tags", "whisper", "./media/transcribe", "-run", "^$", "-bench", "Whisper", "-benchtime", "1x", "-count", "1", "-timeout", "30m")
 	cmd.Dir = e.root
 	out, err := cmd.CombinedOutput()
+	if err == nil {
+		// A 1-minute spoken video through /process/file, split into
+		// download, probe, audio decode, transcription and thumbnails.
+		progress("whisper: a 1-minute spoken video through /process/file")
+		cmd = exec.CommandContext(ctx, script, "go", "test", "-tags", "whisper", "./test/e2e", "-run", "^$", "-bench", "WhisperSpokenVideo", "-benchtime", "1x", "-count", "1", "-timeout", "20m")
+		cmd.Dir = e.root
+		var more []byte
+		more, err = cmd.CombinedOutput()
+		out = append(out, more...)
+	}
 	var lines []string
 	for _, l := range strings.Split(string(out), "\n") {
 		if strings.HasPrefix(strings.TrimSpace(l), "Benchmark") {

@@ -212,7 +212,7 @@ type result struct {
 
 // postFile posts the file to /process/file with gpu=true and alice's key
 // (with ?async=true when async) and returns the answer as it came.
-func (s *stack) postFile(t *testing.T, path string, options map[string]any, async bool) (int, []byte, http.Header) {
+func (s *stack) postFile(t testing.TB, path string, options map[string]any, async bool) (int, []byte, http.Header) {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -248,7 +248,7 @@ func (s *stack) postFile(t *testing.T, path string, options map[string]any, asyn
 
 // processFile posts the file synchronously and returns the one answer,
 // which must be MoRAG's result.
-func (s *stack) processFile(t *testing.T, path string, options map[string]any) result {
+func (s *stack) processFile(t testing.TB, path string, options map[string]any) result {
 	t.Helper()
 	code, raw, _ := s.postFile(t, path, options, false)
 	if code != http.StatusOK {
@@ -327,7 +327,7 @@ func startStackWith(t *testing.T, workerEnv, workerFlags []string) *stack {
 
 // waitListed waits until /api/v1/status/workers lists a worker whose name
 // starts with prefix consuming queue.
-func (s *stack) waitListed(t *testing.T, prefix, queue string) {
+func (s *stack) waitListed(t testing.TB, prefix, queue string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	var last string
@@ -426,7 +426,7 @@ func goWorker(t *testing.T, dir string) (string, []string) {
 
 // build compiles pkg; a package that does not build yet skips the test
 // with the compiler's reason.
-func build(t *testing.T, dir, pkg, out string) string {
+func build(t testing.TB, dir, pkg, out string) string {
 	t.Helper()
 	bin := filepath.Join(dir, out)
 	cmd := exec.Command("go", "build", "-o", bin, pkg)
@@ -437,7 +437,7 @@ func build(t *testing.T, dir, pkg, out string) string {
 	return bin
 }
 
-func ffmpeg(t *testing.T, args ...string) {
+func ffmpeg(t testing.TB, args ...string) {
 	t.Helper()
 	cmd := exec.Command("ffmpeg", append([]string{"-nostdin", "-hide_banner", "-loglevel", "error", "-y"}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {

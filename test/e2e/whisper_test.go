@@ -71,7 +71,7 @@ func TestWhisperProcessFileGPU(t *testing.T) {
 
 // startWhisperStack is startStack with the worker built with -tags whisper
 // and given the model; no Python worker is needed.
-func startWhisperStack(t *testing.T, model string) *stack {
+func startWhisperStack(t testing.TB, model string) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	gatewayBin := build(t, dir, "./gateway", "gateway")
@@ -113,4 +113,47 @@ func startWhisperStack(t *testing.T, model string) *stack {
 	}
 	s.waitListed(t, "alice-gpu@", "gpu-tasks-alice")
 	return s
+}
+
+// BenchmarkWhisperSpokenVideo sends a 1-minute spoken 720p video through
+// the whole stack (gateway, download by the GPU worker, whisper on a
+// generated base.en model, thumbnails) and reports where the time went,
+// from the worker's metadata.timings. `make bench` runs it (the whisper
+// row).
+func BenchmarkWhisperSpokenVideo(b *testing.B) {
+	for _, tool := range []string{"ffmpeg", "espeak-ng"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Skipf("SKIP: %s is not installed (scripts/setup installs it)", tool)
+		}
+	}
+	dir := b.TempDir()
+	wav := filepath.Join(dir, "speech.wav")
+	text := strings.Repeat("Ask not what your country can do for you, ask what you can do for your country. ", 12)
+	if out, err := exec.Command("espeak-ng", "-w", wav, text).CombinedOutput(); err != nil {
+		b.Fatalf("espeak-ng: %v: %s", err, out)
+	}
+	video := filepath.Join(dir, "talk.mp4")
+	ffmpeg(b, "-f", "lavfi", "-i", "testsrc=size=1280x720:rate=25:duration=60", "-stream_loop", "-1", "-i", wav,
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "60", video)
+	model, err := ggmlgen.Cached(filepath.Join(os.TempDir(), "morag-gpu-ggmlgen"), ggmlgen.Options{Name: "base.en", Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := startWhisperStack(b, model)
+	b.ResetTimer()
+	sum := map[string]float64{}
+	for i := 0; i < b.N; i++ {
+		res := s.processFile(b, video, map[string]any{"include_thumbnails": true})
+		if !res.Success {
+			b.Fatalf("success %v error %v", res.Success, res.ErrorMessage)
+		}
+		timings, _ := res.Metadata["timings"].(map[string]any)
+		for _, stage := range []string{"download", "probe", "decode_audio", "transcribe", "thumbnails"} {
+			v, _ := timings[stage].(float64)
+			sum[stage] += v
+		}
+	}
+	for stage, v := range sum {
+		b.ReportMetric(v/float64(b.N), stage+"-s")
+	}
 }

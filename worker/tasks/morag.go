@@ -451,7 +451,10 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 		return nil, forwardErr(m.forward(log, t, fmt.Sprintf("%s is not audio or video", in.Name)))
 	}
 	st.set(stateProcessing, map[string]any{"stage": "processing"})
+	downloaded := time.Since(in.Started) // the download, when there was one, came first
+	probeStart := time.Now()
 	pl, err := m.proc.decide(ctx, in.Path, in.Hint)
+	probed := time.Since(probeStart)
 	if err != nil {
 		return nil, m.mediaFailure(log, t, in, err)
 	}
@@ -480,7 +483,9 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 	meta["worker"] = t.Hostname
 	if dl := in.Download; dl != nil {
 		meta["download"] = map[string]any{"bytes": dl.Size, "sha256": dl.SHA256, "sha256_verified": dl.Verified, "resumes": dl.Resumes}
+		out.Timings["download"] = downloaded.Seconds()
 	}
+	out.Timings["probe"] = probed.Seconds()
 	if in.Options.VideoQuality != "" && pl.Kind == kindVideo {
 		meta["proxy"] = m.deliverProxy(ctx, t, log, in, out)
 	}

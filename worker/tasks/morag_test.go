@@ -191,6 +191,16 @@ func TestVideoWithFakeTranscriber(t *testing.T) {
 	if dl, _ := meta["download"].(map[string]any); dl["sha256_verified"] != true || dl["resumes"] != 1.0 {
 		t.Errorf("download metadata %v: want a verified, once-resumed download", meta["download"])
 	}
+	// Where the time went: every stage this task ran, in seconds.
+	timings, _ := meta["timings"].(map[string]any)
+	for _, stage := range []string{"download", "probe", "decode_audio", "transcribe", "thumbnails"} {
+		if v, ok := timings[stage].(float64); !ok || v < 0 {
+			t.Errorf("timings[%q] = %v, want seconds (timings %v)", stage, timings[stage], timings)
+		}
+	}
+	if _, ok := timings["proxy"]; ok {
+		t.Errorf("timings %v has a proxy stage the task did not run", timings)
+	}
 	content := res["content"].(string)
 	for _, want := range []string{"# Video Analysis", "| Resolution | 320x240 |", "| Audio | Yes (aac) |", "## Transcript",
 		"ask not what your country can do for you", "## Thumbnails", "![Thumbnail 5](thumbnail_5.jpg)"} {

@@ -176,6 +176,9 @@ type output struct {
 	ProxyFile string
 	ProxyPath media.Path
 	ProxyErr  error
+	// Timings is seconds per stage (metadata "timings"): where a slow task
+	// spent its time, for operators and for make bench.
+	Timings map[string]float64
 }
 
 // run processes the file as pl says. The transcriber must be present when
@@ -186,6 +189,7 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 	if report == nil {
 		report = func(float64, string) {}
 	}
+	timings := map[string]float64{}
 	var tr *transcribe.Transcript
 	if pl.NeedsTranscript {
 		if p.tr == nil {
@@ -193,9 +197,18 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 		}
 		// Transcription is most of the work: the first 80 %.
 		report(0, "transcribing")
+		// Decoding and transcribing are one stream: the time spent in fn
+		// (the transcriber's, per window) is transcription, the rest of
+		// the stream is ffmpeg decoding audio.
+		var inModel time.Duration
 		src := func(ctx context.Context, window time.Duration, fn func(time.Duration, []float32) error) error {
-			return p.tools.StreamPCM(ctx, j.Path, window, fn)
+			return p.tools.StreamPCM(ctx, j.Path, window, func(off time.Duration, pcm []float32) error {
+				t0 := time.Now()
+				defer func() { inModel += time.Since(t0) }()
+				return fn(off, pcm)
+			})
 		}
+		t0 := time.Now()
 		var err error
 		tr, err = transcribe.Stream(ctx, p.tr, src, p.window, pl.Info.Duration,
 			transcribe.Options{Language: j.Options.Language},
@@ -203,6 +216,8 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 		if err != nil {
 			return nil, fmt.Errorf("transcribe %s: %w", j.Name, err)
 		}
+		timings["transcribe"] = inModel.Seconds()
+		timings["decode_audio"] = (time.Since(t0) - inModel).Seconds()
 	}
 	if pl.Kind == kindAudio {
 		report(0.95, "formatting")
@@ -214,12 +229,20 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 		if content == "" {
 			meta["warning"] = "no speech was found: the transcript is empty"
 		}
-		return &output{Content: content, Metadata: meta}, nil
+		meta["timings"] = timings
+		return &output{Content: content, Metadata: meta, Timings: timings}, nil
 	}
-	return p.video(ctx, j, pl, tr, started, report)
+	return p.video(ctx, j, pl, tr, started, report, timings)
 }
 
-func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.Transcript, started time.Time, report func(float64, string)) (*output, error) {
+// timed runs fn and adds its wall time to timings[stage].
+func timed(timings map[string]float64, stage string, fn func()) {
+	t0 := time.Now()
+	fn()
+	timings[stage] += time.Since(t0).Seconds()
+}
+
+func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.Transcript, started time.Time, report func(float64, string), timings map[string]float64) (*output, error) {
 	out := &output{}
 	meta := morag.VideoMetadata(pl.Info)
 	// Audio extraction never decodes video, so without frames or a proxy
@@ -228,7 +251,10 @@ func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.T
 	var thumbs, keys []morag.Image
 	if j.Options.IncludeThumbnails {
 		report(0.82, "thumbnails")
-		frames, path, err := p.tools.Thumbnails(ctx, j.Path, media.FrameOptions{})
+		var frames []media.Frame
+		var path media.Path
+		var err error
+		timed(timings, "thumbnails", func() { frames, path, err = p.tools.Thumbnails(ctx, j.Path, media.FrameOptions{}) })
 		if err != nil {
 			return nil, fmt.Errorf("thumbnails of %s: %w", j.Name, err)
 		}
@@ -240,7 +266,10 @@ func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.T
 	}
 	if j.Options.ExtractKeyframes {
 		report(0.86, "keyframes")
-		frames, path, err := p.tools.Keyframes(ctx, j.Path, media.FrameOptions{})
+		var frames []media.Frame
+		var path media.Path
+		var err error
+		timed(timings, "keyframes", func() { frames, path, err = p.tools.Keyframes(ctx, j.Path, media.FrameOptions{}) })
 		if err != nil {
 			return nil, fmt.Errorf("keyframes of %s: %w", j.Name, err)
 		}
@@ -254,7 +283,7 @@ func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.T
 	}
 	if q := j.Options.VideoQuality; q != "" {
 		report(0.9, "transcoding a "+q+" proxy")
-		out.ProxyFile, out.ProxyPath, out.ProxyErr = p.proxy(ctx, j, q)
+		timed(timings, "proxy", func() { out.ProxyFile, out.ProxyPath, out.ProxyErr = p.proxy(ctx, j, q) })
 		if out.ProxyErr == nil {
 			used.Encode = out.ProxyPath.Encode
 			if !j.Options.IncludeThumbnails && !j.Options.ExtractKeyframes {
@@ -291,6 +320,8 @@ func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.T
 		}
 	}
 	meta["processing_time"] = time.Since(started).Seconds()
+	meta["timings"] = timings
+	out.Timings = timings
 	out.Metadata = meta
 	out.Content = morag.VideoMarkdown(morag.VideoInput{Info: pl.Info, Transcript: tr, Thumbnails: thumbs, Keyframes: keys})
 	return out, nil
