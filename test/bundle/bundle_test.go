@@ -188,7 +188,9 @@ func TestBundle(t *testing.T) {
 				continue
 			}
 			switch {
-			case regexp.MustCompile(`\b(nvdec|nvenc|scale_cuda|h264_cuvid)\b`).MatchString(line) && !strings.HasPrefix(line, "  \""):
+			case strings.HasPrefix(strings.TrimSpace(line), "\""), strings.HasPrefix(strings.TrimSpace(line), "{"):
+				// The detection JSON above the table.
+			case regexp.MustCompile(`\b(nvdec|nvenc|scale_cuda|h264_cuvid)\b`).MatchString(line):
 				if strings.Contains(line, "GPU vs CPU") {
 					continue
 				}
