@@ -108,6 +108,20 @@ func TestBundle(t *testing.T) {
 		return string(out), err
 	}
 
+	t.Run("under 64 MiB", func(t *testing.T) {
+		var size int64
+		filepath.Walk(b, func(_ string, fi os.FileInfo, err error) error {
+			if err == nil && fi.Mode().IsRegular() {
+				size += fi.Size()
+			}
+			return nil
+		})
+		t.Logf("bundle: %.1f MiB in files", float64(size)/(1<<20))
+		if size > 64<<20 {
+			t.Errorf("the bundle holds %.1f MiB of files, over 64 MiB", float64(size)/(1<<20))
+		}
+	})
+
 	t.Run("PATH has no system ffmpeg or Go", func(t *testing.T) {
 		out, _ := run(10*time.Second, "bash", "-c", "source "+b+"/libexec/bundle-env.sh; command -v ffmpeg ffprobe go || true")
 		lines := strings.Fields(out)
@@ -267,7 +281,7 @@ func videoTask(t *testing.T, b, sysbin string) {
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	gw := testenv.Start(t, work, env(sysbin, "REDIS_URL="+r.URL(), "MORAG_ADMIN_TOKEN=bundle-admin-token-0123456789abcdef"),
-		filepath.Join(b, "bin", "gateway"), "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", filepath.Join(work, "uploads"),
+		filepath.Join(b, "bin", "start-gateway"), "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", filepath.Join(work, "uploads"),
 		"-public-url", base, "-wait-timeout", "3m")
 	if !gw.WaitOutput("gateway listening", 60*time.Second) {
 		t.Fatalf("the bundled gateway did not start:\n%s", gw.Output())
