@@ -288,7 +288,7 @@ func videoTask(t *testing.T, b, sysbin string) {
 	}
 	worker := testenv.Start(t, work, env(sysbin, "REDIS_URL="+r.URL(), "MORAG_API_KEY="+key),
 		filepath.Join(b, "bin", "start-worker"),
-		append([]string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery"}, workerArgs...)...)
+		append([]string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery", "-loglevel", "info"}, workerArgs...)...)
 	if !worker.WaitOutput(`"ready."`, 90*time.Second) {
 		t.Fatalf("the bundled worker did not become ready:\n%s", worker.Output())
 	}
