@@ -5,7 +5,7 @@ GO       ?= go
 PKGS     := ./...
 BIN      := bin
 
-.PHONY: all setup build run test test-unit bench lint gpu-check whisper worker-whisper test-whisper clean
+.PHONY: all setup build run test test-unit bench lint gpu-check whisper worker-whisper test-whisper bundle clean
 
 all: build
 
@@ -49,6 +49,12 @@ test-whisper:
 # For a machine with an NVIDIA GPU: detection, NVDEC/NVENC vs CPU, whisper RTF.
 gpu-check:
 	@scripts/gpu-check
+
+# The self-contained GPU worker bundle: dist/morag-gpu-bundle/ and its
+# tarball (scripts/bundle; minimal ffmpeg from Debian 12's source, shared
+# whisper.cpp). `make test` then tests it (test/bundle).
+bundle:
+	@scripts/bundle
 
 clean:
 	rm -rf $(BIN) .run
