@@ -19,6 +19,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
+	"morag-gpu/contract"
 	"morag-gpu/protocol"
 )
 
@@ -224,7 +225,7 @@ func (d *Directory) Refresh(ctx context.Context) error {
 		}
 		w.Queues, w.queuesKnown, w.LastSeen = queues, true, now
 		for _, q := range queues {
-			if strings.Contains(q, "gpu-tasks") {
+			if contract.IsGPUQueue(q) {
 				w.GPU = true
 			}
 		}
@@ -312,7 +313,7 @@ func (d *Directory) ActiveTaskIDs(ctx context.Context) ([]string, error) {
 }
 
 func implementation(swIdent string) string {
-	if swIdent == "morag-gpu" || strings.HasPrefix(swIdent, "go") {
+	if swIdent == contract.WorkerSWIdent || strings.HasPrefix(swIdent, "go") {
 		return "go"
 	}
 	return "python"
