@@ -1,6 +1,6 @@
-package runner_test
+package integration_test
 
-// Integration tests: the Go worker binary (go run ./worker) against a real
+// Integration tests: the Go MoRAG worker binary (go run ./worker) against a real
 // redis-server and Debian's Python Celery 5.2.6 (clients, workers, the
 // celery CLI and an event receiver), each test on a private Redis.
 
