@@ -10,7 +10,10 @@ const (
 	WorkerSWIdent = "morag-gpu"
 	// WorkerSWVersion is its sw_ver.
 	WorkerSWVersion = "0.1.0"
+	// WorkerNodeName is the name part of the Go worker's node name, where
+	// Celery has "celery": a -hostname without "@" gets it.
+	WorkerNodeName = "gpu"
 	// WorkerHostname is the Go worker's default node name pattern (%h as
 	// in Celery's -n).
-	WorkerHostname = "gpu@%h"
+	WorkerHostname = WorkerNodeName + "@%h"
 )

@@ -26,7 +26,7 @@ func Example() {
 	log.Fatal(srv.RunWithSignals(context.Background())) // SIGTERM: finish running tasks, requeue the rest
 }
 
-// A handler that reports progress (PROGRESS state, as MoRAG's tasks do)
+// A handler that reports progress (a custom PROGRESS state)
 // and hands tasks it cannot do to another queue, unchanged.
 func ExampleMux_HandleFunc() {
 	mux := runner.NewMux()
