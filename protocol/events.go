@@ -135,7 +135,7 @@ type EventDispatcher struct {
 }
 
 // NewEventDispatcher creates a dispatcher for the node hostname (e.g.
-// "gpu@host") on database db. keyPrefix is kombu's global_keyprefix.
+// "celery@host") on database db. keyPrefix is kombu's global_keyprefix.
 func NewEventDispatcher(pool *redis.Pool, db int, hostname, keyPrefix string, opts ...NodeOption) *EventDispatcher {
 	cfg := newNodeConfig(opts)
 	return &EventDispatcher{

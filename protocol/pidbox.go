@@ -41,7 +41,7 @@ type Mailbox struct {
 	readyOnce sync.Once
 }
 
-// NewMailbox creates the mailbox node for hostname (e.g. "gpu@host") on
+// NewMailbox creates the mailbox node for hostname (e.g. "celery@host") on
 // database db. keyPrefix is kombu's global_keyprefix. Give it the
 // EventDispatcher's clock with WithClock, as a Python worker shares
 // app.clock.

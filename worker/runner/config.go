@@ -3,6 +3,7 @@ package runner
 import (
 	"errors"
 	"fmt"
+	"morag-gpu/protocol"
 	"os"
 	"reflect"
 	"strings"
@@ -102,7 +103,7 @@ const (
 	defaultVisibility    = time.Hour
 	defaultShutdownGrace = 30 * time.Second
 	defaultResultExpires = 24 * time.Hour
-	defaultQueue         = "celery"
+	defaultQueue         = protocol.DefaultQueue
 	defaultNodeName      = "celery"
 	defaultSWIdent       = "go-celery"
 	defaultSWVersion     = "0.1.0"
