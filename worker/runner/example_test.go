@@ -43,11 +43,11 @@ func ExampleMux_HandleFunc() {
 	// Output: [media.transcode]
 }
 
-// Celery's -n expansion.
+// Celery's -n expansion; a name without "@" gets Celery's "celery@".
 func ExampleExpandNodename() {
 	fmt.Println(runner.ExpandNodename("gpu@%h", "box1.example.com"))
 	fmt.Println(runner.ExpandNodename("%n-worker", "box1.example.com"))
 	// Output:
 	// gpu@box1.example.com
-	// gpu@box1-worker
+	// celery@box1-worker
 }
