@@ -24,7 +24,7 @@ type BrokerOptions struct {
 	PrioritySteps     []int         // default [0 3 6 9]
 	KeyPrefix         string        // global_keyprefix, default ""
 	// DeadLetterKey is the list undecodable messages are moved to, default
-	// DefaultDeadLetterKey.
+	// "celery.deadletter".
 	DeadLetterKey string
 	// DeliveryCountTTL bounds how long the start count of an unfinished
 	// message is kept (it must outlive the redeliveries it counts).
@@ -55,7 +55,7 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 		opts.PrioritySteps = []int{0, 3, 6, 9}
 	}
 	if opts.DeadLetterKey == "" {
-		opts.DeadLetterKey = DefaultDeadLetterKey
+		opts.DeadLetterKey = defaultDeadLetterKey
 	}
 	if opts.DeliveryCountTTL <= 0 {
 		opts.DeliveryCountTTL = max(24*time.Hour, 4*opts.VisibilityTimeout)

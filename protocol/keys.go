@@ -27,9 +27,9 @@ const (
 	// deliveryCountPrefix + delivery tag counts the unfinished starts of a
 	// message on Go workers (poison-message detection; not a kombu key).
 	deliveryCountPrefix = "celery.deliveries."
-	// DefaultDeadLetterKey is the list undecodable messages are moved to
-	// (Python drops them).
-	DefaultDeadLetterKey = "celery.deadletter"
+	// defaultDeadLetterKey is BrokerOptions.DeadLetterKey's default: the
+	// list undecodable messages are moved to (Python drops them).
+	defaultDeadLetterKey = "celery.deadletter"
 )
 
 // Celery's result backend keys (BaseKeyValueStoreBackend).

@@ -24,7 +24,7 @@ func TestKeysMatchDoc(t *testing.T) {
 	}
 	built = append(built,
 		bindingKey("<exchange>"), unackedKey, unackedIndexKey, unackedMutexKey,
-		deliveryCountKey("<delivery_tag>"), DefaultDeadLetterKey,
+		deliveryCountKey("<delivery_tag>"), defaultDeadLetterKey,
 		taskMetaKey("<task_id>"), groupMetaKey("<group_id>", ""),
 		groupMetaKey("<group_id>", ".j"), groupMetaKey("<group_id>", ".t"), groupMetaKey("<group_id>", ".s"),
 		eventChannel(db, "<group>.<event>"), bindingKey(eventExchange),
