@@ -8,10 +8,10 @@ const (
 	APIKeyPrefix = "morag:api_keys:"
 	// userPrefix is MoRAG's user_prefix; the per-user key index lives
 	// under it.
-	userPrefix     = "morag:users:"
-	taskOwnerPfx   = "morag:tasks:owner:"
-	resultPrefix   = "morag:results:"
-	transferPrefix = "morag:transfers:"
+	userPrefix      = "morag:users:"
+	taskOwnerPrefix = "morag:tasks:owner:"
+	resultPrefix    = "morag:results:"
+	transferPrefix  = "morag:transfers:"
 	// URLSecretKey holds the HMAC secret every gateway replica signs file
 	// URLs with.
 	URLSecretKey = "morag:gateway:url_secret"
@@ -24,7 +24,7 @@ func APIKeyKey(hash string) string { return APIKeyPrefix + hash }
 func UserKeysKey(userID string) string { return userPrefix + userID + ":keys" }
 
 // TaskOwnerKey records which user submitted a task ("" for none).
-func TaskOwnerKey(taskID string) string { return taskOwnerPfx + taskID }
+func TaskOwnerKey(taskID string) string { return taskOwnerPrefix + taskID }
 
 // ResultKey holds a result a remote worker uploaded for a task.
 func ResultKey(taskID string) string { return resultPrefix + taskID }
