@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"morag-gpu/contract"
 	"sort"
 	"time"
 
@@ -17,10 +18,6 @@ import (
 
 // Redis layout shared with MoRAG's APIKeyService.
 const (
-	// KeyPrefix precedes the sha256 hex of an API key.
-	KeyPrefix = "morag:api_keys:"
-	// UserPrefix is MoRAG's user_prefix; the per-user key index lives under it.
-	UserPrefix = "morag:users:"
 	// DefaultTTLDays is how long a key without expires_days stays in Redis.
 	DefaultTTLDays = 365
 	// MaxExpiresDays bounds expires_days; Python overflows its datetime a
@@ -109,9 +106,6 @@ func HashKey(apiKey string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// UserIndexKey is the Redis SET holding the hashes of userID's keys.
-func UserIndexKey(userID string) string { return UserPrefix + userID + ":keys" }
-
 func isKeyHash(s string) bool {
 	if len(s) != sha256.Size*2 {
 		return false
@@ -158,7 +152,7 @@ func (s *KeyService) Create(ctx context.Context, userID, description string, exp
 		return "", KeyData{}, fmt.Errorf("create API key: connect to redis: %w", err)
 	}
 	defer c.Close()
-	if _, err := s.create.DoContext(ctx, c, KeyPrefix+hash, UserIndexKey(userID),
+	if _, err := s.create.DoContext(ctx, c, contract.APIKeyKey(hash), contract.UserKeysKey(userID),
 		hash, encodeKeyData(data), ttlDays*86400); err != nil {
 		return "", KeyData{}, fmt.Errorf("create API key: store in redis: %w", err)
 	}
@@ -176,7 +170,7 @@ func (s *KeyService) Validate(ctx context.Context, apiKey string) (*KeyData, err
 		return nil, fmt.Errorf("validate API key: connect to redis: %w", err)
 	}
 	defer c.Close()
-	raw, err := redis.Bytes(redis.DoContext(c, ctx, "GET", KeyPrefix+HashKey(apiKey)))
+	raw, err := redis.Bytes(redis.DoContext(c, ctx, "GET", contract.APIKeyKey(HashKey(apiKey))))
 	if errors.Is(err, redis.ErrNil) {
 		return nil, nil
 	}
@@ -250,7 +244,7 @@ func (s *KeyService) Revoke(ctx context.Context, apiKeyOrHash string) (bool, err
 	if !isKeyHash(hash) {
 		hash = HashKey(apiKeyOrHash)
 	}
-	name := KeyPrefix + hash
+	name := contract.APIKeyKey(hash)
 	c, err := s.pool.GetContext(ctx)
 	if err != nil {
 		return false, fmt.Errorf("revoke API key: connect to redis: %w", err)
@@ -295,7 +289,7 @@ func (s *KeyService) List(ctx context.Context, userID string) ([]KeyInfo, error)
 		return nil, fmt.Errorf("list API keys: connect to redis: %w", err)
 	}
 	defer c.Close()
-	idx := UserIndexKey(userID)
+	idx := contract.UserKeysKey(userID)
 	hashes, err := redis.Strings(redis.DoContext(c, ctx, "SMEMBERS", idx))
 	if err != nil {
 		return nil, fmt.Errorf("list API keys: redis SMEMBERS %s: %w", idx, err)
@@ -309,7 +303,7 @@ func (s *KeyService) List(ctx context.Context, userID string) ([]KeyInfo, error)
 		hashes = hashes[n:]
 		args := make([]any, len(batch))
 		for i, h := range batch {
-			args[i] = KeyPrefix + h
+			args[i] = contract.APIKeyKey(h)
 		}
 		vals, err := redis.ByteSlices(redis.DoContext(c, ctx, "MGET", args...))
 		if err != nil {
@@ -359,7 +353,7 @@ func (s *KeyService) Reindex(ctx context.Context) (int, error) {
 	indexed := 0
 	cursor := "0"
 	for {
-		reply, err := redis.Values(redis.DoContext(c, ctx, "SCAN", cursor, "MATCH", KeyPrefix+"*", "COUNT", 500))
+		reply, err := redis.Values(redis.DoContext(c, ctx, "SCAN", cursor, "MATCH", contract.APIKeyPrefix+"*", "COUNT", 500))
 		if err != nil {
 			return indexed, fmt.Errorf("reindex API keys: redis SCAN: %w", err)
 		}
@@ -368,7 +362,7 @@ func (s *KeyService) Reindex(ctx context.Context) (int, error) {
 			return indexed, fmt.Errorf("reindex API keys: redis SCAN reply: %w", err)
 		}
 		for _, name := range names {
-			hash := name[len(KeyPrefix):]
+			hash := name[len(contract.APIKeyPrefix):]
 			if !isKeyHash(hash) {
 				continue
 			}
@@ -383,7 +377,7 @@ func (s *KeyService) Reindex(ctx context.Context) (int, error) {
 			if err != nil || ValidateUserID(d.UserID) != nil {
 				continue
 			}
-			n, err := redis.Int(s.index.DoContext(ctx, c, name, UserIndexKey(d.UserID), hash))
+			n, err := redis.Int(s.index.DoContext(ctx, c, name, contract.UserKeysKey(d.UserID), hash))
 			if err != nil {
 				return indexed, fmt.Errorf("reindex API keys: redis: %w", err)
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/contract"
 	"morag-gpu/internal/testenv"
 )
 
@@ -75,7 +76,7 @@ func TestCreateKeyFormatAndStorage(t *testing.T) {
 	if _, err := parsePyISO(data.CreatedAt); err != nil {
 		t.Fatalf("created_at %q: %v", data.CreatedAt, err)
 	}
-	name := KeyPrefix + HashKey(key)
+	name := contract.APIKeyKey(HashKey(key))
 	stored, err := redis.Bytes(r.Do("GET", name), nil)
 	if err != nil {
 		t.Fatalf("GET %s: %v", name, err)
@@ -149,7 +150,7 @@ print(json.dumps(res))
 			t.Errorf("python validate_api_key = %+v, want %+v", g, want)
 		}
 	}
-	if got := ttl(t, r, KeyPrefix+HashKey(key7)); got < 7*86400-60 || got > 7*86400 {
+	if got := ttl(t, r, contract.APIKeyKey(HashKey(key7))); got < 7*86400-60 || got > 7*86400 {
 		t.Fatalf("TTL with expires_days=7 = %d, want %d like Python", got, 7*86400)
 	}
 }
@@ -161,7 +162,7 @@ func TestGoValueIsWhatPythonJSONDumpsWrites(t *testing.T) {
 	descs := []string{"", "plain", "Ünïcode \"q\" \\ </script> & 😀 \u2028 \x00\x1f\x7f \b\f\n\r\t", strings.Repeat("é", 300)}
 	for i, d := range descs {
 		key, _ := mustCreate(t, svc, "alice", d, i)
-		name := KeyPrefix + HashKey(key)
+		name := contract.APIKeyKey(HashKey(key))
 		stored, err := redis.Bytes(r.Do("GET", name), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -203,7 +204,7 @@ print(kn)
 		if d.UserID != want.user || d.Description != want.desc || !d.Active || (d.ExpiresAt != nil) != want.expires {
 			t.Errorf("Validate(python key) = %+v", d)
 		}
-		name := KeyPrefix + HashKey(keys[i])
+		name := contract.APIKeyKey(HashKey(keys[i]))
 		if got := ttl(t, r, name); got < want.ttl-60 || got > want.ttl {
 			t.Errorf("python TTL %d, want %d", got, want.ttl)
 		}
@@ -230,7 +231,7 @@ func TestExpiredKeyIsInvalid(t *testing.T) {
 	}
 	past := pyISOFormat(time.Now().Add(-time.Hour))
 	data.ExpiresAt = &past
-	name := KeyPrefix + HashKey(key)
+	name := contract.APIKeyKey(HashKey(key))
 	r.Do("SET", name, encodeKeyData(data), "KEEPTTL")
 	if d, err := svc.Validate(ctx, key); d != nil || err != nil {
 		t.Fatalf("key with expires_at in the past: Validate = %+v, %v; want nil, nil", d, err)
@@ -257,7 +258,7 @@ func TestRevokeKeepsTTL(t *testing.T) {
 	svc, r, _ := newTestService(t)
 	ctx := ctxT(t)
 	key, _ := mustCreate(t, svc, "alice", "to revoke", 30)
-	name := KeyPrefix + HashKey(key)
+	name := contract.APIKeyKey(HashKey(key))
 	before, _ := redis.Bytes(r.Do("GET", name), nil)
 	ttlBefore := ttl(t, r, name)
 
@@ -300,7 +301,7 @@ sys.stdout.write(json.dumps(d))
 	if strings.TrimSpace(out) != "True" {
 		t.Fatalf("python revoke_api_key = %s", out)
 	}
-	if got := ttl(t, r, KeyPrefix+HashKey(pyKey)); got != -1 {
+	if got := ttl(t, r, contract.APIKeyKey(HashKey(pyKey))); got != -1 {
 		t.Fatalf("TTL after Python's revoke = %d; upstream drops it (-1). If this changed, update the docs", got)
 	}
 	if d, _ := svc.Validate(ctx, pyKey); d != nil {
@@ -311,7 +312,7 @@ sys.stdout.write(json.dumps(d))
 func TestRevokeCorruptValue(t *testing.T) {
 	svc, r, _ := newTestService(t)
 	ctx := ctxT(t)
-	r.Do("SET", KeyPrefix+HashKey("k"), "not json")
+	r.Do("SET", contract.APIKeyKey(HashKey("k")), "not json")
 	if ok, err := svc.Revoke(ctx, "k"); ok || err == nil || !strings.Contains(err.Error(), "DEL") {
 		t.Fatalf("Revoke(corrupt) = %v, %v; want an error that says how to remove it", ok, err)
 	}
@@ -330,7 +331,7 @@ func TestListUsesPerUserIndex(t *testing.T) {
 	if _, err := svc.Revoke(ctx, a2); err != nil {
 		t.Fatal(err)
 	}
-	r.Do("DEL", KeyPrefix+HashKey(gone)) // as if its TTL ran out
+	r.Do("DEL", contract.APIKeyKey(HashKey(gone))) // as if its TTL ran out
 
 	list, err := svc.List(ctx, "alice")
 	if err != nil {
@@ -359,11 +360,11 @@ func TestListUsesPerUserIndex(t *testing.T) {
 		t.Fatalf("List JSON = %s", js)
 	}
 	// The expired key's hash was pruned from the index.
-	if n, _ := redis.Int(r.Do("SISMEMBER", UserIndexKey("alice"), HashKey(gone)), nil); n != 0 {
+	if n, _ := redis.Int(r.Do("SISMEMBER", contract.UserKeysKey("alice"), HashKey(gone)), nil); n != 0 {
 		t.Fatal("expired key's hash still in alice's index")
 	}
 	// The index lives at least as long as the longest-lived key in it.
-	if it, kt := ttl(t, r, UserIndexKey("alice")), ttl(t, r, KeyPrefix+HashKey(a1)); it < kt {
+	if it, kt := ttl(t, r, contract.UserKeysKey("alice")), ttl(t, r, contract.APIKeyKey(HashKey(a1))); it < kt {
 		t.Fatalf("index TTL %d < key TTL %d", it, kt)
 	}
 	bl, err := svc.List(ctx, "bob")
@@ -398,7 +399,7 @@ asyncio.run(svc.create_api_key("bad user"))
 	if err != nil || len(l) != 1 || l[0].KeyHash != HashKey(key) {
 		t.Fatalf("List(carol) after Reindex = %+v, %v", l, err)
 	}
-	if it := ttl(t, r, UserIndexKey("carol")); it < 3*86400-60 {
+	if it := ttl(t, r, contract.UserKeysKey("carol")); it < 3*86400-60 {
 		t.Fatalf("index TTL %d shorter than the key's", it)
 	}
 }
@@ -418,8 +419,5 @@ func TestValidateUserID(t *testing.T) {
 		if err := ValidateUserID(good); err != nil {
 			t.Errorf("ValidateUserID(%q) = %v", good, err)
 		}
-	}
-	if GPUQueue("alice") != "gpu-tasks-alice" || CPUQueue("alice") != "cpu-tasks-alice" || DefaultQueue != "celery" {
-		t.Fatal("queue names differ from MoRAG's")
 	}
 }

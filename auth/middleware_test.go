@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"encoding/json"
+	"morag-gpu/contract"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -132,7 +133,7 @@ func TestMiddlewareRejectsExpiredAndRevokedKeys(t *testing.T) {
 	expiredKey, data := mustCreate(t, svc, "alice", "", 1)
 	past := pyISOFormat(time.Now().Add(-time.Hour))
 	data.ExpiresAt = &past
-	r.Do("SET", KeyPrefix+HashKey(expiredKey), encodeKeyData(data), "KEEPTTL")
+	r.Do("SET", contract.APIKeyKey(HashKey(expiredKey)), encodeKeyData(data), "KEEPTTL")
 	revoked, _ := mustCreate(t, svc, "alice", "", 0)
 	if ok, err := svc.Revoke(ctx, revoked); !ok || err != nil {
 		t.Fatal(ok, err)

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"morag-gpu/contract"
 )
 
 // Liveness tells whether some worker consuming queue has been seen alive
@@ -72,7 +73,7 @@ const (
 // alive according to live and, when need.Transcript, one of them can
 // transcribe; otherwise the task goes to celery and the reason says why.
 func Route(ctx context.Context, user *KeyData, gpuRequested bool, need Need, live Liveness) Decision {
-	d := Decision{Queue: DefaultQueue}
+	d := Decision{Queue: contract.DefaultQueue}
 	if user != nil {
 		d.UserID = user.UserID
 	}
@@ -87,7 +88,7 @@ func Route(ctx context.Context, user *KeyData, gpuRequested bool, need Need, liv
 		d.Reason = ReasonInvalidUserID
 		return d
 	}
-	q := GPUQueue(user.UserID)
+	q := contract.GPUQueue(user.UserID)
 	alive, err := false, error(nil)
 	if live == nil {
 		err = errors.New("no liveness source configured")

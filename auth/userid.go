@@ -5,19 +5,8 @@ import (
 	"fmt"
 )
 
-// DefaultQueue is Celery's default queue, where everything goes that is not
-// routed to a user's GPU queue.
-const DefaultQueue = "celery"
-
 // MaxUserIDLen is the longest user_id ValidateUserID accepts.
 const MaxUserIDLen = 64
-
-// GPUQueue is the queue a user's GPU workers consume, as MoRAG names it.
-// Callers must have checked userID with ValidateUserID.
-func GPUQueue(userID string) string { return "gpu-tasks-" + userID }
-
-// CPUQueue is the queue a user's CPU workers consume, as MoRAG names it.
-func CPUQueue(userID string) string { return "cpu-tasks-" + userID }
 
 // ValidateUserID checks that userID is safe to embed in a queue name, a Redis
 // key and a file path: 1 to 64 of A-Z a-z 0-9 _ . - (the pattern

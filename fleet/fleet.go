@@ -40,13 +40,22 @@ type Options struct {
 	AliveWindow time.Duration
 	// Refresh is how often every worker's queues are asked for (default 5 s).
 	Refresh time.Duration
-	Logger  zerolog.Logger
+	// GPUQueue says whether a queue is for GPU workers: a worker consuming
+	// one has Worker.GPU. Default: none is (only a worker's own "gpu"
+	// field sets it).
+	GPUQueue func(queue string) bool
+	// GoSWIdents are the sw_idents, besides those starting with "go",
+	// that mark a Go worker (Implementation "go"): the application's own
+	// workers, which report Capabilities.
+	GoSWIdents []string
+	Logger     zerolog.Logger
 }
 
 // Worker is one worker as the directory sees it.
 type Worker struct {
 	Hostname string `json:"hostname"`
-	// Implementation is "go" for morag-gpu workers, "python" for Celery.
+	// Implementation is "go" for Go workers (Options.GoSWIdents), "python"
+	// for Celery.
 	Implementation string    `json:"implementation"`
 	SWIdent        string    `json:"sw_ident,omitempty"`
 	SWVersion      string    `json:"sw_ver,omitempty"`
@@ -178,7 +187,7 @@ func (d *Directory) observe(e protocol.Event) {
 	if g, ok := e["gpu"].(bool); ok && g {
 		w.GPU = true
 	}
-	w.Implementation = implementation(w.SWIdent)
+	w.Implementation = d.implementation(w.SWIdent)
 }
 
 // Refresh asks every worker for its queues (pidbox active_queues) and
@@ -224,7 +233,7 @@ func (d *Directory) Refresh(ctx context.Context) error {
 		}
 		w.Queues, w.queuesKnown, w.LastSeen = queues, true, now
 		for _, q := range queues {
-			if strings.Contains(q, "gpu-tasks") {
+			if d.opts.GPUQueue != nil && d.opts.GPUQueue(q) {
 				w.GPU = true
 			}
 		}
@@ -255,7 +264,7 @@ func (d *Directory) fetchStats(ctx context.Context, hosts []string) {
 		}
 		if s, ok := m["sw_ident"].(string); ok && w.SWIdent == "" {
 			w.SWIdent = s
-			w.Implementation = implementation(s)
+			w.Implementation = d.implementation(s)
 		}
 		if g, ok := m["gpu"].(bool); ok && g {
 			w.GPU = true
@@ -311,8 +320,8 @@ func (d *Directory) ActiveTaskIDs(ctx context.Context) ([]string, error) {
 	return ids, err
 }
 
-func implementation(swIdent string) string {
-	if swIdent == "morag-gpu" || strings.HasPrefix(swIdent, "go") {
+func (d *Directory) implementation(swIdent string) string {
+	if strings.HasPrefix(swIdent, "go") || slices.Contains(d.opts.GoSWIdents, swIdent) {
 		return "go"
 	}
 	return "python"

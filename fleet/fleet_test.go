@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"morag-gpu/contract"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -34,7 +35,7 @@ func TestPythonWorkerLiveness(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	d := New(pool, Options{Refresh: time.Second})
+	d := New(pool, Options{Refresh: time.Second, GPUQueue: contract.IsGPUQueue})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -17,8 +17,6 @@ import (
 )
 
 const (
-	// taskKeyPrefix is BaseKeyValueStoreBackend.task_keyprefix.
-	taskKeyPrefix = "celery-task-meta-"
 	// DefaultResultExpires is Celery's result_expires default (1 day).
 	DefaultResultExpires = 24 * time.Hour
 	// resultMaxSize is RedisBackend._MAX_STR_VALUE_SIZE: Redis refuses
@@ -90,7 +88,7 @@ func resultKeyPrefix(p string) string {
 
 // TaskKey is the Redis key (and pub/sub channel) of taskID's result.
 func (b *Backend) TaskKey(taskID string) string {
-	return b.prefix + taskKeyPrefix + taskID
+	return b.prefix + taskMetaKey(taskID)
 }
 
 // resultStoreScript is RedisBackend._store_result + _set in one atomic step: keep

@@ -14,21 +14,8 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// sep separates a queue name from its priority band and the parts of a
-// binding, as kombu's Channel.sep does.
-const sep = "\x06\x16"
-
-// kombu's Redis key names (kombu/transport/redis.py Channel attributes).
-const (
-	unackedKey       = "unacked"
-	unackedIndexKey  = "unacked_index"
-	unackedMutexKey  = "unacked_mutex"
-	unackedMutexTTL  = 300 * time.Second
-	bindingKeyPrefix = "_kombu.binding."
-	// deliveryCountPrefix + delivery tag counts the unfinished starts of a
-	// message on Go workers (poison-message detection; not a kombu key).
-	deliveryCountPrefix = "celery.deliveries."
-)
+// unackedMutexTTL is kombu's unacked_mutex_expire.
+const unackedMutexTTL = 300 * time.Second
 
 // BrokerOptions mirror kombu's broker_transport_options. Every participant
 // on one Redis must use the same values.
@@ -68,7 +55,7 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 		opts.PrioritySteps = []int{0, 3, 6, 9}
 	}
 	if opts.DeadLetterKey == "" {
-		opts.DeadLetterKey = "celery.deadletter"
+		opts.DeadLetterKey = defaultDeadLetterKey
 	}
 	if opts.DeliveryCountTTL <= 0 {
 		opts.DeliveryCountTTL = max(24*time.Hour, 4*opts.VisibilityTimeout)
@@ -85,7 +72,7 @@ func (b *Broker) Options() BrokerOptions { return b.opts }
 func (b *Broker) key(name string) string { return b.opts.KeyPrefix + name }
 
 // countKey is the key holding tag's unfinished start count.
-func (b *Broker) countKey(tag string) string { return b.key(deliveryCountPrefix + tag) }
+func (b *Broker) countKey(tag string) string { return b.key(deliveryCountKey(tag)) }
 
 func (b *Broker) countTTL() int64 { return int64(b.opts.DeliveryCountTTL / time.Second) }
 
@@ -102,10 +89,8 @@ func (b *Broker) QueueForPriority(queue string, pri int) string {
 	if band == 0 {
 		return queue
 	}
-	return queue + sep + strconv.Itoa(band)
+	return bandQueue(queue, band)
 }
-
-func bindingMember(queue string) string { return queue + sep + sep + queue }
 
 func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 	c, err := b.pool.GetContext(ctx)
@@ -150,7 +135,7 @@ func (b *Broker) PublishWith(ctx context.Context, queue string, envelope []byte,
 	}
 	_ = c.Send("MULTI")
 	if !declared {
-		_ = c.Send("SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue))
+		_ = c.Send("SADD", b.key(bindingKey(queue)), bindingMember(queue))
 	}
 	for _, cmd := range also {
 		_ = c.Send(cmd.Name, cmd.Args...)
@@ -187,7 +172,7 @@ func (b *Broker) DeclareQueue(ctx context.Context, queue string) error {
 		return err
 	}
 	defer c.Close()
-	if _, err := redis.DoContext(c, ctx, "SADD", b.key(bindingKeyPrefix+queue), bindingMember(queue)); err != nil {
+	if _, err := redis.DoContext(c, ctx, "SADD", b.key(bindingKey(queue)), bindingMember(queue)); err != nil {
 		return fmt.Errorf("protocol: declare %s: %w", queue, err)
 	}
 	return nil
@@ -342,7 +327,7 @@ func (b *Broker) lookup(c redis.Conn, exchange, rk string) []string {
 	if exchange == "" {
 		return []string{rk}
 	}
-	members, err := redis.Strings(c.Do("SMEMBERS", b.key(bindingKeyPrefix+exchange)))
+	members, err := redis.Strings(c.Do("SMEMBERS", b.key(bindingKey(exchange))))
 	var out []string
 	if err == nil {
 		for _, m := range members {

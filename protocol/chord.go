@@ -13,15 +13,11 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// groupKeyPrefix is BaseKeyValueStoreBackend.group_keyprefix: chord
-// bookkeeping lives next to the saved GroupResult.
-const groupKeyPrefix = "celery-taskset-meta-"
-
 // GroupKey is the Redis key of group gid's bookkeeping with suffix
 // (".j" joined parts, ".t" size adjustment, ".s" chord size, "" the saved
 // GroupResult).
 func (b *Backend) GroupKey(gid, suffix string) string {
-	return b.prefix + groupKeyPrefix + gid + suffix
+	return b.prefix + groupMetaKey(gid, suffix)
 }
 
 // chordPartScript is RedisBackend.on_chord_part_return's pipeline (Celery

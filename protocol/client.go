@@ -9,9 +9,6 @@ import (
 	"time"
 )
 
-// DefaultQueue is Celery's task_default_queue.
-const DefaultQueue = "celery"
-
 // SendOptions are apply_async's options.
 type SendOptions struct {
 	TaskID   string

@@ -39,11 +39,6 @@ type ControlHandler func(ctx context.Context, req *ControlRequest) (any, error)
 // ErrNoReply, returned by a ControlHandler, suppresses the reply.
 var ErrNoReply = errors.New("protocol: no reply")
 
-const (
-	pidboxExchange      = "celery.pidbox"
-	pidboxReplyExchange = "reply.celery.pidbox"
-)
-
 // Control is the client side of remote control (Celery's app.control): it
 // reaches Python and Go workers alike. It is safe for concurrent use.
 type Control struct {
@@ -56,7 +51,7 @@ type Control struct {
 // NewControl creates a control client for database db; keyPrefix is kombu's
 // global_keyprefix.
 func NewControl(pool *redis.Pool, db int, keyPrefix string) *Control {
-	return &Control{pool: pool, prefix: keyPrefix, channel: keyPrefix + fanoutPrefix(db) + pidboxExchange}
+	return &Control{pool: pool, prefix: keyPrefix, channel: keyPrefix + fanoutChannel(db, pidboxExchange)}
 }
 
 // controlPollEvery bounds one BRPOP, so that a cancelled ctx is noticed
@@ -99,8 +94,7 @@ func (c *Control) Broadcast(ctx context.Context, method string, args map[string]
 	if timeout > 0 {
 		oid := uuid.NewString()
 		ticket = uuid.NewString()
-		queue = oid + "." + pidboxReplyExchange
-		binding = oid + pidboxSep + pidboxSep + queue
+		queue, binding = replyBinding(oid)
 		body = append(body,
 			fanoutField{"ticket", ticket},
 			fanoutField{"reply_to", fanoutObject{{"exchange", pidboxReplyExchange}, {"routing_key", oid}}})
@@ -122,7 +116,7 @@ func (c *Control) Broadcast(ctx context.Context, method string, args map[string]
 	defer conn.Close()
 	if timeout > 0 {
 		// Declare before publishing: workers look the queue up by binding.
-		if _, err := redis.DoContext(conn, ctx, "SADD", c.prefix+"_kombu.binding."+pidboxReplyExchange, binding); err != nil {
+		if _, err := redis.DoContext(conn, ctx, "SADD", c.prefix+bindingKey(pidboxReplyExchange), binding); err != nil {
 			return nil, fmt.Errorf("protocol: control %s: declare reply queue: %w", method, err)
 		}
 		defer c.deleteReplyQueue(ctx, queue, binding)
@@ -142,7 +136,7 @@ func (c *Control) collect(ctx context.Context, conn redis.Conn, method, queue, t
 	// A reply could be published with a priority; read every band.
 	keys := []any{c.prefix + queue}
 	for _, p := range []int{3, 6, 9} {
-		keys = append(keys, c.prefix+queue+pidboxSep+strconv.Itoa(p))
+		keys = append(keys, c.prefix+bandQueue(queue, p))
 	}
 	for got := 0; limit == 0 || got < limit; {
 		if err := ctx.Err(); err != nil {
@@ -201,8 +195,8 @@ func (c *Control) deleteReplyQueue(ctx context.Context, queue, binding string) {
 	defer conn.Close()
 	keys := []any{c.prefix + queue}
 	for _, p := range []int{3, 6, 9} {
-		keys = append(keys, c.prefix+queue+pidboxSep+strconv.Itoa(p))
+		keys = append(keys, c.prefix+bandQueue(queue, p))
 	}
 	_, _ = redis.DoContext(conn, ctx, "DEL", keys...)
-	_, _ = redis.DoContext(conn, ctx, "SREM", c.prefix+"_kombu.binding."+pidboxReplyExchange, binding)
+	_, _ = redis.DoContext(conn, ctx, "SREM", c.prefix+bindingKey(pidboxReplyExchange), binding)
 }

@@ -158,7 +158,7 @@ func fillDefaults(m *Message) {
 		m.Origin = anonNodename()
 	}
 	if m.RoutingKey == "" {
-		m.RoutingKey = "celery"
+		m.RoutingKey = DefaultQueue
 	}
 	if m.ArgsRepr == "" {
 		m.ArgsRepr = pythonArgsRepr(m.Args)

@@ -135,13 +135,13 @@ type EventDispatcher struct {
 }
 
 // NewEventDispatcher creates a dispatcher for the node hostname (e.g.
-// "gpu@host") on database db. keyPrefix is kombu's global_keyprefix.
+// "celery@host") on database db. keyPrefix is kombu's global_keyprefix.
 func NewEventDispatcher(pool *redis.Pool, db int, hostname, keyPrefix string, opts ...NodeOption) *EventDispatcher {
 	cfg := newNodeConfig(opts)
 	return &EventDispatcher{
 		pool:     pool,
 		hostname: hostname,
-		channel:  keyPrefix + fanoutPrefix(db) + "celeryev/",
+		channel:  keyPrefix + eventChannel(db, ""),
 		pid:      os.Getpid(),
 		clock:    cfg.clock,
 	}
@@ -222,7 +222,7 @@ func (d *EventDispatcher) Encode(typ string, fields map[string]any) (channel str
 		return "", nil, fmt.Errorf("protocol: send event %s: encode fields: %w", typ, err)
 	}
 	routingKey := strings.ReplaceAll(typ, "-", ".")
-	env, err := fanoutEnvelope(body, fanoutObject{{"hostname", d.hostname}}, 1, "celeryev", routingKey)
+	env, err := fanoutEnvelope(body, fanoutObject{{"hostname", d.hostname}}, 1, eventExchange, routingKey)
 	if err != nil {
 		return "", nil, fmt.Errorf("protocol: send event %s: %w", typ, err)
 	}
@@ -256,7 +256,7 @@ func ReceiveEvents(ctx context.Context, pool *redis.Pool, db int, keyPrefix, pat
 	log := cfg.log.With().Str("component", "events").Logger()
 	sub := fanoutSubscriber{
 		pool:    pool,
-		pattern: keyPrefix + fanoutPrefix(db) + "celeryev/" + strings.ReplaceAll(pattern, "#", "*"),
+		pattern: keyPrefix + eventChannel(db, "") + strings.ReplaceAll(pattern, "#", "*"),
 		log:     log,
 		onMessage: func(_ context.Context, channel string, data []byte) {
 			events, err := decodeEvents(data)
@@ -329,9 +329,6 @@ func pythonUTCOffset(t time.Time) int {
 // ---------------------------------------------------------------------------
 // kombu fanout plumbing shared by events.go, pidbox.go and control.go: the
 // envelope of a PUBLISHed or reply message, and JSON as Python writes it.
-
-// fanoutPrefix is kombu's keyprefix_fanout, "/{db}.".
-func fanoutPrefix(db int) string { return "/" + strconv.Itoa(db) + "." }
 
 // fanoutField and fanoutObject are a JSON object whose keys keep their order:
 // Python writes dict keys in insertion order and some readers (people,

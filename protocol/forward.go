@@ -31,7 +31,7 @@ func (b *Broker) Forward(ctx context.Context, tag, queue string, envelope []byte
 	}
 	defer c.Close()
 	n, err := redis.Int(forwardHeld.DoContext(ctx, c,
-		b.key(unackedKey), b.key(unackedIndexKey), b.key(b.QueueForPriority(queue, priority)), b.key(bindingKeyPrefix+queue), b.countKey(tag),
+		b.key(unackedKey), b.key(unackedIndexKey), b.key(b.QueueForPriority(queue, priority)), b.key(bindingKey(queue)), b.countKey(tag),
 		tag, envelope, bindingMember(queue)))
 	if err != nil {
 		return false, fmt.Errorf("protocol: forward %s to %s: %w", tag, queue, err)

@@ -16,9 +16,6 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// pidboxSep is kombu's binding separator (Channel.sep).
-const pidboxSep = "\x06\x16"
-
 // mailboxMaxInFlight bounds the handlers running at once, so that a flood
 // of requests cannot start unbounded goroutines; further requests wait.
 const mailboxMaxInFlight = 64
@@ -44,7 +41,7 @@ type Mailbox struct {
 	readyOnce sync.Once
 }
 
-// NewMailbox creates the mailbox node for hostname (e.g. "gpu@host") on
+// NewMailbox creates the mailbox node for hostname (e.g. "celery@host") on
 // database db. keyPrefix is kombu's global_keyprefix. Give it the
 // EventDispatcher's clock with WithClock, as a Python worker shares
 // app.clock.
@@ -54,8 +51,8 @@ func NewMailbox(pool *redis.Pool, db int, hostname, keyPrefix string, opts ...No
 		pool:     pool,
 		hostname: hostname,
 		prefix:   keyPrefix,
-		channel:  keyPrefix + fanoutPrefix(db) + "celery.pidbox",
-		binding:  pidboxSep + pidboxSep + hostname + ".celery.pidbox",
+		channel:  keyPrefix + fanoutChannel(db, pidboxExchange),
+		binding:  pidboxBinding(hostname),
 		clock:    cfg.clock,
 		log:      cfg.log.With().Str("component", "pidbox").Str("hostname", hostname).Logger(),
 		handlers: make(map[string]ControlHandler),
@@ -137,7 +134,7 @@ func (m *Mailbox) register(ctx context.Context) {
 	conn, err := dialFanout(ctx, m.pool)
 	if err == nil {
 		defer conn.Close()
-		_, err = redis.DoContext(conn, ctx, "SADD", m.prefix+"_kombu.binding.celery.pidbox", m.binding)
+		_, err = redis.DoContext(conn, ctx, "SADD", m.prefix+bindingKey(pidboxExchange), m.binding)
 	}
 	if err != nil && ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("cannot declare the pidbox binding")
@@ -153,7 +150,7 @@ func (m *Mailbox) unregister(ctx context.Context) {
 		return
 	}
 	defer conn.Close()
-	_, _ = redis.DoContext(conn, ctx, "SREM", m.prefix+"_kombu.binding.celery.pidbox", m.binding)
+	_, _ = redis.DoContext(conn, ctx, "SREM", m.prefix+bindingKey(pidboxExchange), m.binding)
 }
 
 // accept decodes a request and decides, as Node.handle_message does,
@@ -240,13 +237,13 @@ func (m *Mailbox) reply(ctx context.Context, req *ControlRequest, reply any) err
 		return fmt.Errorf("get redis connection: %w", err)
 	}
 	defer conn.Close()
-	members, err := redis.Strings(redis.DoContext(conn, ctx, "SMEMBERS", m.prefix+"_kombu.binding."+ex))
+	members, err := redis.Strings(redis.DoContext(conn, ctx, "SMEMBERS", m.prefix+bindingKey(ex)))
 	if err != nil {
 		return fmt.Errorf("SMEMBERS _kombu.binding.%s: %w", ex, err)
 	}
 	var queues []string
 	for _, member := range members {
-		parts := strings.Split(member, pidboxSep)
+		parts := strings.Split(member, sep)
 		if len(parts) == 3 && parts[0] == rk && !slices.Contains(queues, parts[2]) {
 			queues = append(queues, parts[2])
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/contract"
 	"morag-gpu/protocol"
 	"morag-gpu/worker/metrics"
 	"morag-gpu/worker/runner"
@@ -36,10 +37,10 @@ func main() {
 func run(args []string) error {
 	gpus := detectGPUs()
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	queues := fs.String("queues", "celery", "comma-separated queues to consume from")
+	queues := fs.String("queues", contract.DefaultQueue, "comma-separated queues to consume from")
 	concurrency := fs.Int("concurrency", max(1, len(gpus)), "tasks run at once (number of GPUs found by nvidia-smi, else 1)")
 	prefetch := fs.Int("prefetch", 0, "fetched tasks that may wait for a free slot (0: same as -concurrency, -1: none)")
-	hostname := fs.String("hostname", "gpu@%h", "node name; %h, %n, %d expand as in Celery")
+	hostname := fs.String("hostname", contract.WorkerHostname, "node name; %h, %n, %d expand as in Celery")
 	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
 	masterName := fs.String("redis-master-name", os.Getenv("REDIS_MASTER_NAME"), "Sentinel master name for a sentinel:// -redis URL that has no ?master_name= (env REDIS_MASTER_NAME)")
 	visibility := fs.Duration("visibility-timeout", time.Hour, "must equal broker_transport_options visibility_timeout of every Python worker")
@@ -53,7 +54,7 @@ func run(args []string) error {
 	maxDeliveries := fs.Int("max-deliveries", 3, "fail a message as a poison message (WorkerLostError, dead-lettered) once it has started this many times on Go workers without finishing; 0: never")
 	autoscale := fs.String("autoscale", "", "max,min: let the pool size follow the work in hand, as celery worker --autoscale")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
-	forward := fs.String("forward-unknown", "celery", "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
+	forward := fs.String("forward-unknown", contract.DefaultQueue, "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
 	forwardLive := fs.Bool("forward-only-to-live", true, "fail a task, saying what to start, rather than forward it to a queue no live worker consumes")
 	diagnostics := fs.Bool("diagnostics", false, "register the diag.* tasks")
 	expires := fs.Duration("result-expires", 24*time.Hour, "how long results are kept")
@@ -124,6 +125,9 @@ func run(args []string) error {
 		Concurrency:       *concurrency,
 		Prefetch:          *prefetch,
 		Hostname:          *hostname,
+		DefaultNodeName:   contract.WorkerNodeName,
+		SWIdent:           contract.WorkerSWIdent,
+		SWVersion:         contract.WorkerSWVersion,
 		RedisURL:          protocol.WithMasterName(*redisURL, *masterName),
 		VisibilityTimeout: *visibility,
 		ShutdownGrace:     *grace,

@@ -8,16 +8,13 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"morag-gpu/contract"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
 )
-
-// secretKey holds the shared signing secret when none is configured, so
-// every gateway on one Redis signs and checks URLs alike.
-const secretKey = "morag:gateway:url_secret"
 
 // Errors from Verify.
 var (
@@ -43,10 +40,10 @@ func LoadSecret(ctx context.Context, pool *redis.Pool, configured string) ([]byt
 		return nil, fmt.Errorf("files: redis: %w", err)
 	}
 	defer c.Close()
-	if _, err := redis.DoContext(c, ctx, "SET", secretKey, base64.RawURLEncoding.EncodeToString(raw[:]), "NX"); err != nil {
+	if _, err := redis.DoContext(c, ctx, "SET", contract.URLSecretKey, base64.RawURLEncoding.EncodeToString(raw[:]), "NX"); err != nil {
 		return nil, fmt.Errorf("files: store URL signing secret: %w", err)
 	}
-	s, err := redis.String(redis.DoContext(c, ctx, "GET", secretKey))
+	s, err := redis.String(redis.DoContext(c, ctx, "GET", contract.URLSecretKey))
 	if err != nil {
 		return nil, fmt.Errorf("files: read URL signing secret: %w", err)
 	}

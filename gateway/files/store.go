@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"morag-gpu/contract"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,9 +24,6 @@ import (
 )
 
 const (
-	// metaPrefix holds one JSON Upload per transfer id (the design doc's
-	// morag:transfers:{id}).
-	metaPrefix = "morag:transfers:"
 	// DefaultMaxAge is how long an upload is kept when its task never
 	// finishes (MoRAG's cleanup service uses 24 h).
 	DefaultMaxAge = 24 * time.Hour
@@ -189,7 +187,7 @@ func (s *Store) put(ctx context.Context, u *Upload) error {
 	}
 	defer c.Close()
 	ttl := int64((s.opts.MaxAge + time.Hour) / time.Second)
-	if _, err := redis.DoContext(c, ctx, "SET", metaPrefix+u.ID, data, "EX", ttl); err != nil {
+	if _, err := redis.DoContext(c, ctx, "SET", contract.TransferKey(u.ID), data, "EX", ttl); err != nil {
 		return fmt.Errorf("files: record upload in redis: %w", err)
 	}
 	return nil
@@ -213,7 +211,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Upload, error) {
 		return nil, fmt.Errorf("files: redis: %w", err)
 	}
 	defer c.Close()
-	raw, err := redis.Bytes(redis.DoContext(c, ctx, "GET", metaPrefix+id))
+	raw, err := redis.Bytes(redis.DoContext(c, ctx, "GET", contract.TransferKey(id)))
 	if errors.Is(err, redis.ErrNil) {
 		return nil, ErrNotFound
 	}
@@ -271,7 +269,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("files: redis: %w", cerr)
 	}
 	defer c.Close()
-	if _, err := redis.DoContext(c, ctx, "DEL", metaPrefix+id); err != nil {
+	if _, err := redis.DoContext(c, ctx, "DEL", contract.TransferKey(id)); err != nil {
 		return fmt.Errorf("files: redis: %w", err)
 	}
 	return nil

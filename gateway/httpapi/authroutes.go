@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 )
 
 // formValue reads a form field from a urlencoded or multipart body.
@@ -120,16 +121,16 @@ func (g *Gateway) queueInfo(c echo.Context) error {
 	}
 	if user == nil {
 		body := map[string]any{
-			"authenticated": false, "default_queue": auth.DefaultQueue,
+			"authenticated": false, "default_queue": contract.DefaultQueue,
 			"message":       "No authentication provided - using default queue",
-			"queue_lengths": map[string]int64{auth.DefaultQueue: length(auth.DefaultQueue)},
+			"queue_lengths": map[string]int64{contract.DefaultQueue: length(contract.DefaultQueue)},
 		}
 		if presentedKey(c) {
 			body["error"] = "Invalid API key"
 		}
 		return c.JSON(http.StatusOK, body)
 	}
-	gpuQ, cpuQ := auth.GPUQueue(user.UserID), auth.CPUQueue(user.UserID)
+	gpuQ, cpuQ := contract.GPUQueue(user.UserID), contract.CPUQueue(user.UserID)
 	live := []string{}
 	for _, w := range g.fleet.Workers() {
 		for _, q := range w.Queues {
@@ -141,8 +142,8 @@ func (g *Gateway) queueInfo(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, map[string]any{
 		"authenticated": true, "user_id": user.UserID, "gpu_queue": gpuQ, "cpu_queue": cpuQ,
-		"default_queue": auth.DefaultQueue, "message": "User-specific queues available",
-		"queue_lengths": map[string]int64{gpuQ: length(gpuQ), cpuQ: length(cpuQ), auth.DefaultQueue: length(auth.DefaultQueue)},
+		"default_queue": contract.DefaultQueue, "message": "User-specific queues available",
+		"queue_lengths": map[string]int64{gpuQ: length(gpuQ), cpuQ: length(cpuQ), contract.DefaultQueue: length(contract.DefaultQueue)},
 		"gpu_workers":   live, "gpu_available": len(live) > 0,
 	})
 }

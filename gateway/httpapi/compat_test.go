@@ -230,9 +230,9 @@ func pythonResult(m *protocol.Message) any {
 	one := map[string]any{"success": true, "content": "# Stand-in\n", "metadata": map[string]any{"task": m.Task},
 		"processing_time": 2, "error_message": nil}
 	switch m.Task {
-	case taskPrefix + "process_batch_task", ingestPrefix + "ingest_batch_task":
+	case "morag.worker.process_batch_task", "morag.ingest_tasks.ingest_batch_task":
 		return []any{one, one}
-	case taskPrefix + "search_task":
+	case "morag.worker.search_task":
 		return map[string]any{"results": []any{map[string]any{"id": "r1", "score": 0.5, "content": "hit"}}}
 	}
 	return one
@@ -334,7 +334,7 @@ func TestCompatUpstreamShapes(t *testing.T) {
 			"options": map[string]any{"k": 1}, "gpu": "false"})
 		status("process/url", res, 200)
 		checkModel(t, "process/url", res.Body, modelProcessingResult)
-		expectMsg("process/url", next("process/url"), taskPrefix+"process_url_task", "https://example.com/a", "web", map[string]any{"k": 1})
+		expectMsg("process/url", next("process/url"), "morag.worker.process_url_task", "https://example.com/a", "web", map[string]any{"k": 1})
 	})
 
 	t.Run("POST /process/file", func(t *testing.T) {
@@ -344,12 +344,12 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		checkModel(t, "process/file", res.Body, modelProcessingResult)
 		// The MIME type is normalized (normalize_content_type), the path
 		// keeps the client's name and extension.
-		expectMsg("process/file", next("process/file"), taskPrefix+"process_file_task",
+		expectMsg("process/file", next("process/file"), "morag.worker.process_file_task",
 			endsWith("_talk.mp4"), "video", map[string]any{"include_thumbnails": false})
 		// Without content_type none is sent: the worker detects it.
 		res = e.postForm("/process/file", map[string]string{"content_type": ""}, "notes.md", []byte("# notes"))
 		status("process/file without content_type", res, 200)
-		expectMsg("process/file without content_type", next("process/file"), taskPrefix+"process_file_task",
+		expectMsg("process/file without content_type", next("process/file"), "morag.worker.process_file_task",
 			endsWith("_notes.md"), nil, nil)
 	})
 
@@ -357,14 +357,14 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		res := e.postJSON("/process/web", map[string]any{"url": "https://example.com/page"})
 		status("process/web", res, 200)
 		checkModel(t, "process/web", res.Body, modelProcessingResult)
-		expectMsg("process/web", next("process/web"), taskPrefix+"process_web_page_task", "https://example.com/page", nil)
+		expectMsg("process/web", next("process/web"), "morag.worker.process_web_page_task", "https://example.com/page", nil)
 	})
 
 	t.Run("POST /process/youtube", func(t *testing.T) {
 		res := e.postJSON("/process/youtube", map[string]any{"url": "https://youtu.be/x", "options": map[string]any{"q": "720p"}})
 		status("process/youtube", res, 200)
 		checkModel(t, "process/youtube", res.Body, modelProcessingResult)
-		expectMsg("process/youtube", next("process/youtube"), taskPrefix+"process_youtube_video_task", "https://youtu.be/x", map[string]any{"q": "720p"})
+		expectMsg("process/youtube", next("process/youtube"), "morag.worker.process_youtube_video_task", "https://youtu.be/x", map[string]any{"q": "720p"})
 	})
 
 	t.Run("POST /process/batch", func(t *testing.T) {
@@ -378,7 +378,7 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		for _, it := range list {
 			checkModel(t, "process/batch item", it, modelProcessingResult)
 		}
-		expectMsg("process/batch", next("process/batch"), taskPrefix+"process_batch_task", items, nil)
+		expectMsg("process/batch", next("process/batch"), "morag.worker.process_batch_task", items, nil)
 	})
 
 	t.Run("POST /search", func(t *testing.T) {
@@ -386,10 +386,10 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		res := e.postJSON("/search", map[string]any{"query": "what is morag", "limit": "5"})
 		status("search", res, 200)
 		checkModel(t, "search", res.Body, model{{"results", "list"}})
-		expectMsg("search", next("search"), taskPrefix+"search_task", "what is morag", 5, nil)
+		expectMsg("search", next("search"), "morag.worker.search_task", "what is morag", 5, nil)
 		res = e.postJSON("/search", map[string]any{"query": "q", "filters": map[string]any{"source_type": "audio"}})
 		status("search with defaults", res, 200)
-		expectMsg("search with defaults", next("search"), taskPrefix+"search_task", "q", 10, map[string]any{"source_type": "audio"})
+		expectMsg("search with defaults", next("search"), "morag.worker.search_task", "q", 10, map[string]any{"source_type": "audio"})
 	})
 
 	var ingestID string
@@ -404,7 +404,7 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		}
 		ingestID, _ = m["task_id"].(string)
 		// source_type detected from the file as upstream does.
-		expectMsg("ingest/file", next("ingest/file"), ingestPrefix+"ingest_file_task", endsWith("_notes.md"), "document",
+		expectMsg("ingest/file", next("ingest/file"), "morag.ingest_tasks.ingest_file_task", endsWith("_notes.md"), "document",
 			map[string]any{"document_id": "doc-1", "replace_existing": true, "webhook_url": "", "metadata": map[string]any{"a": 1},
 				"use_docling": false, "chunk_size": 1000, "chunk_overlap": nil, "chunking_strategy": nil, "store_in_vector_db": true})
 		for name, want := range map[string]string{"talk.MP4": "video", "voice.ogg": "audio", "page.html": "web", "pic.jpeg": "image", "data.bin": "document"} {
@@ -427,12 +427,12 @@ func TestCompatUpstreamShapes(t *testing.T) {
 			if m := res.json(t); m["message"] != "URL ingestion started for "+url || m["estimated_time"] != 120.0 {
 				t.Errorf("ingest/url: %s", res.Body)
 			}
-			expectMsg("ingest/url "+url, next("ingest/url"), ingestPrefix+"ingest_url_task", url, want,
+			expectMsg("ingest/url "+url, next("ingest/url"), "morag.ingest_tasks.ingest_url_task", url, want,
 				map[string]any{"webhook_url": "", "metadata": map[string]any{"m": 1}, "store_in_vector_db": true})
 		}
 		res := e.postJSON("/api/v1/ingest/url", map[string]any{"url": "https://example.com/x", "source_type": "document"})
 		status("ingest/url with source_type", res, 200)
-		expectMsg("ingest/url with source_type", next("ingest/url"), ingestPrefix+"ingest_url_task", "https://example.com/x", "document",
+		expectMsg("ingest/url with source_type", next("ingest/url"), "morag.ingest_tasks.ingest_url_task", "https://example.com/x", "document",
 			map[string]any{"webhook_url": "", "metadata": map[string]any{}, "store_in_vector_db": true})
 	})
 
@@ -445,7 +445,7 @@ func TestCompatUpstreamShapes(t *testing.T) {
 		if !regexp.MustCompile(`^batch-[0-9a-f]{8}$`).MatchString(fmt.Sprint(m["batch_id"])) || m["message"] != "Batch ingestion started with 2 items" || m["total_items"] != 2.0 {
 			t.Errorf("ingest/batch: %s", res.Body)
 		}
-		expectMsg("ingest/batch", next("ingest/batch"), ingestPrefix+"ingest_batch_task", items,
+		expectMsg("ingest/batch", next("ingest/batch"), "morag.ingest_tasks.ingest_batch_task", items,
 			map[string]any{"webhook_url": "https://hook", "store_in_vector_db": true})
 	})
 

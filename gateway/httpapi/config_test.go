@@ -6,6 +6,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/contract"
 	"morag-gpu/internal/testenv"
 )
 
@@ -29,7 +30,7 @@ func TestKeyPrefixAndOwnerTTL(t *testing.T) {
 	if n, _ := redis.Int(r.Do("LLEN", "pfx:celery"), nil); n != 1 {
 		t.Errorf("LLEN pfx:celery = %d, want 1 (unprefixed celery: %v)", n, r.Do("LLEN", "celery"))
 	}
-	ttl, _ := redis.Int(r.Do("TTL", taskOwnerPrefix+id), nil)
+	ttl, _ := redis.Int(r.Do("TTL", contract.TaskOwnerKey(id)), nil)
 	if want := int((90 * time.Minute).Seconds()); ttl <= want-60 || ttl > want {
 		t.Errorf("owner TTL %d s, want about %d s", ttl, want)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 )
 
 // warningHeader carries, on an asynchronous answer, why the task may wait
@@ -68,14 +69,14 @@ func (g *Gateway) deadEnd(ctx context.Context, d auth.Decision, need auth.Need, 
 		return ""
 	}
 	msg := "No live worker can finish this task: "
-	if d.Detail != "" && d.Queue == auth.DefaultQueue {
+	if d.Detail != "" && d.Queue == contract.DefaultQueue {
 		msg += d.Detail + ", and " // why the GPU queue was passed over
 	}
 	msg += missing + ". Start "
 	if need.Transcript {
 		msg += "a worker with whisper (make worker-whisper)"
 		if d.UserID != "" && auth.ValidateUserID(d.UserID) == nil {
-			msg += " on " + auth.GPUQueue(d.UserID) + ","
+			msg += " on " + contract.GPUQueue(d.UserID) + ","
 		}
 		msg += " or "
 	}

@@ -14,12 +14,10 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 	"morag-gpu/gateway/files"
 	"morag-gpu/protocol"
 )
-
-// resultPrefix holds results remote workers upload, per task.
-const resultPrefix = "morag:results:"
 
 // getFile is GET /api/v1/files/{transfer_id}: with a valid signed token in
 // the query (what file_url carries), or with the owner's API key.
@@ -165,7 +163,7 @@ func (g *Gateway) uploadResult(c echo.Context) error {
 		g.log.Warn().Str("user", user.UserID).Str("task_id", taskID).Msg("refused a result for another user's task")
 		return taskNotFound(c) // as for an unknown task: existence does not leak
 	}
-	if _, err := redis.DoContext(conn, ctx, "SET", resultPrefix+taskID, record, "EX", int64(g.cfg.ResultExpires/time.Second)); err != nil {
+	if _, err := redis.DoContext(conn, ctx, "SET", contract.ResultKey(taskID), record, "EX", int64(g.cfg.ResultExpires/time.Second)); err != nil {
 		drop()
 		return detail(c, http.StatusServiceUnavailable, "Could not store the result: %v", err)
 	}
@@ -184,7 +182,7 @@ func (g *Gateway) resultOwner(ctx context.Context, conn redis.Conn, taskID strin
 	if err != nil || owner.user != "" {
 		return owner.user, err
 	}
-	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", resultPrefix+taskID))
+	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", contract.ResultKey(taskID)))
 	if errors.Is(err, redis.ErrNil) {
 		return "", nil
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
+	"morag-gpu/contract"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -67,7 +68,7 @@ func TestAttackReadOthersResults(t *testing.T) {
 		}
 	}
 	// The owner record was written with the publish, and expires.
-	if ttl, _ := r.Do("TTL", taskOwnerPrefix+id).(int64); ttl <= 0 || ttl > int64(e.gw.cfg.ownerTTL()/time.Second) {
+	if ttl, _ := r.Do("TTL", contract.TaskOwnerKey(id)).(int64); ttl <= 0 || ttl > int64(e.gw.cfg.ownerTTL()/time.Second) {
 		t.Errorf("owner record TTL %d", ttl)
 	}
 }

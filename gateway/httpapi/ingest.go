@@ -11,9 +11,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 )
-
-const ingestPrefix = "morag.ingest_tasks."
 
 var documentIDPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
@@ -118,7 +117,7 @@ func (g *Gateway) ingestFile(c echo.Context) error {
 		source = g.files.SignedURL(g.cfg.PublicURL, up.ID, g.cfg.URLTTL)
 		options["file_url"] = source
 	}
-	res, err := g.send(c, d, ingestPrefix+"ingest_file_task", []any{source, sourceType, options})
+	res, err := g.send(c, d, contract.IngestFileTask, []any{source, sourceType, options})
 	if err != nil {
 		_ = g.files.Delete(context.WithoutCancel(req.Context()), up.ID)
 		return enqueueError(c, err)
@@ -161,7 +160,7 @@ func (g *Gateway) ingestURL(c echo.Context) error {
 	options := map[string]any{"webhook_url": body.WebhookURL, "metadata": body.Metadata, "store_in_vector_db": true}
 	d, need := g.route(c, body.GPU, func() auth.Need { return urlNeed(body.URL, body.SourceType) })
 	g.checkDeadEnd(c, d, need, true) // ingest is always asynchronous
-	res, err := g.send(c, d, ingestPrefix+"ingest_url_task", []any{body.URL, nullable(body.SourceType), options})
+	res, err := g.send(c, d, contract.IngestURLTask, []any{body.URL, nullable(body.SourceType), options})
 	if err != nil {
 		return enqueueError(c, err)
 	}
@@ -190,7 +189,7 @@ func (g *Gateway) ingestBatch(c echo.Context) error {
 	}
 	d, _ := g.route(c, body.GPU, nil)
 	g.checkDeadEnd(c, d, auth.Need{}, true)
-	res, err := g.send(c, d, ingestPrefix+"ingest_batch_task",
+	res, err := g.send(c, d, contract.IngestBatchTask,
 		[]any{items, map[string]any{"webhook_url": body.WebhookURL, "store_in_vector_db": true}})
 	if err != nil {
 		return enqueueError(c, err)

@@ -2,13 +2,12 @@ package httpapi
 
 import (
 	_ "embed"
+	"morag-gpu/contract"
 	"net/http"
 	"slices"
 	"time"
 
 	"github.com/labstack/echo/v4"
-
-	"morag-gpu/auth"
 )
 
 //go:embed openapi.json
@@ -81,7 +80,7 @@ func (g *Gateway) health(c echo.Context) error {
 		} else {
 			py++
 		}
-		if slices.Contains(w.Queues, auth.DefaultQueue) {
+		if slices.Contains(w.Queues, contract.DefaultQueue) {
 			celery++
 		}
 	}

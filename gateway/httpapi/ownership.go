@@ -10,11 +10,12 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 	"morag-gpu/protocol"
 )
 
 // Task ownership. Every task the gateway publishes gets a record
-// morag:tasks:owner:<id>, written in the same transaction as the publish:
+// (contract.TaskOwnerKey), written in the same transaction as the publish:
 // the submitting user's id, or "" for a task submitted without a key.
 //
 //   - A task with an owner answers (status, result, cancel, upload-result)
@@ -25,8 +26,7 @@ import (
 //   - An id without a record was not issued by this gateway: it cannot be
 //     cancelled, and its status is shown only when a result exists (a task
 //     sent by a Python client straight to Celery).
-const taskOwnerPrefix = "morag:tasks:owner:"
-
+//
 // taskIDPattern is what a task id may look like here: Celery's uuids, the
 // gateway's "result-<uuid>", and other short printable ids. Anything else
 // (the attack used 900 KB ids) is refused before it reaches Redis.
@@ -53,7 +53,7 @@ func (o taskOwner) allows(caller *auth.KeyData) bool {
 // that waits in its queue longer loses its owner (see SECURITY.md).
 func (g *Gateway) ownerCommand(taskID, userID string) protocol.Command {
 	ttl := g.cfg.ownerTTL()
-	return protocol.Command{Name: "SET", Args: []any{taskOwnerPrefix + taskID, userID, "EX", int64(ttl / time.Second)}}
+	return protocol.Command{Name: "SET", Args: []any{contract.TaskOwnerKey(taskID), userID, "EX", int64(ttl / time.Second)}}
 }
 
 // owner reads a task's owner record.
@@ -67,7 +67,7 @@ func (g *Gateway) owner(ctx context.Context, taskID string) (taskOwner, error) {
 }
 
 func ownerOn(ctx context.Context, conn redis.Conn, taskID string) (taskOwner, error) {
-	user, err := redis.String(redis.DoContext(conn, ctx, "GET", taskOwnerPrefix+taskID))
+	user, err := redis.String(redis.DoContext(conn, ctx, "GET", contract.TaskOwnerKey(taskID)))
 	if errors.Is(err, redis.ErrNil) {
 		return taskOwner{}, nil
 	}
@@ -89,7 +89,7 @@ func (g *Gateway) ownedBy(ctx context.Context, ids []string, userID string) ([]s
 	defer conn.Close()
 	args := make([]any, len(ids))
 	for i, id := range ids {
-		args[i] = taskOwnerPrefix + id
+		args[i] = contract.TaskOwnerKey(id)
 	}
 	owners, err := redis.Values(redis.DoContext(conn, ctx, "MGET", args...))
 	if err != nil {

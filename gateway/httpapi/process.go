@@ -7,9 +7,8 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 )
-
-const taskPrefix = "morag.worker."
 
 func nullable(s string) any {
 	if s == "" {
@@ -77,10 +76,10 @@ func (g *Gateway) processFile(c echo.Context) error {
 		if uid == "" {
 			uid = "anonymous"
 		}
-		name = taskPrefix + "process_file_task_remote"
+		name = contract.ProcessFileRemoteTask
 		args = []any{g.files.SignedURL(g.cfg.PublicURL, up.ID, g.cfg.URLTTL), uid, contentType, optionsOrNil(options)}
 	} else {
-		name = taskPrefix + "process_file_task"
+		name = contract.ProcessFileTask
 		args = []any{g.files.Path(up), contentType, optionsOrNil(options)}
 	}
 	res, err := g.send(c, d, name, args)
@@ -152,13 +151,13 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 	var name string
 	var args []any
 	if d.GPU {
-		name = taskPrefix + remote
+		name = remote
 		args = []any{body.URL, d.UserID}
 		if withContentType {
 			args = append(args, nullable(body.ContentType))
 		}
 	} else {
-		name = taskPrefix + local
+		name = local
 		args = []any{body.URL}
 		if withContentType {
 			args = append(args, nullable(body.ContentType))
@@ -183,15 +182,15 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 }
 
 func (g *Gateway) processURL(c echo.Context) error {
-	return g.processURLish(c, "process_url_task", "process_url_task_remote", true)
+	return g.processURLish(c, contract.ProcessURLTask, contract.ProcessURLRemoteTask, true)
 }
 
 func (g *Gateway) processWeb(c echo.Context) error {
-	return g.processURLish(c, "process_web_page_task", "process_web_page_task_remote", false)
+	return g.processURLish(c, contract.ProcessWebPageTask, contract.ProcessWebPageRemoteTask, false)
 }
 
 func (g *Gateway) processYouTube(c echo.Context) error {
-	return g.processURLish(c, "process_youtube_video_task", "process_youtube_video_task_remote", false)
+	return g.processURLish(c, contract.ProcessYouTubeTask, contract.ProcessYouTubeRemoteTask, false)
 }
 
 // processBatch is POST /process/batch: a JSON list of results.
@@ -212,7 +211,7 @@ func (g *Gateway) processBatch(c echo.Context) error {
 	if why := g.checkDeadEnd(c, d, auth.Need{}, async); why != "" {
 		return g.unreachable(c, d, why)
 	}
-	res, err := g.send(c, d, taskPrefix+"process_batch_task", []any{items, optionsOrNil(options)})
+	res, err := g.send(c, d, contract.ProcessBatchTask, []any{items, optionsOrNil(options)})
 	if err != nil {
 		return enqueueError(c, err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"morag-gpu/contract"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -36,7 +37,7 @@ func TestTaskOwnershipGuards(t *testing.T) {
 	if left := uploadDirFiles(t, e.gw.files.Dir()); len(left) != 0 {
 		t.Fatalf("refused result upload left files: %v", left)
 	}
-	if n := r.Do("EXISTS", resultPrefix+taskID); n != int64(0) {
+	if n := r.Do("EXISTS", contract.ResultKey(taskID)); n != int64(0) {
 		t.Fatalf("refused result was stored")
 	}
 	// alice can.

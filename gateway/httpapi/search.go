@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 	"morag-gpu/protocol"
 )
 
@@ -35,7 +36,7 @@ func (g *Gateway) search(c echo.Context) error {
 	if why := g.checkDeadEnd(c, d, auth.Need{}, async); why != "" {
 		return g.unreachable(c, d, why)
 	}
-	res, err := g.send(c, d, taskPrefix+"search_task", []any{query, limit, optionsOrNil(filters)})
+	res, err := g.send(c, d, contract.SearchTask, []any{query, limit, optionsOrNil(filters)})
 	if err != nil {
 		return enqueueError(c, err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 	"morag-gpu/fleet"
 	"morag-gpu/gateway/files"
 	"morag-gpu/protocol"
@@ -266,7 +267,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.keys = auth.NewKeyService(pool)
 	g.guard = auth.NewGuard(g.keys, auth.GuardOptions{AdminToken: cfg.AdminToken, Logger: log})
 	g.trusted, _ = parseTrusted(cfg.TrustedProxies)
-	g.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Logger: log})
+	g.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Logger: log,
+		GPUQueue: contract.IsGPUQueue, GoSWIdents: []string{contract.WorkerSWIdent}})
 	g.files, err = files.New(pool, files.Options{
 		Dir: cfg.UploadDir, MaxSize: cfg.MaxUpload, Secret: secret, Logger: log,
 		QuotaUser: cfg.QuotaUser, QuotaAnonymous: cfg.QuotaAnonymous, MinFreeDisk: cfg.MinFreeDisk, FreeDisk: cfg.freeDisk,

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"morag-gpu/auth"
+	"morag-gpu/contract"
 	"morag-gpu/protocol"
 )
 
@@ -140,7 +140,7 @@ func (g *Gateway) statusActive(c echo.Context) error {
 // scrape or status call must not cost O(keyspace), as a SCAN for kombu's
 // bindings did.
 func (g *Gateway) knownQueues() []string {
-	set := map[string]bool{auth.DefaultQueue: true}
+	set := map[string]bool{contract.DefaultQueue: true}
 	for _, w := range g.fleet.Workers() {
 		for _, q := range w.Queues {
 			set[q] = true
@@ -245,13 +245,15 @@ func (g *Gateway) statusWorkers(c echo.Context) error {
 	var gpuLen int64
 	queues := map[string]any{}
 	for q, n := range lengths {
-		if strings.Contains(q, "gpu-tasks") {
+		if contract.IsGPUQueue(q) {
 			gpuLen += n
 		}
 		queues[q] = map[string]any{"length": n, "workers": perQueue[q]}
 	}
+	// "gpu-tasks" is MoRAG's response field summing every user's GPU
+	// queue, not a queue.
 	queues["gpu-tasks"] = map[string]any{"length": gpuLen, "workers": gpuWorkers}
-	queues["celery"] = map[string]any{"length": lengths["celery"], "workers": perQueue["celery"]}
+	queues[contract.DefaultQueue] = map[string]any{"length": lengths[contract.DefaultQueue], "workers": perQueue[contract.DefaultQueue]}
 	return c.JSON(http.StatusOK, map[string]any{
 		"workers":       map[string]any{"total": len(workers), "gpu": gpuWorkers, "cpu": cpuWorkers, "details": details},
 		"queues":        queues,

@@ -3,6 +3,7 @@ package runner
 import (
 	"errors"
 	"fmt"
+	"morag-gpu/protocol"
 	"os"
 	"reflect"
 	"strings"
@@ -25,8 +26,17 @@ type Config struct {
 	Prefetch int
 	// Hostname is the Celery node name, "name@host". %h, %n and %d expand as
 	// in Celery; a name without "@" is taken as the host part. Default
-	// "gpu@<hostname>".
+	// "<DefaultNodeName>@<hostname>".
 	Hostname string
+	// DefaultNodeName is the name part of the node name when Hostname is
+	// empty or has no "@". Default "celery", as `celery worker`.
+	DefaultNodeName string
+	// SWIdent and SWVersion are the worker's software identity in worker
+	// events, `inspect stats` and `inspect report` (Python sends sw_ident
+	// "py-celery" and Celery's version). Monitors and fleet directories
+	// tell implementations apart by it. Default "go-celery" and this
+	// library's version.
+	SWIdent, SWVersion string
 	// RedisURL is the broker and result backend. Default
 	// redis://localhost:6379/0.
 	RedisURL string
@@ -93,8 +103,10 @@ const (
 	defaultVisibility    = time.Hour
 	defaultShutdownGrace = 30 * time.Second
 	defaultResultExpires = 24 * time.Hour
-	defaultQueue         = "celery"
-	defaultNodePrefix    = "gpu"
+	defaultQueue         = protocol.DefaultQueue
+	defaultNodeName      = "celery"
+	defaultSWIdent       = "go-celery"
+	defaultSWVersion     = "0.1.0"
 )
 
 // withDefaults returns cfg with every zero field filled in, or an error
@@ -154,7 +166,16 @@ func (cfg Config) withDefaults() (Config, error) {
 	if err != nil || host == "" {
 		host = "localhost"
 	}
-	cfg.Hostname = ExpandNodename(cfg.Hostname, host)
+	if cfg.DefaultNodeName == "" {
+		cfg.DefaultNodeName = defaultNodeName
+	}
+	cfg.Hostname = expandNodename(cfg.Hostname, cfg.DefaultNodeName, host)
+	if cfg.SWIdent == "" {
+		cfg.SWIdent = defaultSWIdent
+	}
+	if cfg.SWVersion == "" {
+		cfg.SWVersion = defaultSWVersion
+	}
 	if cfg.Route == nil {
 		cfg.Route = func(string) string { return defaultQueue }
 	}
@@ -170,10 +191,16 @@ func (cfg Config) withDefaults() (Config, error) {
 // ExpandNodename turns a -hostname value into a Celery node name the way
 // `celery worker -n` does: "%h" is the host name, "%n" its first label,
 // "%d" the rest (the domain), "%%" a percent sign; a value without "@" is
-// the host part of "gpu@<value>"; an empty value is "gpu@<host>".
+// the host part of "celery@<value>"; an empty value is "celery@<host>".
 func ExpandNodename(value, host string) string {
+	return expandNodename(value, defaultNodeName, host)
+}
+
+// expandNodename is ExpandNodename with defaultName in place of "celery"
+// (Config.DefaultNodeName).
+func expandNodename(value, defaultName, host string) string {
 	if value == "" {
-		value = defaultNodePrefix + "@%h"
+		value = defaultName + "@%h"
 	}
 	name, domain, _ := strings.Cut(host, ".")
 	var b strings.Builder
@@ -200,7 +227,7 @@ func ExpandNodename(value, host string) string {
 	}
 	out := b.String()
 	if !strings.Contains(out, "@") {
-		out = defaultNodePrefix + "@" + out
+		out = defaultName + "@" + out
 	}
 	return out
 }

@@ -283,8 +283,8 @@ func (s *Server) ctlStats(context.Context, *protocol.ControlRequest) (any, error
 		"broker":         s.brokerInfo(),
 		"prefetch_count": s.prefetchCount(),
 		"rusage":         rusage(),
-		"sw_ident":       swIdent,
-		"sw_ver":         swVer,
+		"sw_ident":       s.cfg.SWIdent,
+		"sw_ver":         s.cfg.SWVersion,
 	} {
 		stats[k] = v
 	}
@@ -354,7 +354,7 @@ func (s *Server) ctlQueryTask(_ context.Context, req *protocol.ControlRequest) (
 
 func (s *Server) ctlReport(context.Context, *protocol.ControlRequest) (any, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\nsoftware -> %s:%s go:%s\n", swIdent, swVer, strings.TrimPrefix(runtime.Version(), "go"))
+	fmt.Fprintf(&b, "\nsoftware -> %s:%s go:%s\n", s.cfg.SWIdent, s.cfg.SWVersion, strings.TrimPrefix(runtime.Version(), "go"))
 	fmt.Fprintf(&b, "platform -> system:%s arch:%s\n", swSys(), runtime.GOARCH)
 	fmt.Fprintf(&b, "settings -> transport:redis results:%s\n\n", redactURL(s.cfg.RedisURL))
 	fmt.Fprintf(&b, "queues: %s\nconcurrency: %d\nprefetch: %d\nvisibility_timeout: %s\n",

@@ -48,4 +48,10 @@
 // sends worker and task events. Config.Observer is told about tasks, held
 // messages, lease refreshes and dead letters as they happen, for metrics
 // (worker/metrics implements it for Prometheus).
+//
+// The worker's identity is the application's to choose: Config.SWIdent and
+// Config.SWVersion go into worker events and `inspect stats` (where
+// monitors tell implementations apart; default "go-celery"), and
+// Config.DefaultNodeName names the node when Config.Hostname does not
+// (default "celery", so "celery@<host>" as `celery worker`).
 package runner

@@ -12,12 +12,6 @@ import (
 	"morag-gpu/protocol"
 )
 
-// Software identity in worker events (Python sends sw_ident "py-celery").
-const (
-	swIdent = "morag-gpu"
-	swVer   = "0.1.0"
-)
-
 // heartbeatInterval is Celery's default worker heartbeat (freq 2.0).
 const heartbeatInterval = 2 * time.Second
 
@@ -57,8 +51,8 @@ func (s *Server) workerEvent(ctx context.Context, typ string, freq any) {
 		"active":    active,
 		"processed": processed,
 		"loadavg":   loadAverage(),
-		"sw_ident":  swIdent,
-		"sw_ver":    swVer,
+		"sw_ident":  s.cfg.SWIdent,
+		"sw_ver":    s.cfg.SWVersion,
 		"sw_sys":    swSys(),
 	}
 	ctx, cancel := context.WithTimeout(ctx, eventTimeout)

@@ -26,7 +26,7 @@ func Example() {
 	log.Fatal(srv.RunWithSignals(context.Background())) // SIGTERM: finish running tasks, requeue the rest
 }
 
-// A handler that reports progress (PROGRESS state, as MoRAG's tasks do)
+// A handler that reports progress (a custom PROGRESS state)
 // and hands tasks it cannot do to another queue, unchanged.
 func ExampleMux_HandleFunc() {
 	mux := runner.NewMux()
@@ -43,11 +43,11 @@ func ExampleMux_HandleFunc() {
 	// Output: [media.transcode]
 }
 
-// Celery's -n expansion.
+// Celery's -n expansion; a name without "@" gets Celery's "celery@".
 func ExampleExpandNodename() {
 	fmt.Println(runner.ExpandNodename("gpu@%h", "box1.example.com"))
 	fmt.Println(runner.ExpandNodename("%n-worker", "box1.example.com"))
 	// Output:
 	// gpu@box1.example.com
-	// gpu@box1-worker
+	// celery@box1-worker
 }

@@ -130,7 +130,10 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 	s.initPoolLocked()
 	s.taskEvents.Store(cfg.Events)
 	if cfg.ForwardOnlyToLive {
-		s.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Refresh: fleetRefresh, Logger: s.log})
+		// Peers with this worker's sw_ident are Go workers like it, whose
+		// Capabilities a ForwardError.Accept may read.
+		s.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Refresh: fleetRefresh, Logger: s.log,
+			GoSWIdents: []string{cfg.SWIdent}})
 	}
 	s.registerControl()
 	return s, nil

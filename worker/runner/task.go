@@ -18,7 +18,7 @@ type Task struct {
 	Args    []any  // numbers are json.Number
 	Kwargs  map[string]any
 	Retries int
-	// Hostname is this worker's node name (e.g. "gpu@host").
+	// Hostname is this worker's node name (e.g. "celery@host").
 	Hostname string
 	// Info is Config.Info (read-only).
 	Info    map[string]any
@@ -28,8 +28,8 @@ type Task struct {
 }
 
 // Progress stores the custom PROGRESS state with meta
-// {"progress": fraction, "message": message}, the shape MoRAG's clients
-// poll. fraction is clamped to [0, 1].
+// {"progress": fraction, "message": message}, for clients to poll.
+// fraction is clamped to [0, 1].
 func (t *Task) Progress(ctx context.Context, fraction float64, message string) error {
 	if math.IsNaN(fraction) {
 		return errors.New("runner: Progress fraction is NaN; pass a value between 0 and 1")

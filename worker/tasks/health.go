@@ -3,11 +3,12 @@ package tasks
 import (
 	"context"
 
+	"morag-gpu/contract"
 	"morag-gpu/worker/runner"
 )
 
 // HealthCheck is MoRAG's health task name; the Go worker always serves it.
-const HealthCheck = "morag.worker.health_check_task"
+const HealthCheck = contract.HealthCheckTask
 
 // RegisterHealth adds morag.worker.health_check_task(), which returns
 // {"status": "healthy", "worker": hostname, "gpu": Config.Info["gpu"] or

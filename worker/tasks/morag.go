@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/contract"
 	"morag-gpu/fleet"
 	"morag-gpu/media"
 	"morag-gpu/media/transcribe"
@@ -21,15 +22,12 @@ import (
 	"morag-gpu/worker/runner"
 )
 
-// MoRAG's media tasks, served here (names and signatures as upstream's
-// morag.worker at bb0da91).
+// MoRAG's media tasks, served here (names and signatures in package
+// contract, which the gateway sends by).
 const (
-	// ProcessFileRemote(file_url, user_id, content_type=None, task_options=None)
-	ProcessFileRemote = "morag.worker.process_file_task_remote"
-	// ProcessURLRemote(url, user_id, content_type=None, task_options=None)
-	ProcessURLRemote = "morag.worker.process_url_task_remote"
-	// ProcessFile(file_path, content_type=None, options=None)
-	ProcessFile = "morag.worker.process_file_task"
+	ProcessFileRemote = contract.ProcessFileRemoteTask
+	ProcessURLRemote  = contract.ProcessURLRemoteTask
+	ProcessFile       = contract.ProcessFileTask
 )
 
 // pythonTasks are MoRAG tasks whose work (documents, web pages, YouTube,
@@ -37,16 +35,16 @@ const (
 // do; the Go worker forwards them unchanged.
 func pythonTasks() []string {
 	return []string{
-		"morag.worker.process_url_task",
-		"morag.worker.process_web_page_task",
-		"morag.worker.process_youtube_video_task",
-		"morag.worker.process_batch_task",
-		"morag.worker.search_task",
-		"morag.worker.process_web_page_task_remote",
-		"morag.worker.process_youtube_video_task_remote",
-		"morag.ingest_tasks.ingest_file_task",
-		"morag.ingest_tasks.ingest_url_task",
-		"morag.ingest_tasks.ingest_batch_task",
+		contract.ProcessURLTask,
+		contract.ProcessWebPageTask,
+		contract.ProcessYouTubeTask,
+		contract.ProcessBatchTask,
+		contract.SearchTask,
+		contract.ProcessWebPageRemoteTask,
+		contract.ProcessYouTubeRemoteTask,
+		contract.IngestFileTask,
+		contract.IngestURLTask,
+		contract.IngestBatchTask,
 	}
 }
 
@@ -479,7 +477,7 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 	}
 	meta := out.Metadata
 	meta["content_type"] = pl.Kind.String()
-	meta["processed_by"] = "morag-gpu"
+	meta["processed_by"] = contract.WorkerSWIdent
 	meta["worker"] = t.Hostname
 	if dl := in.Download; dl != nil {
 		meta["download"] = map[string]any{"bytes": dl.Size, "sha256": dl.SHA256, "sha256_verified": dl.Verified, "resumes": dl.Resumes}

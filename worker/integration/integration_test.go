@@ -1,6 +1,6 @@
-package runner_test
+package integration_test
 
-// Integration tests: the Go worker binary (go run ./worker) against a real
+// Integration tests: the Go MoRAG worker binary (go run ./worker) against a real
 // redis-server and Debian's Python Celery 5.2.6 (clients, workers, the
 // celery CLI and an event receiver), each test on a private Redis.
 
@@ -319,6 +319,9 @@ func TestInspectAndRevokeTerminate(t *testing.T) {
 		if _, ok := st[key]; !ok {
 			t.Errorf("inspect stats lacks %q (Flower reads it): %v", key, st)
 		}
+	}
+	if st["sw_ident"] != "morag-gpu" || st["sw_ver"] != "0.1.0" {
+		t.Errorf("inspect stats sw_ident, sw_ver = %v, %v; want the MoRAG worker's morag-gpu, 0.1.0 (the fleet tells Go workers by it)", st["sw_ident"], st["sw_ver"])
 	}
 	if reg := celeryCLI(t, r.URL(), "inspect", "registered", "--json", "-t", "10", "-d", node); !strings.Contains(reg, "diag.sleep") {
 		t.Errorf("inspect registered = %s", reg)
