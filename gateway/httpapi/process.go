@@ -208,19 +208,9 @@ func (g *Gateway) processBatch(c echo.Context) error {
 		return unprocessable(c, v.errs...)
 	}
 	d, _ := g.route(c, false, nil)
-	if why := g.checkDeadEnd(c, d, auth.Need{}, async); why != "" {
-		return g.unreachable(c, d, why)
-	}
-	res, err := g.send(c, d, contract.ProcessBatchTask, []any{items, optionsOrNil(options)})
-	if err != nil {
-		return enqueueError(c, err)
-	}
-	if async {
-		return g.accepted(c, res.ID, d)
-	}
-	meta, err := g.wait(c, res, d, auth.Need{})
-	if err != nil {
-		return g.waitError(c, res.ID, err)
+	meta, err := g.submit(c, d, auth.Need{}, async, contract.ProcessBatchTask, []any{items, optionsOrNil(options)})
+	if meta == nil {
+		return err
 	}
 	if terr := meta.Err(); terr != nil {
 		return c.JSON(http.StatusOK, []ProcessingResult{g.toResult(meta, d)})

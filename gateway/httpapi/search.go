@@ -33,20 +33,10 @@ func (g *Gateway) search(c echo.Context) error {
 		return unprocessable(c, v.errs...)
 	}
 	d, _ := g.route(c, false, nil)
-	if why := g.checkDeadEnd(c, d, auth.Need{}, async); why != "" {
-		return g.unreachable(c, d, why)
-	}
-	res, err := g.send(c, d, contract.SearchTask, []any{query, limit, optionsOrNil(filters)})
-	if err != nil {
-		return enqueueError(c, err)
-	}
 	routingHeaders(c, d)
-	if async {
-		return g.accepted(c, res.ID, d)
-	}
-	meta, err := g.wait(c, res, d, auth.Need{})
-	if err != nil {
-		return g.waitError(c, res.ID, err)
+	meta, err := g.submit(c, d, auth.Need{}, async, contract.SearchTask, []any{query, limit, optionsOrNil(filters)})
+	if meta == nil {
+		return err
 	}
 	if terr := meta.Err(); terr != nil {
 		// Upstream: HTTPException(500, str(e)).
@@ -56,7 +46,7 @@ func (g *Gateway) search(c echo.Context) error {
 		if errors.As(terr, &te) && len(te.ExcMessage) > 0 {
 			msg = fmt.Sprint(te.ExcMessage...)
 		}
-		return detail(c, http.StatusInternalServerError, "%s", msg)
+		return detail(c, http.StatusInternalServerError, "%s", *g.publicMessage(meta.TaskID, &msg))
 	}
 	var out any
 	if err := meta.DecodeResult(&out); err != nil {

@@ -107,3 +107,25 @@ func (g *Gateway) waitError(c echo.Context, id string, err error) error {
 	}
 	return detail(c, http.StatusServiceUnavailable, "waiting for task %s failed: %v", id, err)
 }
+
+// submit is the route-independent half of a task route: refuse a dead end
+// (503), send name(args) on d.Queue, answer 202 when async, else wait for
+// the result. A nil meta means the answer is already written and the
+// returned error is the handler's; otherwise the caller shapes meta.
+func (g *Gateway) submit(c echo.Context, d auth.Decision, need auth.Need, async bool, name string, args []any) (*protocol.ResultMeta, error) {
+	if why := g.checkDeadEnd(c, d, need, async); why != "" {
+		return nil, g.unreachable(c, d, why)
+	}
+	res, err := g.send(c, d, name, args)
+	if err != nil {
+		return nil, enqueueError(c, err)
+	}
+	if async {
+		return nil, g.accepted(c, res.ID, d)
+	}
+	meta, err := g.wait(c, res, d, need)
+	if err != nil {
+		return nil, g.waitError(c, res.ID, err)
+	}
+	return meta, nil
+}
