@@ -52,10 +52,10 @@ func (w *leaseWatch) leaseStart(r *request) time.Time {
 	return ok
 }
 
-// lapsed reports whether r's lease, last renewed at since, is older than
-// vt at now: only while refreshes fail, and only strictly past vt (a score
-// exactly vt old may still be touched before a restorer sweeps). It reads
-// no clock, so tests decide the boundary exactly.
+// lapsed reports whether r's lease, last renewed at since, is strictly
+// older than vt at now; while refreshes succeed no lease lapses. It takes
+// now instead of reading a clock, so a test can decide the boundary to
+// the nanosecond instead of sleeping across it.
 func (w *leaseWatch) lapsed(r *request, now time.Time, vt time.Duration) (since time.Time, lost bool) {
 	if !w.failing.Load() {
 		return time.Time{}, false
