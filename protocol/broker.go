@@ -12,6 +12,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/clock"
 )
 
 // unackedMutexTTL is kombu's unacked_mutex_expire.
@@ -33,6 +35,13 @@ type BrokerOptions struct {
 	// Logger receives transport warnings (dead letters, double deliveries).
 	// The zero value discards them.
 	Logger zerolog.Logger
+	// Clock supplies the times written as lease scores into unacked_index
+	// (fetch, Touch), the restore ceiling (RestoreExpired) and dead-letter
+	// timestamps. The Lua scripts never read Redis's TIME, so scores and the
+	// ceiling always come from this one clock; tests pass a clock.Fake to
+	// expire or keep a lease exactly. Default: the wall clock. Python peers
+	// read their own wall clock, so production must keep the default.
+	Clock clock.Clock
 }
 
 // Broker is the kombu-compatible Redis transport. Every Redis state change
@@ -59,6 +68,9 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 	}
 	if opts.DeliveryCountTTL <= 0 {
 		opts.DeliveryCountTTL = max(24*time.Hour, 4*opts.VisibilityTimeout)
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
 	}
 	return &Broker{pool: pool, opts: opts}
 }
@@ -277,7 +289,7 @@ func (b *Broker) restoreByTag(ctx context.Context, tag string, leftmost, uncount
 		if perr != nil {
 			// An entry nobody can parse goes to the dead letters, not to
 			// the void.
-			_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(entry, "", "unrestorable: "+perr.Error()))
+			_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(b.opts.Clock.Now(), entry, "", "unrestorable: "+perr.Error()))
 		}
 		for _, q := range targets {
 			cmd := "RPUSH"
@@ -357,7 +369,7 @@ func (b *Broker) Touch(ctx context.Context, tags ...string) error {
 		return err
 	}
 	defer c.Close()
-	now := unixScore(time.Now())
+	now := unixScore(b.opts.Clock.Now())
 	args := make([]any, 0, 2+2*len(tags))
 	args = append(args, b.key(unackedIndexKey), "XX")
 	for _, t := range tags {
@@ -409,7 +421,7 @@ func (b *Broker) RestoreExpired(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("protocol: restore: take unacked_mutex: %v", err)
 	}
 	defer func() { _, _ = releaseMutex.Do(c, b.key(unackedMutexKey), token) }()
-	ceil := unixScore(time.Now().Add(-b.opts.VisibilityTimeout))
+	ceil := unixScore(b.opts.Clock.Now().Add(-b.opts.VisibilityTimeout))
 	tags, err := redis.Strings(c.Do("ZREVRANGEBYSCORE", b.key(unackedIndexKey), ceil, 0))
 	if err != nil {
 		return 0, fmt.Errorf("protocol: restore: read unacked_index: %w", err)
@@ -446,7 +458,7 @@ func (b *Broker) DeadLetter(ctx context.Context, d *Delivery, reason string) err
 		_ = c.Send("ZREM", b.key(unackedIndexKey), d.Tag)
 		_ = c.Send("HDEL", b.key(unackedKey), d.Tag)
 	}
-	_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(d.Raw, d.Queue, reason))
+	_ = c.Send("LPUSH", b.key(b.opts.DeadLetterKey), deadLetterEntry(b.opts.Clock.Now(), d.Raw, d.Queue, reason))
 	if d.Tag != "" {
 		_ = c.Send("DEL", b.countKey(d.Tag))
 	}
@@ -459,11 +471,11 @@ func (b *Broker) DeadLetter(ctx context.Context, d *Delivery, reason string) err
 	return nil
 }
 
-func deadLetterEntry(raw []byte, queue, reason string) []byte {
+func deadLetterEntry(now time.Time, raw []byte, queue, reason string) []byte {
 	e, _ := json.Marshal(map[string]any{
 		"reason": reason,
 		"queue":  queue,
-		"time":   FormatTime(time.Now()),
+		"time":   FormatTime(now),
 		"raw":    string(raw),
 	})
 	return e

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/clock"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -171,17 +172,19 @@ func TestUnackedBookkeeping(t *testing.T) {
 
 func TestRestoreExpiredAndTouch(t *testing.T) {
 	ctx := context.Background()
-	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: time.Second})
+	// A fake clock writes the lease scores and the restore ceiling, so a
+	// lease lapses exactly when the clock passes it, however slow the machine.
+	clk := clock.NewFake(time.Now())
+	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: time.Second, Clock: clk})
 	a := s.publish(t, "q", "wire.a", 0)
 	b := s.publish(t, "q", "wire.b", 0)
 	c := s.broker.NewConsumer("q")
 	da, db := fetch(t, c), fetch(t, c)
-	deadline := time.Now().Add(2500 * time.Millisecond)
-	for time.Now().Before(deadline) {
+	for range 8 { // 2.4 s in 300 ms steps: a's lease lapses, b's never does
 		if err := s.broker.Touch(ctx, db.Tag); err != nil { // only b's lease is kept alive
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		clk.Advance(300 * time.Millisecond)
 	}
 	n, err := s.broker.RestoreExpired(ctx)
 	if err != nil || n != 1 {
@@ -196,7 +199,7 @@ func TestRestoreExpiredAndTouch(t *testing.T) {
 	}
 	// The mutex is kombu's: while someone else holds it, nobody restores.
 	s.r.Do("SET", "unacked_mutex", "python-token", "PX", 10000)
-	time.Sleep(1100 * time.Millisecond)
+	clk.Advance(1100 * time.Millisecond) // both leases lapse: only the mutex keeps them
 	if n, err := s.broker.RestoreExpired(ctx); err != nil || n != 0 {
 		t.Fatalf("RestoreExpired under a held mutex = %d, %v; want 0", n, err)
 	}

@@ -166,7 +166,7 @@ func (b *Broker) Poison(ctx context.Context, be *Backend, d *Delivery, req *Stor
 	defer c.Close()
 	n, err := redis.Int(poisonHeld.DoContext(ctx, c,
 		b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey), key, b.countKey(d.Tag),
-		d.Tag, deadLetterEntry(d.Raw, d.Queue, reason), meta, ttl))
+		d.Tag, deadLetterEntry(b.opts.Clock.Now(), d.Raw, d.Queue, reason), meta, ttl))
 	if err != nil {
 		return false, fmt.Errorf("protocol: fail poison message %s: %w", d.Tag, err)
 	}

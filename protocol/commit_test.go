@@ -9,6 +9,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/clock"
 	"morag-gpu/protocol"
 )
 
@@ -50,7 +51,8 @@ func TestFetchNBatchOrder(t *testing.T) {
 // it started writes nothing; a give-back after a counted start uncounts.
 func TestCommitCountsStartsAndGuardsResults(t *testing.T) {
 	t.Parallel()
-	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: time.Second})
+	clk := clock.NewFake(time.Now()) // the lease lapses when told, not after a sleep
+	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: time.Second, Clock: clk})
 	be := protocol.NewBackend(s.pool, protocol.BackendOptions{})
 	ctx := context.Background()
 	conn := s.pool.Get()
@@ -89,7 +91,7 @@ func TestCommitCountsStartsAndGuardsResults(t *testing.T) {
 	if _, err := s.broker.Commit(ctx, be, []protocol.CommitOp{{Kind: protocol.CommitStart, Tag: d2.Tag}}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	clk.Advance(time.Second) // exactly one visibility timeout: the lease has lapsed
 	if n, err := s.broker.RestoreExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("RestoreExpired = %d, %v; want 1", n, err)
 	}

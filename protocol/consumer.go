@@ -242,7 +242,7 @@ func (c *Consumer) FetchN(ctx context.Context, timeout time.Duration, limit int)
 	defer conn.Close()
 
 	// Fast path: pop and hold atomically while messages are waiting.
-	now := time.Now()
+	now := b.opts.Clock.Now()
 	args := make([]any, 0, len(lists)+len(queues)+9)
 	args = append(args, len(lists)+3) // key count: the script takes a variable number
 	for _, l := range lists {
@@ -351,7 +351,7 @@ func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Deli
 			return err
 		}
 		defer conn.Close()
-		now := time.Now()
+		now := b.opts.Clock.Now()
 		res, err := redis.Values(holdPopped.DoContext(ctx, conn,
 			b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
 			unixScore(now), FormatTime(now), b.key(deliveryCountPrefix), raw, queue))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/clock"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -209,7 +210,11 @@ print("order", " ".join(order))
 func TestPythonRestoresGoHeldMessage(t *testing.T) {
 	testenv.RequireCelery(t)
 	ctx := context.Background()
-	s := newBrStack(t, protocol.BrokerOptions{})
+	// The Go side holds the message on a clock 2.1 s behind: its lease is
+	// already older than the worker's 2 s visibility timeout when Python
+	// (which reads its own wall clock) looks, with no sleep to wait that out.
+	clk := clock.NewFake(time.Now().Add(-2100 * time.Millisecond))
+	s := newBrStack(t, protocol.BrokerOptions{Clock: clk})
 	m := &protocol.Message{Task: "wire.add", RoutingKey: "restq", Args: []any{2, 3}}
 	if err := s.broker.PublishMessage(ctx, m); err != nil {
 		t.Fatal(err)
@@ -218,7 +223,6 @@ func TestPythonRestoresGoHeldMessage(t *testing.T) {
 	if d == nil || d.Message == nil || d.Message.ID != m.ID {
 		t.Fatalf("fetch: %+v", d)
 	}
-	time.Sleep(2100 * time.Millisecond) // older than the worker's 2 s visibility timeout
 	testenv.Start(t, "", testenv.PythonEnv(t, s.r.URL(), "VISIBILITY_TIMEOUT=2"), testenv.PythonBin,
 		"-m", "celery", "-A", "wireapp", "worker", "-Q", "restq", "-c", "1", "--without-mingle", "--without-gossip", "--loglevel=INFO")
 	deadline := time.Now().Add(60 * time.Second)
@@ -305,7 +309,11 @@ func TestRestoreResolvesBindings(t *testing.T) {
 // message the Go consumer holds.
 func TestKeyPrefixEverywhere(t *testing.T) {
 	ctx := context.Background()
-	s := newBrStack(t, protocol.BrokerOptions{KeyPrefix: "pfx:", VisibilityTimeout: time.Second})
+	// The fake clock starts 2.2 s behind the wall clock: the Go restore
+	// below sees the lease lapse after exactly 1.1 s of it, and the lease the
+	// second fetch writes is still 1.1 s old by the wall clock kombu reads.
+	clk := clock.NewFake(time.Now().Add(-2200 * time.Millisecond))
+	s := newBrStack(t, protocol.BrokerOptions{KeyPrefix: "pfx:", VisibilityTimeout: time.Second, Clock: clk})
 	m := &protocol.Message{Task: "wire.add", RoutingKey: "pq", Priority: 5}
 	if err := s.broker.PublishMessage(ctx, m); err != nil {
 		t.Fatal(err)
@@ -318,7 +326,7 @@ func TestKeyPrefixEverywhere(t *testing.T) {
 	if d == nil || d.Queue != "pq" || d.Message.ID != m.ID {
 		t.Fatalf("fetch: %+v", d)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	clk.Advance(1100 * time.Millisecond)
 	if n, err := s.broker.RestoreExpired(ctx); err != nil || n != 1 {
 		t.Fatalf("RestoreExpired = %d, %v; want 1", n, err)
 	}
@@ -333,8 +341,7 @@ func TestKeyPrefixEverywhere(t *testing.T) {
 		}
 	}
 
-	testenv.RequireCelery(t) // the kombu half
-	time.Sleep(1100 * time.Millisecond)
+	testenv.RequireCelery(t) // the kombu half; the lease is >= 1.1 s old by the wall clock
 	testenv.RunPython(t, ctx, s.r.URL(), `
 import sys
 from kombu import Connection

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/clock"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -166,6 +167,13 @@ print("restorer done")
 	}
 	defer pool2.Close()
 	other := protocol.NewBroker(pool2, protocol.BrokerOptions{VisibilityTimeout: 3 * time.Second})
+	// A ticker, not a sleep after the work, keeps the touches 1 s apart: on
+	// a loaded machine the sweep's own latency no longer adds to the gap
+	// the 3 s visibility timeout has to cover. (Python reads its own wall
+	// clock, so this test keeps real time; the exact, clock-driven version
+	// of the Go side is TestLeaseOutlivesVisibilityTimeoutExact.)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if err := s.broker.Touch(ctx, dl.Tag); err != nil {
@@ -174,7 +182,7 @@ print("restorer done")
 		if _, err := other.RestoreExpired(ctx); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second)
+		<-tick.C
 	}
 	if !restorer.WaitOutput("restorer done", 30*time.Second) {
 		t.Fatalf("python restorer did not finish:\n%s", restorer.Output())
@@ -187,4 +195,53 @@ print("restorer done")
 		t.Fatal("the leased message is no longer held")
 	}
 	_ = w
+}
+
+// TestLeaseOutlivesVisibilityTimeoutExact is the Go side of the test above
+// on a fake clock shared by two brokers (lease scores and restore ceilings
+// both come from it): a message touched every visibility timeout / 3 is
+// never restored over 10 s, while an untouched one is restored exactly
+// when its age reaches the timeout and not a microsecond before.
+func TestLeaseOutlivesVisibilityTimeoutExact(t *testing.T) {
+	ctx := context.Background()
+	const vt = 3 * time.Second
+	clk := clock.NewFake(time.Now())
+	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: vt, Clock: clk})
+	other := protocol.NewBroker(s.pool, protocol.BrokerOptions{VisibilityTimeout: vt, Clock: clk})
+	leased := s.publish(t, "leaseq", "wire.sleep", 0)
+	control := s.publish(t, "leaseq", "wire.sleep", 0)
+	c := s.broker.NewConsumer("leaseq")
+	dl, dc := fetch(t, c), fetch(t, c)
+	if dl.Message.ID != leased.ID || dc.Message.ID != control.ID {
+		t.Fatalf("fetched %s, %s; want %s, %s", dl.Message.ID, dc.Message.ID, leased.ID, control.ID)
+	}
+	for elapsed := time.Duration(0); elapsed < 10*time.Second; elapsed += time.Second {
+		// The control's age reaches vt on the sweep at 3 s, exactly; one
+		// microsecond (the score's resolution) earlier it is still held.
+		wantRestored := 0
+		if elapsed == vt {
+			wantRestored = 1
+			clk.Advance(-time.Microsecond)
+			if n, err := other.RestoreExpired(ctx); err != nil || n != 0 {
+				t.Fatalf("1 µs before the timeout RestoreExpired = %d, %v; want 0", n, err)
+			}
+			clk.Advance(time.Microsecond)
+		}
+		if n, err := other.RestoreExpired(ctx); err != nil || n != wantRestored {
+			t.Fatalf("at %v RestoreExpired = %d, %v; want %d", elapsed, n, err, wantRestored)
+		}
+		if err := s.broker.Touch(ctx, dl.Tag); err != nil { // every vt/3, as the runner does
+			t.Fatal(err)
+		}
+		clk.Advance(time.Second)
+	}
+	if held, _ := s.broker.Held(ctx, dl.Tag); !held {
+		t.Fatal("the leased message is no longer held")
+	}
+	if held, _ := s.broker.Held(ctx, dc.Tag); held {
+		t.Fatal("the untouched control message is still held")
+	}
+	if got := fetch(t, c); got.Message.ID != control.ID || !got.Message.Redelivered {
+		t.Fatalf("requeued %s redelivered=%v; want the control %s, redelivered", got.Message.ID, got.Message.Redelivered, control.ID)
+	}
 }

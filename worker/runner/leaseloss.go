@@ -52,6 +52,18 @@ func (w *leaseWatch) leaseStart(r *request) time.Time {
 	return ok
 }
 
+// lapsed reports whether r's lease, last renewed at since, is strictly
+// older than vt at now; while refreshes succeed no lease lapses. It takes
+// now instead of reading a clock, so a test can decide the boundary to
+// the nanosecond instead of sleeping across it.
+func (w *leaseWatch) lapsed(r *request, now time.Time, vt time.Duration) (since time.Time, lost bool) {
+	if !w.failing.Load() {
+		return time.Time{}, false
+	}
+	since = w.leaseStart(r)
+	return since, now.Sub(since) > vt
+}
+
 // checkInterval is how often leases are checked against the visibility
 // timeout: a twentieth of it, so the decision comes at most 5% late, but
 // not busier than every 50 ms.
@@ -72,7 +84,7 @@ func (s *Server) watchLeases(ctx context.Context, w *leaseWatch) {
 				continue
 			}
 			for _, r := range s.snapshot() {
-				if since := w.leaseStart(r); now.Sub(since) > s.cfg.VisibilityTimeout {
+				if since, lost := w.lapsed(r, now, s.cfg.VisibilityTimeout); lost {
 					s.loseLease(r, since)
 				}
 			}
