@@ -24,6 +24,7 @@ type mediaFlags struct {
 	modelURL      string
 	whisperGPU    bool
 	whisperGPUs   string
+	streams       int
 	noTranscriber string
 	allowPrivate  bool
 	maxDownload   byteSize
@@ -43,6 +44,7 @@ func registerMediaFlags(fs *flag.FlagSet) *mediaFlags {
 	fs.StringVar(&f.modelURL, "whisper-model-url", os.Getenv(transcribe.ModelURLEnv), "mirror holding ggml-<name>.bin files (env WHISPER_MODEL_URL; default: where whisper.cpp publishes them)")
 	fs.BoolVar(&f.whisperGPU, "whisper-gpu", true, "let whisper.cpp use the GPU when libwhisper was built with CUDA")
 	fs.StringVar(&f.whisperGPUs, "whisper-gpus", "", "comma-separated CUDA devices: one model copy on each, slots spread over them (default: device 0)")
+	fs.IntVar(&f.streams, "transcribe-streams", 0, "transcriptions run at once, each on its own whisper state (0: same as -concurrency); set -concurrency above it so other tasks download, probe and cut thumbnails meanwhile")
 	fs.StringVar(&f.noTranscriber, "no-transcriber", string(tasks.NoTranscriberForward), "without a transcriber, audio/video needing a transcript are: forward (to -forward-unknown's queue) or fail")
 	fs.BoolVar(&f.allowPrivate, "allow-private-urls", false, "let process_url_task_remote fetch loopback, private and link-local addresses")
 	fs.Var(&f.maxDownload, "max-download-size", "largest input a task downloads, e.g. 2GiB, 500MB or bytes (0: no limit)")
@@ -106,13 +108,24 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 	if err != nil {
 		return nil, nil, err
 	}
+	if f.streams < 0 {
+		return nil, nil, fmt.Errorf("-transcribe-streams %d: use a positive number, or 0 for -concurrency", f.streams)
+	}
+	// The transcriber's capacity is its own, not the runner's slots: a
+	// task holds a stream only while it transcribes. The default keeps
+	// one stream (one whisper state) per task slot, as before; more task
+	// slots than streams let downloads and frames overlap transcription.
+	streams := f.streams
+	if streams == 0 {
+		streams = max(1, concurrency)
+	}
 	var tr transcribe.Transcriber
 	transcriber := map[string]any{"available": false}
 	reason := ""
 	if ok, why := transcribe.Available(); !ok {
 		reason = why
 	} else if t, err := transcribe.NewWhisperContext(ctx, transcribe.WhisperConfig{
-		Model: f.whisperModel, Slots: max(1, concurrency), NoGPU: !f.whisperGPU, GPUDevices: gpus,
+		Model: f.whisperModel, Slots: streams, NoGPU: !f.whisperGPU, GPUDevices: gpus,
 		Store: transcribe.ModelStore{Dir: f.modelDir, BaseURL: f.modelURL, Log: log},
 	}); err != nil {
 		if f.whisperModel != "" {
@@ -123,13 +136,13 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 		reason = err.Error()
 	} else {
 		tr = t
-		transcriber = map[string]any{"available": true, "backend": "whisper.cpp", "model": modelPath(f.whisperModel), "detail": why, "slots": max(1, concurrency)}
+		transcriber = map[string]any{"available": true, "backend": "whisper.cpp", "model": modelPath(f.whisperModel), "detail": why, "slots": streams, "streams": streams}
 		if in, ok := t.(interface{ Info() map[string]any }); ok {
 			for k, v := range in.Info() {
 				transcriber[k] = v
 			}
 		}
-		log.Info().Str("model", modelPath(f.whisperModel)).Int("slots", max(1, concurrency)).Interface("device", transcriber["device"]).Msg("transcriber: whisper.cpp, " + why)
+		log.Info().Str("model", modelPath(f.whisperModel)).Int("streams", streams).Int("concurrency", concurrency).Interface("device", transcriber["device"]).Msg("transcriber: whisper.cpp, " + why)
 	}
 	if tr == nil {
 		transcriber["reason"] = reason
@@ -155,6 +168,7 @@ func (f *mediaFlags) setup(ctx context.Context, log zerolog.Logger, concurrency 
 		Transcriber:       tr,
 		TranscriberReason: reason,
 		NoTranscriber:     policy,
+		TranscribeStreams: streams,
 		ForwardQueue:      forwardQueue,
 		AllowPrivateURLs:  f.allowPrivate,
 		MaxDownloadSize:   int64(f.maxDownload),

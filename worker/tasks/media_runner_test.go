@@ -67,6 +67,13 @@ func startRunnerWith(t *testing.T, cfg MediaConfig, mod func(*runner.Config)) (*
 // sent and returns the states published on it, up to a ready one.
 func watchStates(t *testing.T, rd *testenv.Redis, taskID string) func() []string {
 	t.Helper()
+	return watchMeta(t, rd, taskID, func(status, _ string) string { return status })
+}
+
+// watchMeta is watchStates with each published state written by line
+// from its status and its PROGRESS message ("" for other states).
+func watchMeta(t *testing.T, rd *testenv.Redis, taskID string, line func(status, message string) string) func() []string {
+	t.Helper()
 	conn := rd.Conn()
 	psc := redis.PubSubConn{Conn: conn}
 	if err := psc.Subscribe("celery-task-meta-" + taskID); err != nil {
@@ -81,9 +88,12 @@ func watchStates(t *testing.T, rd *testenv.Redis, taskID string) func() []string
 		for {
 			switch m := psc.Receive().(type) {
 			case redis.Message:
-				var meta struct{ Status string }
+				var meta struct {
+					Status string
+					Result struct{ Message string }
+				}
 				json.Unmarshal(m.Data, &meta)
-				seen = append(seen, meta.Status)
+				seen = append(seen, line(meta.Status, meta.Result.Message))
 				if meta.Status == "SUCCESS" || meta.Status == "FAILURE" {
 					states <- seen
 					return

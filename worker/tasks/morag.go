@@ -81,6 +81,12 @@ type MediaConfig struct {
 	Transcriber       transcribe.Transcriber
 	TranscriberReason string
 	NoTranscriber     NoTranscriber
+	// TranscribeStreams is how many of this worker's tasks may transcribe
+	// at once (-transcribe-streams), whatever the runner's concurrency: a
+	// task takes a stream only for its transcription, and reports
+	// "waiting for a transcriber" while none is free. 0 sets no limit of
+	// its own (the transcriber's slots are then the limit).
+	TranscribeStreams int
 	// ForwardQueue receives tasks a Python worker must do (the worker's
 	// -forward-unknown). Empty: such tasks fail, saying so.
 	ForwardQueue string
@@ -154,12 +160,19 @@ func newMediaTasks(cfg MediaConfig) (*mediaTasks, error) {
 			return nil, fmt.Errorf("tasks: gateway URL: %w", err)
 		}
 	}
+	if cfg.TranscribeStreams < 0 {
+		return nil, fmt.Errorf("tasks: TranscribeStreams %d is negative; use 0 for the transcriber's own limit", cfg.TranscribeStreams)
+	}
+	var gate *transcribe.Gate
+	if cfg.TranscribeStreams > 0 {
+		gate = transcribe.NewGate(cfg.TranscribeStreams)
+	}
 	if cfg.Transcriber == nil && cfg.TranscriberReason == "" {
 		cfg.TranscriberReason = "no transcriber configured"
 	}
 	return &mediaTasks{
 		cfg:    cfg,
-		proc:   &processor{tools: cfg.Tools, tr: cfg.Transcriber, window: transcribe.DefaultWindow},
+		proc:   &processor{tools: cfg.Tools, tr: cfg.Transcriber, gate: gate, window: transcribe.DefaultWindow},
 		files:  newDownloader(false, cfg.MaxDownloadSize),
 		urls:   newDownloader(!cfg.AllowPrivateURLs, cfg.MaxDownloadSize),
 		upload: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()},

@@ -95,6 +95,11 @@ func stringOption(m map[string]any, key string) (string, error) {
 type processor struct {
 	tools *media.Tools
 	tr    transcribe.Transcriber // nil: this worker cannot transcribe
+	// gate admits the transcriptions that may run at once, across all the
+	// worker's tasks (-transcribe-streams); nil leaves it to tr's slots.
+	// A task holds it only while it transcribes, so its download, probe,
+	// frames and proxy never hold transcription capacity.
+	gate *transcribe.Gate
 	// window is the PCM transcribed at a time (transcribe.DefaultWindow).
 	window time.Duration
 }
@@ -190,34 +195,50 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 		report = func(float64, string) {}
 	}
 	timings := map[string]float64{}
-	var tr *transcribe.Transcript
+	var (
+		tr *transcribe.Transcript
+		fr *frameSet
+	)
+	wantFrames := pl.Kind == kindVideo && (j.Options.IncludeThumbnails || j.Options.ExtractKeyframes)
 	if pl.NeedsTranscript {
 		if p.tr == nil {
 			return nil, errors.New("no transcriber") // callers check first; this is a backstop
 		}
-		// Transcription is most of the work: the first 80 %.
-		report(0, "transcribing")
-		// Decoding and transcribing are one stream: the time spent in fn
-		// (the transcriber's, per window) is transcription, the rest of
-		// the stream is ffmpeg decoding audio.
-		var inModel time.Duration
-		src := func(ctx context.Context, window time.Duration, fn func(time.Duration, []float32) error) error {
-			return p.tools.StreamPCM(ctx, j.Path, window, func(off time.Duration, pcm []float32) error {
-				t0 := time.Now()
-				defer func() { inModel += time.Since(t0) }()
-				return fn(off, pcm)
-			})
+		var frames <-chan frameResult
+		if wantFrames {
+			// Thumbnails and keyframes read the same local file and need
+			// no transcriber: they run while this task waits for, and
+			// holds, a transcription stream. Each ffmpeg child is bounded
+			// by the media limits, so one more at a time is safe. The
+			// goroutine belongs to this call: fctx ends it on any return,
+			// and every path below waits for it.
+			fctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			ch := make(chan frameResult, 1)
+			frames = ch
+			go func() {
+				fs, err := p.frames(fctx, j, nil)
+				ch <- frameResult{fs, err}
+			}()
+			defer func() {
+				if frames != nil { // not collected: a failed transcription
+					cancel()
+					<-frames
+				}
+			}()
 		}
-		t0 := time.Now()
 		var err error
-		tr, err = transcribe.Stream(ctx, p.tr, src, p.window, pl.Info.Duration,
-			transcribe.Options{Language: j.Options.Language},
-			func(f float64) { report(0.8*f, "transcribing") })
-		if err != nil {
-			return nil, fmt.Errorf("transcribe %s: %w", j.Name, err)
+		if tr, err = p.transcribe(ctx, j, pl, report, timings); err != nil {
+			return nil, err
 		}
-		timings["transcribe"] = inModel.Seconds()
-		timings["decode_audio"] = (time.Since(t0) - inModel).Seconds()
+		if frames != nil {
+			r := <-frames
+			frames = nil
+			if r.err != nil {
+				return nil, r.err
+			}
+			fr = r.set
+		}
 	}
 	if pl.Kind == kindAudio {
 		report(0.95, "formatting")
@@ -232,7 +253,59 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 		meta["timings"] = timings
 		return &output{Content: content, Metadata: meta, Timings: timings}, nil
 	}
-	return p.video(ctx, j, pl, tr, started, report, timings)
+	if wantFrames && fr == nil { // nothing to transcribe: the frames come now
+		var err error
+		if fr, err = p.frames(ctx, j, report); err != nil {
+			return nil, err
+		}
+	}
+	if fr != nil {
+		for k, v := range fr.timings {
+			timings[k] += v
+		}
+	}
+	return p.video(ctx, j, pl, tr, fr, started, report, timings)
+}
+
+// transcribe waits for a transcription stream, then decodes and
+// transcribes the audio, filling timings' wait_transcriber, transcribe and
+// decode_audio.
+func (p *processor) transcribe(ctx context.Context, j job, pl *plan, report func(float64, string), timings map[string]float64) (*transcribe.Transcript, error) {
+	if !p.gate.TryAcquire() {
+		// Every stream is busy with other tasks: say so rather than sit
+		// at "transcribing 0 %".
+		report(0, "waiting for a transcriber")
+		t0 := time.Now()
+		err := p.gate.Acquire(ctx)
+		timings["wait_transcriber"] = time.Since(t0).Seconds()
+		if err != nil {
+			return nil, fmt.Errorf("transcribe %s: waiting for a transcriber: %w", j.Name, err)
+		}
+	}
+	defer p.gate.Release()
+	// Transcription is most of the work: the first 80 %.
+	report(0, "transcribing")
+	// Decoding and transcribing are one stream: the time spent in fn
+	// (the transcriber's, per window) is transcription, the rest of
+	// the stream is ffmpeg decoding audio.
+	var inModel time.Duration
+	src := func(ctx context.Context, window time.Duration, fn func(time.Duration, []float32) error) error {
+		return p.tools.StreamPCM(ctx, j.Path, window, func(off time.Duration, pcm []float32) error {
+			t0 := time.Now()
+			defer func() { inModel += time.Since(t0) }()
+			return fn(off, pcm)
+		})
+	}
+	t0 := time.Now()
+	tr, err := transcribe.Stream(ctx, p.tr, src, p.window, pl.Info.Duration,
+		transcribe.Options{Language: j.Options.Language},
+		func(f float64) { report(0.8*f, "transcribing") })
+	if err != nil {
+		return nil, fmt.Errorf("transcribe %s: %w", j.Name, err)
+	}
+	timings["transcribe"] = inModel.Seconds()
+	timings["decode_audio"] = (time.Since(t0) - inModel).Seconds()
+	return tr, nil
 }
 
 // timed runs fn and adds its wall time to timings[stage].
@@ -242,7 +315,47 @@ func timed(timings map[string]float64, stage string, fn func()) {
 	timings[stage] += time.Since(t0).Seconds()
 }
 
-func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.Transcript, started time.Time, report func(float64, string), timings map[string]float64) (*output, error) {
+// frameSet is a video's thumbnails and keyframes, as asked for.
+type frameSet struct {
+	thumbs, keys []media.Frame
+	thumbPath    media.Path
+	keyPath      media.Path
+	timings      map[string]float64 // its own map: it may be filled concurrently with the transcription's
+}
+
+type frameResult struct {
+	set *frameSet
+	err error
+}
+
+// frames extracts the thumbnails and keyframes j asks for. report, when
+// not nil, receives the stage; it is nil when the frames are made during
+// the transcription, whose progress is the one reported then.
+func (p *processor) frames(ctx context.Context, j job, report func(float64, string)) (*frameSet, error) {
+	fs := &frameSet{timings: map[string]float64{}}
+	var err error
+	if j.Options.IncludeThumbnails {
+		if report != nil {
+			report(0.82, "thumbnails")
+		}
+		timed(fs.timings, "thumbnails", func() { fs.thumbs, fs.thumbPath, err = p.tools.Thumbnails(ctx, j.Path, media.FrameOptions{}) })
+		if err != nil {
+			return nil, fmt.Errorf("thumbnails of %s: %w", j.Name, err)
+		}
+	}
+	if j.Options.ExtractKeyframes {
+		if report != nil {
+			report(0.86, "keyframes")
+		}
+		timed(fs.timings, "keyframes", func() { fs.keys, fs.keyPath, err = p.tools.Keyframes(ctx, j.Path, media.FrameOptions{}) })
+		if err != nil {
+			return nil, fmt.Errorf("keyframes of %s: %w", j.Name, err)
+		}
+	}
+	return fs, nil
+}
+
+func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.Transcript, fr *frameSet, started time.Time, report func(float64, string), timings map[string]float64) (*output, error) {
 	out := &output{}
 	meta := morag.VideoMetadata(pl.Info)
 	// Audio extraction never decodes video, so without frames or a proxy
@@ -250,33 +363,17 @@ func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.T
 	used := media.Path{Decode: media.PathCPU}
 	var thumbs, keys []morag.Image
 	if j.Options.IncludeThumbnails {
-		report(0.82, "thumbnails")
-		var frames []media.Frame
-		var path media.Path
-		var err error
-		timed(timings, "thumbnails", func() { frames, path, err = p.tools.Thumbnails(ctx, j.Path, media.FrameOptions{}) })
-		if err != nil {
-			return nil, fmt.Errorf("thumbnails of %s: %w", j.Name, err)
-		}
-		used = path
-		for i, f := range frames {
+		used = fr.thumbPath
+		for i, f := range fr.thumbs {
 			out.Thumbnails = append(out.Thumbnails, f.DataURL())
 			thumbs = append(thumbs, morag.Image{Ref: fmt.Sprintf("thumbnail_%d.jpg", i+1), Time: f.Time})
 		}
 	}
 	if j.Options.ExtractKeyframes {
-		report(0.86, "keyframes")
-		var frames []media.Frame
-		var path media.Path
-		var err error
-		timed(timings, "keyframes", func() { frames, path, err = p.tools.Keyframes(ctx, j.Path, media.FrameOptions{}) })
-		if err != nil {
-			return nil, fmt.Errorf("keyframes of %s: %w", j.Name, err)
-		}
 		if !j.Options.IncludeThumbnails {
-			used = path
+			used = fr.keyPath
 		}
-		for i, f := range frames {
+		for i, f := range fr.keys {
 			out.Keyframes = append(out.Keyframes, f.DataURL())
 			keys = append(keys, morag.Image{Ref: fmt.Sprintf("keyframe_%d.jpg", i+1), Time: f.Time})
 		}
