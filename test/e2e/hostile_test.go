@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"mime/multipart"
 	"net"
 	"net/http"
 	"os"
@@ -282,38 +279,14 @@ func TestHostileUploads(t *testing.T) {
 }
 
 // post sends path to /process/file with gpu=true, the options and extra
-// form fields, and returns the answer's body (HTTP 200 or 202).
+// form fields, and returns the answer's body (HTTP 200, 202, or MoRAG's 500
+// for a task that raised).
 func (s *stack) post(t *testing.T, path string, options map[string]any, fields map[string]string) []byte {
 	t.Helper()
-	var body bytes.Buffer
-	mw := multipart.NewWriter(&body)
-	part, _ := mw.CreateFormFile("file", filepath.Base(path))
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part.Write(data)
-	opts, _ := json.Marshal(options)
-	mw.WriteField("options", string(opts))
-	mw.WriteField("gpu", "true")
-	for k, v := range fields {
-		mw.WriteField(k, v)
-	}
-	mw.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.base+"/process/file", &body)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	req.Header.Set("Authorization", "Bearer "+s.aliceKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("POST /process/file: %v", err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	code, raw, _ := s.postFile(t, path, options, false, fields)
 	// 500 is MoRAG's answer for a task that raised ({"detail": …}).
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted && resp.StatusCode != http.StatusInternalServerError {
-		t.Fatalf("POST /process/file: HTTP %d: %s", resp.StatusCode, raw)
+	if code != http.StatusOK && code != http.StatusAccepted && code != http.StatusInternalServerError {
+		t.Fatalf("POST /process/file: HTTP %d: %s", code, raw)
 	}
 	return raw
 }

@@ -212,7 +212,7 @@ type result struct {
 
 // postFile posts the file to /process/file with gpu=true and alice's key
 // (with ?async=true when async) and returns the answer as it came.
-func (s *stack) postFile(t testing.TB, path string, options map[string]any, async bool) (int, []byte, http.Header) {
+func (s *stack) postFile(t testing.TB, path string, options map[string]any, async bool, fields ...map[string]string) (int, []byte, http.Header) {
 	t.Helper()
 	var body bytes.Buffer
 	mw := multipart.NewWriter(&body)
@@ -227,6 +227,11 @@ func (s *stack) postFile(t testing.TB, path string, options map[string]any, asyn
 		mw.WriteField("options", string(opts))
 	}
 	mw.WriteField("gpu", "true")
+	for _, f := range fields {
+		for k, v := range f {
+			mw.WriteField(k, v)
+		}
+	}
 	mw.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -287,9 +292,23 @@ func startStack(t *testing.T) *stack {
 // Go worker.
 func startStackWith(t *testing.T, workerEnv, workerFlags []string) *stack {
 	t.Helper()
+	s, dir := startGateway(t)
+	workerBin, workerArgs := goWorker(t, dir)
+	s.startGoWorker(t, workerBin, workerEnv, append(workerArgs, workerFlags...), 60*time.Second)
+	if !s.goWorker.WaitOutput("no transcriber", time.Second) {
+		t.Errorf("the default build's worker did not say at start that it has no transcriber:\n%s", s.goWorker.Output())
+	}
+	s.waitListed(t, "alice-gpu@", "gpu-tasks-alice")
+	return s
+}
+
+// startGateway starts the shared half of every stack: a private Redis, an
+// API key for alice and the gateway built from this tree. dir is the
+// test's folder for binaries.
+func startGateway(t testing.TB) (*stack, string) {
+	t.Helper()
 	dir := t.TempDir()
 	gatewayBin := build(t, dir, "./gateway", "gateway")
-	workerBin, workerArgs := goWorker(t, dir)
 	r := testenv.StartRedis(t)
 
 	pool, err := protocol.NewPool(r.URL())
@@ -311,18 +330,20 @@ func startStackWith(t *testing.T, workerEnv, workerFlags []string) *stack {
 	if !gw.WaitOutput("gateway listening", 60*time.Second) {
 		t.Fatalf("gateway did not start:\n%s", gw.Output())
 	}
-	s.workerBin = workerBin
-	s.workerEnv = append([]string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}, workerEnv...)
-	s.workerArgs = append(append([]string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery"}, workerArgs...), workerFlags...)
-	s.goWorker = testenv.Start(t, "", s.workerEnv, workerBin, s.workerArgs...)
-	if !s.goWorker.WaitOutput(`"ready."`, 60*time.Second) {
+	return s, dir
+}
+
+// startGoWorker starts bin as alice's GPU worker on the stack's Redis
+// (extra env and args after the common ones) and waits for it to be ready.
+func (s *stack) startGoWorker(t testing.TB, bin string, env, args []string, ready time.Duration) {
+	t.Helper()
+	s.workerBin = bin
+	s.workerEnv = append([]string{"REDIS_URL=" + s.redisURL, "MORAG_API_KEY=" + s.aliceKey}, env...)
+	s.workerArgs = append([]string{"-redis", s.redisURL, "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery"}, args...)
+	s.goWorker = testenv.Start(t, "", s.workerEnv, bin, s.workerArgs...)
+	if !s.goWorker.WaitOutput(`"ready."`, ready) {
 		t.Fatalf("Go worker did not become ready:\n%s", s.goWorker.Output())
 	}
-	if !s.goWorker.WaitOutput("no transcriber", time.Second) {
-		t.Errorf("the default build's worker did not say at start that it has no transcriber:\n%s", s.goWorker.Output())
-	}
-	s.waitListed(t, "alice-gpu@", "gpu-tasks-alice")
-	return s
 }
 
 // waitListed waits until /api/v1/status/workers lists a worker whose name

@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"morag-gpu/auth"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/media/transcribe/ggmlgen"
-	"morag-gpu/protocol"
 )
 
 // TestWhisperProcessFileGPU: the whole stack with a Go worker built with
@@ -73,41 +69,14 @@ func TestWhisperProcessFileGPU(t *testing.T) {
 // and given the model; no Python worker is needed.
 func startWhisperStack(t testing.TB, model string) *stack {
 	t.Helper()
-	dir := t.TempDir()
-	gatewayBin := build(t, dir, "./gateway", "gateway")
+	s, dir := startGateway(t)
 	workerBin := filepath.Join(dir, "worker-whisper")
 	cmd := exec.Command("go", "build", "-tags", "whisper", "-o", workerBin, "./worker")
 	cmd.Dir = testenv.RepoRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Skipf("SKIP: the whisper worker does not build here (run through `make test-whisper`, which sets the cgo flags): %v\n%s", err, out)
 	}
-	r := testenv.StartRedis(t)
-	pool, err := protocol.NewPool(r.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	key, _, err := auth.NewKeyService(pool).Create(ctx, "alice", "e2e", 1)
-	if err != nil {
-		t.Fatalf("create alice's key: %v", err)
-	}
-	port := testenv.FreePort(t)
-	s := &stack{base: fmt.Sprintf("http://127.0.0.1:%d", port), redisURL: r.URL(), aliceKey: key, uploads: filepath.Join(dir, "uploads")}
-	gw := testenv.Start(t, "", []string{"REDIS_URL=" + r.URL(), "MORAG_ADMIN_TOKEN=e2e-admin-token-0123456789abcdef"}, gatewayBin,
-		"-addr", fmt.Sprintf("127.0.0.1:%d", port), "-upload-dir", s.uploads, "-public-url", s.base, "-wait-timeout", "3m")
-	if !gw.WaitOutput("gateway listening", 60*time.Second) {
-		t.Fatalf("gateway did not start:\n%s", gw.Output())
-	}
-	s.workerBin = workerBin
-	s.workerEnv = []string{"REDIS_URL=" + r.URL(), "MORAG_API_KEY=" + key}
-	s.workerArgs = []string{"-redis", r.URL(), "-queues", "gpu-tasks-alice", "-hostname", "alice-gpu@%h", "-forward-unknown", "celery",
-		"-gpu", "off", "-concurrency", "1", "-loglevel", "info", "-whisper-model", model}
-	s.goWorker = testenv.Start(t, "", s.workerEnv, workerBin, s.workerArgs...)
-	if !s.goWorker.WaitOutput(`"ready."`, 120*time.Second) {
-		t.Fatalf("whisper worker did not become ready:\n%s", s.goWorker.Output())
-	}
+	s.startGoWorker(t, workerBin, nil, []string{"-gpu", "off", "-concurrency", "1", "-loglevel", "info", "-whisper-model", model}, 120*time.Second)
 	if !s.goWorker.WaitOutput("transcriber: whisper.cpp", time.Second) {
 		t.Fatalf("the whisper worker did not say it loaded the model:\n%s", s.goWorker.Output())
 	}
