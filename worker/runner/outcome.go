@@ -356,17 +356,26 @@ func (s *Server) finishCommit(ctx context.Context, r *request, what string, req 
 		r.log.Error().Err(err).Msg(what + " failed")
 		return false
 	}
+	s.settle(r, st[0])
+	return true
+}
+
+// settle is what a landed CommitFinish leaves: r's outcome is stored, and
+// r is acked, or, when another consumer restored the message while it ran,
+// dropped without an ack (the task runs again there). It reports whether
+// r was acked.
+func (s *Server) settle(r *request, st protocol.CommitStatus) bool {
 	r.markStored()
-	if st[0] == protocol.CommitElsewhere {
+	if st == protocol.CommitElsewhere {
 		r.mu.Lock()
 		r.state = stateDone
 		r.mu.Unlock()
 		s.unhold(r)
 		r.log.Warn().Msg("another consumer restored this message while it ran (a visibility timeout shorter than the task?): " +
 			"not writing this run's result, the task runs again there")
-		return true
+		return false
 	}
-	s.acked(r, st[0] == protocol.CommitHeld)
+	s.acked(r, st == protocol.CommitHeld)
 	return true
 }
 
@@ -391,18 +400,7 @@ func (s *Server) finishAsync(ctx context.Context, r *request, what string, ops [
 			r.log.Error().Err(err).Msg(what + " failed; the message stays held and returns to its queue")
 			return
 		}
-		r.markStored()
-		if st[0] == protocol.CommitElsewhere {
-			r.mu.Lock()
-			r.state = stateDone
-			r.mu.Unlock()
-			s.unhold(r)
-			r.log.Warn().Msg("another consumer restored this message while it ran (a visibility timeout shorter than the task?): " +
-				"not writing this run's result, the task runs again there")
-			return
-		}
-		s.acked(r, st[0] == protocol.CommitHeld)
-		if done != nil {
+		if s.settle(r, st[0]) && done != nil {
 			done()
 		}
 	}
