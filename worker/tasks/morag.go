@@ -497,6 +497,7 @@ func (m *mediaTasks) process(ctx context.Context, t *runner.Task, log zerolog.Lo
 		out.Timings["download"] = downloaded.Seconds()
 	}
 	out.Timings["probe"] = probed.Seconds()
+	meta["timings"] = out.Timings
 	if in.Options.VideoQuality != "" && pl.Kind == kindVideo {
 		meta["proxy"] = m.deliverProxy(ctx, t, log, in, out)
 	}

@@ -181,8 +181,9 @@ type output struct {
 	ProxyFile string
 	ProxyPath media.Path
 	ProxyErr  error
-	// Timings is seconds per stage (metadata "timings"): where a slow task
-	// spent its time, for operators and for make bench.
+	// Timings is seconds per stage: where a slow task spent its time, for
+	// operators and make bench. The task adds download and probe and
+	// writes it as metadata "timings".
 	Timings map[string]float64
 }
 
@@ -250,7 +251,6 @@ func (p *processor) run(ctx context.Context, j job, pl *plan) (*output, error) {
 		if content == "" {
 			meta["warning"] = "no speech was found: the transcript is empty"
 		}
-		meta["timings"] = timings
 		return &output{Content: content, Metadata: meta, Timings: timings}, nil
 	}
 	if wantFrames && fr == nil { // nothing to transcribe: the frames come now
@@ -417,7 +417,6 @@ func (p *processor) video(ctx context.Context, j job, pl *plan, tr *transcribe.T
 		}
 	}
 	meta["processing_time"] = time.Since(started).Seconds()
-	meta["timings"] = timings
 	out.Timings = timings
 	out.Metadata = meta
 	out.Content = morag.VideoMarkdown(morag.VideoInput{Info: pl.Info, Transcript: tr, Thumbnails: thumbs, Keyframes: keys})
