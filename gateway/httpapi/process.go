@@ -145,9 +145,6 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 		}
 		return urlNeed(body.URL, body.ContentType)
 	})
-	if why := g.checkDeadEnd(c, d, need, async); why != "" {
-		return g.unreachable(c, d, why)
-	}
 	var name string
 	var args []any
 	if d.GPU {
@@ -164,16 +161,9 @@ func (g *Gateway) processURLish(c echo.Context, local, remote string, withConten
 		}
 	}
 	args = append(args, optionsOrNil(body.Options))
-	res, err := g.send(c, d, name, args)
-	if err != nil {
-		return enqueueError(c, err)
-	}
-	if async {
-		return g.accepted(c, res.ID, d)
-	}
-	meta, err := g.wait(c, res, d, need)
-	if err != nil {
-		return g.waitError(c, res.ID, err)
+	meta, err := g.submit(c, d, need, async, name, args)
+	if meta == nil {
+		return err
 	}
 	if meta.Err() != nil {
 		return g.processingFailed(c, meta, d)
