@@ -33,6 +33,11 @@ type WhisperConfig struct {
 	// NoFlashAttn turns flash attention off (it is on by default, as in
 	// whisper.cpp).
 	NoFlashAttn bool
+	// BeamSize > 1 decodes with beam search of that many beams (as
+	// whisper-cli and OpenAI's whisper do by default); 0 or 1 is greedy
+	// sampling with temperature fallback, the worker's default: on the
+	// GPU it is several times faster per stream (see gpu-check).
+	BeamSize int
 	// TinyDiarize turns speaker-turn detection on; it is on by itself for
 	// models whose name contains "tdrz".
 	TinyDiarize bool

@@ -81,3 +81,6 @@ type Transcriber interface {
 func pcmDuration(samples int) time.Duration {
 	return time.Duration(samples) * time.Second / SampleRate
 }
+
+// DeviceMemory is one GPU's memory, device-wide, in bytes.
+type DeviceMemory struct{ Used, Total uint64 }

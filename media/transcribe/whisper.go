@@ -21,6 +21,11 @@ func Available() (bool, string) {
 	return true, "whisper.cpp linked; CPU only (libwhisper built without CUDA, or no usable GPU)"
 }
 
+// GPUMemory reports the used and total memory of each GPU whisper.cpp can
+// use (device-wide, every process included); nil in a CPU build or
+// without a GPU.
+func GPUMemory() []DeviceMemory { return gpuMemory() }
+
 type whisperTranscriber struct {
 	cfg    WhisperConfig
 	models []*model // one per placement device; slot i uses models[i%len]
@@ -152,7 +157,7 @@ func (w *whisperTranscriber) Transcribe(ctx context.Context, pcm []float32, opts
 		case <-jctx.Done():
 		}
 	}()
-	segs, detected, err := m.full(jctx, pcm, fullParams{threads: w.cfg.Threads, language: lang, tdrz: w.tdrz}, onProgress)
+	segs, detected, err := m.full(jctx, pcm, fullParams{threads: w.cfg.Threads, beam: w.cfg.BeamSize, language: lang, tdrz: w.tdrz}, onProgress)
 	if err != nil {
 		if ctx.Err() == nil && jctx.Err() != nil {
 			return nil, ErrClosed

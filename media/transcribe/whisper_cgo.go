@@ -76,6 +76,19 @@ func gpuDevices() []string {
 	return strings.Split(C.GoString((*C.char)(unsafe.Pointer(&buf[0]))), "\n")
 }
 
+// gpuMemory reports the used and total bytes of each GPU ggml can use,
+// in gpuDevices' order; nil without one.
+func gpuMemory() []DeviceMemory {
+	var out []DeviceMemory
+	for i := 0; ; i++ {
+		var free, total C.size_t
+		if C.morag_gpu_memory(C.int(i), &free, &total) == 0 {
+			return out
+		}
+		out = append(out, DeviceMemory{Used: uint64(total - free), Total: uint64(total)})
+	}
+}
+
 // knownLanguage reports whether whisper.cpp has a language code.
 func knownLanguage(code string) bool {
 	c := C.CString(code)
@@ -98,6 +111,7 @@ type job struct {
 
 type fullParams struct {
 	threads  int
+	beam     int    // > 1: beam search
 	language string // "auto" or a code
 	tdrz     bool
 }
@@ -140,6 +154,7 @@ func (m *model) full(ctx context.Context, pcm []float32, p fullParams, progress 
 	defer C.free(unsafe.Pointer(lang))
 	cj.handle = C.uintptr_t(h)
 	cj.n_threads = C.int(max(1, p.threads))
+	cj.beam_size = C.int(p.beam)
 	cj.progress = C.bool(progress != nil)
 	cj.segments = true
 	cj.tdrz = C.bool(p.tdrz)

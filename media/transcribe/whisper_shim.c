@@ -41,7 +41,9 @@ static void new_segment_cb(struct whisper_context *ctx, struct whisper_state *st
 }
 
 int morag_full(struct whisper_context *ctx, struct whisper_state *state, morag_job *job, const float *pcm, int n) {
-	struct whisper_full_params p = whisper_full_default_params(WHISPER_SAMPLING_GREEDY);
+	struct whisper_full_params p = whisper_full_default_params(
+		job->beam_size > 1 ? WHISPER_SAMPLING_BEAM_SEARCH : WHISPER_SAMPLING_GREEDY);
+	if (job->beam_size > 1) p.beam_search.beam_size = job->beam_size;
 	p.n_threads = job->n_threads;
 	p.language = job->language;
 	p.detect_language = false;
@@ -82,6 +84,23 @@ void morag_set_logging(int verbose) {
 	log_verbose = verbose;
 	whisper_log_set(log_cb, NULL);
 	ggml_log_set(log_cb, NULL);
+}
+
+static ggml_backend_dev_t gpu_device(int i) {
+	for (size_t k = 0; k < ggml_backend_dev_count(); k++) {
+		ggml_backend_dev_t dev = ggml_backend_dev_get(k);
+		enum ggml_backend_dev_type t = ggml_backend_dev_type(dev);
+		if (t != GGML_BACKEND_DEVICE_TYPE_GPU && t != GGML_BACKEND_DEVICE_TYPE_IGPU) continue;
+		if (i-- == 0) return dev;
+	}
+	return NULL;
+}
+
+int morag_gpu_memory(int i, size_t *free_bytes, size_t *total_bytes) {
+	ggml_backend_dev_t dev = gpu_device(i);
+	if (!dev) return 0;
+	ggml_backend_dev_memory(dev, free_bytes, total_bytes);
+	return 1;
 }
 
 int morag_gpu_devices(char *buf, int len) {

@@ -6,6 +6,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <whisper.h>
 
@@ -15,6 +16,7 @@ typedef struct morag_job {
 	atomic_int cancelled;  // set by the Go goroutine watching the context
 	uintptr_t handle;      // runtime/cgo.Handle of the Go-side job
 	int n_threads;
+	int beam_size;         // > 1: beam search with this many beams; else greedy
 	bool progress;         // call goWhisperProgress
 	bool segments;         // call goWhisperNewSegment
 	bool tdrz;             // tinydiarize speaker turns
@@ -35,5 +37,10 @@ void morag_set_logging(int verbose);
 // morag_gpu_devices writes the GPU devices ggml found ("CUDA0: NVIDIA H200")
 // separated by newlines into buf; returns how many there are.
 int morag_gpu_devices(char *buf, int len);
+
+// morag_gpu_memory reports the free and total memory of the i-th GPU
+// device (in morag_gpu_devices' order); returns 0 when there is no such
+// device.
+int morag_gpu_memory(int i, size_t *free_bytes, size_t *total_bytes);
 
 #endif

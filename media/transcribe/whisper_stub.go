@@ -22,3 +22,6 @@ func NewWhisper(cfg WhisperConfig) (Transcriber, error) {
 func NewWhisperContext(ctx context.Context, cfg WhisperConfig) (Transcriber, error) {
 	return NewWhisper(cfg)
 }
+
+// GPUMemory is nil in a build without the whisper tag.
+func GPUMemory() []DeviceMemory { return nil }

@@ -38,9 +38,21 @@ func (r *row) fps() float64 {
 	return float64(r.frames) / r.secs
 }
 
-func check(ctx context.Context, out io.Writer) error {
+// check runs the media section (detection, ffmpeg rows) and the whisper
+// section; media or whisper false leaves that one out.
+func check(ctx context.Context, out io.Writer, withMedia, withWhisper bool) error {
 	fmt.Fprintln(out, "== morag-gpu gpu-check")
 	start := time.Now()
+	if !withMedia {
+		dir, err := os.MkdirTemp("", "gpu-check-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		whisperSection(ctx, out, dir)
+		fmt.Fprintf(out, "\ngpu-check finished in %.0fs\n", time.Since(start).Seconds())
+		return nil
+	}
 
 	caps, _ := media.Detect(ctx, media.DetectOptions{Mode: media.ModeAuto})
 	js, _ := json.MarshalIndent(caps, "", "  ")
@@ -162,7 +174,9 @@ func check(ctx context.Context, out io.Writer) error {
 
 	printTable(out, rows)
 	fmt.Fprintln(out)
-	whisperSection(ctx, out, dir)
+	if withWhisper {
+		whisperSection(ctx, out, dir)
+	}
 	fmt.Fprintf(out, "\ngpu-check finished in %.0fs\n", time.Since(start).Seconds())
 	return nil
 }
