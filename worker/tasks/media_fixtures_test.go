@@ -85,7 +85,7 @@ func makeFixtures(dir string) mediaFixtures {
 	return f
 }
 
-func needFixtures(t *testing.T) {
+func needFixtures(t testing.TB) {
 	t.Helper()
 	if fixtures.missing != "" {
 		t.Skip("media fixtures unavailable: " + fixtures.missing)

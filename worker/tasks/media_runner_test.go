@@ -24,10 +24,14 @@ func startRunner(t *testing.T, cfg MediaConfig) (*testenv.Redis, *protocol.Clien
 }
 
 // startRunnerWith is startRunner with the runner's Config adjusted by mod.
-func startRunnerWith(t *testing.T, cfg MediaConfig, mod func(*runner.Config)) (*testenv.Redis, *protocol.Client) {
+func startRunnerWith(t testing.TB, cfg MediaConfig, mod func(*runner.Config)) (*testenv.Redis, *protocol.Client) {
 	t.Helper()
 	rd := testenv.StartRedis(t)
-	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	level := zerolog.InfoLevel
+	if _, bench := t.(*testing.B); bench { // per-task lines would swamp the numbers
+		level = zerolog.WarnLevel
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(level)
 	cfg.Logger = log
 	mux := runner.NewMux()
 	if err := RegisterMedia(mux, cfg); err != nil {
