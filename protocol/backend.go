@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
+
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 )
@@ -213,7 +215,7 @@ func (b *Backend) encodeMeta(req StoreRequest) ([]byte, error) {
 		if now.IsZero() {
 			now = time.Now()
 		}
-		field("date_done", resultJSONString(FormatTime(now.UTC())))
+		field("date_done", resultJSONString(pyfmt.ISOFormat(now.UTC())))
 	} else {
 		field("date_done", []byte("null"))
 	}

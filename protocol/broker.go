@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/internal/clock"
+	"morag-gpu/internal/pyfmt"
 )
 
 // unackedMutexTTL is kombu's unacked_mutex_expire.
@@ -475,7 +476,7 @@ func deadLetterEntry(now time.Time, raw []byte, queue, reason string) []byte {
 	e, _ := json.Marshal(map[string]any{
 		"reason": reason,
 		"queue":  queue,
-		"time":   FormatTime(now),
+		"time":   pyfmt.ISOFormat(now),
 		"raw":    string(raw),
 	})
 	return e

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/internal/testenv"
 )
 
@@ -783,7 +784,7 @@ func TestPythonDecodesGoEnvelopes(t *testing.T) {
 			if t == nil {
 				return nil
 			}
-			return FormatTime(t.UTC())
+			return pyfmt.ISOFormat(t.UTC())
 		}
 		nz := func(s string) any {
 			if s == "" {

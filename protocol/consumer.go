@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
+
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -249,7 +251,7 @@ func (c *Consumer) FetchN(ctx context.Context, timeout time.Duration, limit int)
 		args = append(args, l)
 	}
 	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-		unixScore(now), FormatTime(now), limit, b.key(deliveryCountPrefix), len(queues))
+		unixScore(now), pyfmt.ISOFormat(now), limit, b.key(deliveryCountPrefix), len(queues))
 	for _, q := range queues {
 		args = append(args, q)
 	}
@@ -354,7 +356,7 @@ func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Deli
 		now := b.opts.Clock.Now()
 		res, err := redis.Values(holdPopped.DoContext(ctx, conn,
 			b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-			unixScore(now), FormatTime(now), b.key(deliveryCountPrefix), raw, queue))
+			unixScore(now), pyfmt.ISOFormat(now), b.key(deliveryCountPrefix), raw, queue))
 		if err != nil {
 			return fmt.Errorf("protocol: hold a message from %s: %w", queue, err)
 		}

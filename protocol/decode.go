@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // DecodeError says why an envelope could not be decoded. Reason is a short
@@ -617,8 +619,8 @@ func isoField(key, s string) (*time.Time, error) {
 	if s == "" {
 		return nil, nil
 	}
-	t, ok := parsePythonTime(s)
-	if !ok {
+	t, err := pyfmt.FromISOFormat(s)
+	if err != nil {
 		return nil, decodeErr("invalid-task", "%s %q is not an ISO 8601 date-time", key, s)
 	}
 	t = t.UTC()

@@ -231,7 +231,7 @@ func appendNullableTime(b []byte, t *time.Time) []byte {
 		return append(b, "null"...)
 	}
 	b = append(b, '"')
-	b = appendPythonTime(b, t.UTC())
+	b = pyfmt.AppendISOFormat(b, t.UTC())
 	return append(b, '"')
 }
 
@@ -351,7 +351,7 @@ func (r *reprWriter) value(v any, level int) {
 		}
 		r.closer("}")
 	case time.Time:
-		r.str(FormatTime(x))
+		r.str(pyfmt.ISOFormat(x))
 	case []byte:
 		r.token("b" + reprQuote(reprTruncate(string(x), r.budget)))
 	default:

@@ -16,6 +16,8 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
+	"morag-gpu/internal/pyfmt"
+
 	"github.com/google/uuid"
 )
 
@@ -150,20 +152,20 @@ func kombuDecodeType(typ, value any) (any, error) {
 		if !isStr {
 			return nil, bad()
 		}
-		t, err := ParseTime(s)
+		t, err := pyfmt.FromISOFormat(s)
 		if err != nil {
 			return nil, fmt.Errorf("protocol: kombu JSON datetime: %w", err)
 		}
 		return t, nil
 	case "date":
-		t, ok := parsePythonTime(s)
-		if !isStr || !ok {
+		t, err := pyfmt.FromISOFormat(s)
+		if !isStr || err != nil {
 			return nil, bad()
 		}
 		y, m, d := t.Date()
 		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC), nil
 	case "time":
-		h, mi, sec, ns, loc, ok := parsePythonClock(s)
+		h, mi, sec, ns, loc, ok := pyfmt.TimeFromISOFormat(s)
 		if !isStr || !ok {
 			return nil, bad()
 		}
@@ -221,7 +223,7 @@ func compactJSON(v any) string {
 }
 
 // MarshalJSON encodes v as JSON Python's json.loads reads (no HTML escaping).
-// time.Time values are written as ISO-8601 strings (FormatTime). Map keys are
+// time.Time values are written as ISO-8601 strings (pyfmt.ISOFormat). Map keys are
 // sorted. It refuses an object whose only keys are "__type__" and
 // "__value__": kombu >= 5.3 would decode it as a type envelope (and reject
 // the whole message for an unknown type). Numbers: json.Number is written
@@ -282,7 +284,7 @@ func (w *kombuWriter) value(v any) error {
 		return w.float(float64(x), 32)
 	case time.Time:
 		w.buf = append(w.buf, '"')
-		w.buf = appendPythonTime(w.buf, x)
+		w.buf = pyfmt.AppendISOFormat(w.buf, x)
 		w.buf = append(w.buf, '"')
 	case *time.Time:
 		if x == nil {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
+
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 )
@@ -192,7 +194,7 @@ func (m *Mailbox) serve(ctx context.Context, req *ControlRequest) {
 	}
 	if err != nil {
 		m.log.Error().Err(err).Str("method", req.Method).Msg("pidbox command error")
-		reply = map[string]any{"error": "Error(" + PyStrRepr(err.Error()) + ")"}
+		reply = map[string]any{"error": "Error(" + pyfmt.StrRepr(err.Error()) + ")"}
 	}
 	if req.ReplyTo == nil {
 		return
@@ -210,7 +212,7 @@ func (m *Mailbox) call(ctx context.Context, req *ControlRequest) (reply any, err
 	m.mu.RUnlock()
 	if h == nil {
 		m.log.Warn().Str("method", req.Method).Msg("no such control command")
-		return map[string]any{"error": "KeyError(" + PyStrRepr(req.Method) + ")"}, nil
+		return map[string]any{"error": "KeyError(" + pyfmt.StrRepr(req.Method) + ")"}, nil
 	}
 	defer func() {
 		if p := recover(); p != nil {

@@ -224,20 +224,6 @@ func TestParseControlRequest(t *testing.T) {
 	}
 }
 
-func TestPythonRepr(t *testing.T) {
-	for in, want := range map[string]string{
-		"foo":      `'foo'`,
-		"it's":     `"it's"`,
-		`it's "x"`: `'it\'s "x"'`,
-		"a\nb\\":   `'a\nb\\'`,
-		"é\x01":    `'é\x01'`,
-	} {
-		if got := PyStrRepr(in); got != want {
-			t.Errorf("PyStrRepr(%q) = %s, want %s", in, got, want)
-		}
-	}
-}
-
 // TestMailboxCeleryCLI drives a Go mailbox with Celery's own CLI and
 // app.control.
 func TestMailboxCeleryCLI(t *testing.T) {
