@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/kombujson"
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
@@ -328,10 +329,19 @@ func encodeTaskError(e *TaskError) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// EncodeResult encodes a task's return value as the result backend stores
+// it, in kombu's JSON: map keys sorted, time.Time as Python's isoformat,
+// json.Number verbatim, canvas Signatures as Celery's dicts. A worker
+// encodes before it stores, so that a value JSON cannot carry (NaN, a
+// cycle, a bare {"__type__", "__value__"} object that kombu would take for
+// a type envelope) fails the task with kombu's EncodeError; it then stores
+// the bytes as a json.RawMessage StoreRequest.Result.
+func EncodeResult(v any) ([]byte, error) { return marshalJSON(v) }
+
 // resultMarshal encodes v as kombu JSON without the trailing newline an
 // encoder may leave.
 func resultMarshal(v any) ([]byte, error) {
-	raw, err := MarshalJSON(v)
+	raw, err := marshalJSON(v)
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +430,7 @@ func (m *ResultMeta) DecodeResult(v any) error {
 	if len(raw) == 0 {
 		raw = json.RawMessage("null")
 	}
-	if err := UnmarshalJSON(raw, v); err != nil {
+	if err := kombujson.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("protocol: decode result of task %s: %w", m.TaskID, err)
 	}
 	return nil

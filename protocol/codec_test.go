@@ -20,6 +20,7 @@ import (
 
 	"morag-gpu/internal/pyfmt"
 	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol/internal/kombujson"
 )
 
 // codecVector is one entry of testdata/manifest.json, written by
@@ -72,7 +73,7 @@ func codecReadManifest(t testing.TB, dir string) []codecVector {
 	var man struct {
 		Cases []codecVector `json:"cases"`
 	}
-	if err := decodeJSONNumbers(raw, &man); err != nil {
+	if err := kombujson.DecodeNumbers(raw, &man); err != nil {
 		t.Fatalf("parse manifest: %v", err)
 	}
 	if len(man.Cases) < 10 {
@@ -84,7 +85,7 @@ func codecReadManifest(t testing.TB, dir string) []codecVector {
 // canon renders v as sorted compact JSON for comparisons.
 func codecCanon(t testing.TB, v any) string {
 	t.Helper()
-	b, err := MarshalJSON(v)
+	b, err := marshalJSON(v)
 	if err != nil {
 		t.Fatalf("canon: %v", err)
 	}
@@ -769,7 +770,7 @@ func TestPythonDecodesGoEnvelopes(t *testing.T) {
 	defer cancel()
 	out := testenv.RunPython(t, ctx, r.URL(), codecPythonDecodeScript, file)
 	var got []map[string]any
-	if err := decodeJSONNumbers([]byte(strings.TrimSpace(out)), &got); err != nil || len(got) != len(msgs) {
+	if err := kombujson.DecodeNumbers([]byte(strings.TrimSpace(out)), &got); err != nil || len(got) != len(msgs) {
 		t.Fatalf("python output %q: %v", out, err)
 	}
 	for i, m := range msgs {
@@ -832,7 +833,7 @@ func codecWaitMeta(t *testing.T, r *testenv.Redis, id string, timeout time.Durat
 		raw, err := redis.Bytes(r.Do("GET", "celery-task-meta-"+id), nil)
 		if err == nil {
 			var meta map[string]any
-			if err := decodeJSONNumbers(raw, &meta); err != nil {
+			if err := kombujson.DecodeNumbers(raw, &meta); err != nil {
 				t.Fatalf("result of %s is not JSON: %s", id, raw)
 			}
 			switch meta["status"] {

@@ -19,7 +19,7 @@ import (
 // result stored, acks) it.
 
 func (s *Server) succeed(ctx context.Context, r *request, value any, runtime time.Duration) {
-	encoded, err := protocol.MarshalJSON(value)
+	encoded, err := protocol.EncodeResult(value)
 	if err != nil {
 		te := protocol.NewTaskError("EncodeError", "kombu.exceptions",
 			fmt.Sprintf("the result of %s cannot be encoded as JSON: %v", r.msg.Task, err))
