@@ -20,8 +20,8 @@ import (
 )
 
 const (
-	// DefaultResultExpires is Celery's result_expires default (1 day).
-	DefaultResultExpires = 24 * time.Hour
+	// defaultResultExpires is Celery's result_expires default (1 day).
+	defaultResultExpires = 24 * time.Hour
 	// resultMaxSize is RedisBackend._MAX_STR_VALUE_SIZE: Redis refuses
 	// larger strings, and Python refuses to store them.
 	resultMaxSize = 512 * 1024 * 1024
@@ -67,7 +67,7 @@ func NewBackend(pool *redis.Pool, opts BackendOptions) *Backend {
 	expires := opts.Expires
 	switch {
 	case expires == 0:
-		expires = DefaultResultExpires
+		expires = defaultResultExpires
 	case expires < 0:
 		expires = 0
 	}
@@ -89,8 +89,8 @@ func resultKeyPrefix(p string) string {
 	return p
 }
 
-// TaskKey is the Redis key (and pub/sub channel) of taskID's result.
-func (b *Backend) TaskKey(taskID string) string {
+// taskKey is the Redis key (and pub/sub channel) of taskID's result.
+func (b *Backend) taskKey(taskID string) string {
 	return b.prefix + taskMetaKey(taskID)
 }
 
@@ -107,7 +107,7 @@ return store_result(KEYS[1], ARGV[1], ARGV[2])
 `)
 
 // luaStoreResult defines store_result(key, meta, ttl) for the scripts that
-// write a result: the store script above and Broker.StoreAndAck.
+// write a result: the store script above and Broker.storeAndAck.
 const luaStoreResult = `
 local function store_result(key, meta, ttl)
   local cur = redis.call('GET', key)
@@ -165,7 +165,7 @@ func (b *Backend) Store(ctx context.Context, req StoreRequest) error {
 	if b.expires > 0 {
 		ttl = int64(math.Ceil(b.expires.Seconds()))
 	}
-	stored, err := redis.Int(resultStoreScript.DoContext(ctx, conn, b.TaskKey(req.TaskID), payload, ttl))
+	stored, err := redis.Int(resultStoreScript.DoContext(ctx, conn, b.taskKey(req.TaskID), payload, ttl))
 	if err != nil {
 		return fmt.Errorf("protocol: store result of task %s: %w", req.TaskID, err)
 	}
@@ -371,7 +371,7 @@ func (b *Backend) get(ctx context.Context, taskID string) (*ResultMeta, []byte, 
 		return nil, nil, fmt.Errorf("protocol: read result of task %s: %w", taskID, err)
 	}
 	defer conn.Close()
-	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", b.TaskKey(taskID)))
+	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", b.taskKey(taskID)))
 	if errors.Is(err, redis.ErrNil) {
 		return pendingResultMeta(taskID), nil, nil
 	}
@@ -385,14 +385,14 @@ func (b *Backend) get(ctx context.Context, taskID string) (*ResultMeta, []byte, 
 	return meta, raw, nil
 }
 
-// Forget deletes the stored result.
-func (b *Backend) Forget(ctx context.Context, taskID string) error {
+// forget deletes the stored result.
+func (b *Backend) forget(ctx context.Context, taskID string) error {
 	conn, err := b.pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("protocol: forget result of task %s: %w", taskID, err)
 	}
 	defer conn.Close()
-	if _, err := redis.DoContext(conn, ctx, "DEL", b.TaskKey(taskID)); err != nil {
+	if _, err := redis.DoContext(conn, ctx, "DEL", b.taskKey(taskID)); err != nil {
 		return fmt.Errorf("protocol: forget result of task %s: %w", taskID, err)
 	}
 	return nil
@@ -489,18 +489,18 @@ func decodeTaskError(state State, raw json.RawMessage) *TaskError {
 	return te
 }
 
-// Wait subscribes to the task's channel, then reads the key, and returns as
+// wait subscribes to the task's channel, then reads the key, and returns as
 // soon as the state is ready (no polling). It survives reconnects. It holds
 // one connection for the whole wait; for many concurrent waits use a
 // ResultListener.
-func (b *Backend) Wait(ctx context.Context, taskID string) (*ResultMeta, error) {
-	return b.Watch(ctx, taskID, nil)
+func (b *Backend) wait(ctx context.Context, taskID string) (*ResultMeta, error) {
+	return b.watch(ctx, taskID, nil)
 }
 
-// Watch is like Wait but also delivers every intermediate state (STARTED,
+// watch is like wait but also delivers every intermediate state (STARTED,
 // PROGRESS, RETRY, ...) to fn. It returns the ready meta. fn runs on the
 // calling goroutine and sees each distinct stored value once.
-func (b *Backend) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
+func (b *Backend) watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
 	w := resultWatchState{taskID: taskID, fn: fn}
 	backoff := newResultBackoff()
 	for {
@@ -565,7 +565,7 @@ func (b *Backend) watchOnce(ctx context.Context, w *resultWatchState) (*ResultMe
 	defer stop()
 	defer conn.Close()
 
-	key := b.TaskKey(w.taskID)
+	key := b.taskKey(w.taskID)
 	psc := redis.PubSubConn{Conn: conn}
 	if err := psc.Subscribe(key); err != nil {
 		return nil, false, err
@@ -689,19 +689,19 @@ func resultSleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// ErrListenerClosed is returned by ResultListener waits once its Run has
-// returned.
+// ErrListenerClosed is returned by waits through a ResultListener
+// (AsyncResult.Wait of a Client.WithListener) once its Run has returned.
 var ErrListenerClosed = errors.New("protocol: result listener is not running (its Run returned); start Run before waiting")
 
 // ResultListener waits for many results over one subscribed connection, as
 // Python's ResultConsumer does: each waited-on task adds a SUBSCRIBE to the
 // shared connection and its waiters are woken by the published values. Use
-// it where many tasks are awaited at once (a gateway); Backend.Wait holds a
-// connection per wait.
+// it where many tasks are awaited at once (a gateway), through
+// Client.WithListener; a plain Client holds a connection per wait.
 //
 // The caller owns the listener's goroutine: run Run(ctx) and cancel ctx to
-// stop it. Wait and Watch may be called before Run starts; they block until
-// it is connected.
+// stop it. Waits may start before Run does; they block until it is
+// connected.
 type ResultListener struct {
 	b *Backend
 
@@ -971,21 +971,21 @@ func (l *ResultListener) remove(key string, w *listenWaiter) {
 	}
 }
 
-// Wait is Backend.Wait over the shared connection.
-func (l *ResultListener) Wait(ctx context.Context, taskID string) (*ResultMeta, error) {
-	return l.Watch(ctx, taskID, nil)
+// wait is Backend.wait over the shared connection.
+func (l *ResultListener) wait(ctx context.Context, taskID string) (*ResultMeta, error) {
+	return l.watch(ctx, taskID, nil)
 }
 
-// Watch is Backend.Watch over the shared connection. Under a burst of
+// watch is Backend.watch over the shared connection. Under a burst of
 // updates fn may miss an intermediate state (the latest one is re-read);
 // the ready state is never missed.
-func (l *ResultListener) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
+func (l *ResultListener) watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
 	select {
 	case <-l.done:
 		return nil, ErrListenerClosed
 	default:
 	}
-	key := l.b.TaskKey(taskID)
+	key := l.b.taskKey(taskID)
 	w := &listenWaiter{msgs: make(chan []byte, 16), sync: make(chan struct{}, 1)}
 	l.add(key, w)
 	defer l.remove(key, w)

@@ -13,10 +13,10 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// GroupKey is the Redis key of group gid's bookkeeping with suffix
+// groupKey is the Redis key of group gid's bookkeeping with suffix
 // (".j" joined parts, ".t" size adjustment, ".s" chord size, "" the saved
 // GroupResult).
-func (b *Backend) GroupKey(gid, suffix string) string {
+func (b *Backend) groupKey(gid, suffix string) string {
 	return b.prefix + groupMetaKey(gid, suffix)
 }
 
@@ -75,7 +75,7 @@ type ChordPartResult struct {
 // Err is the part's exception when its state propagates (FAILURE,
 // REVOKED), else nil.
 func (p ChordPartResult) Err() *TaskError {
-	if !p.State.Propagates() {
+	if !p.State.propagates() {
 		return nil
 	}
 	return decodeTaskError(p.State, p.Result)
@@ -117,7 +117,7 @@ func (b *Backend) ChordPartReturn(ctx context.Context, part ChordPart) (*ChordJo
 	}
 	defer conn.Close()
 	reply, err := redis.Values(chordPartScript.DoContext(ctx, conn,
-		b.GroupKey(part.GroupID, ".j"), b.GroupKey(part.GroupID, ".t"), b.GroupKey(part.GroupID, ".s"),
+		b.groupKey(part.GroupID, ".j"), b.groupKey(part.GroupID, ".t"), b.groupKey(part.GroupID, ".s"),
 		member, score, ttl))
 	if err != nil {
 		return nil, fmt.Errorf("protocol: chord part %s of group %s: %w", part.TaskID, part.GroupID, err)
@@ -171,7 +171,7 @@ func (b *Backend) SavedGroupResult(ctx context.Context, gid string) (bool, error
 		return false, err
 	}
 	defer conn.Close()
-	return redis.Bool(redis.DoContext(conn, ctx, "EXISTS", b.GroupKey(gid, "")))
+	return redis.Bool(redis.DoContext(conn, ctx, "EXISTS", b.groupKey(gid, "")))
 }
 
 // ChordCleanup deletes a joined chord's .j, .t and .s keys, as the
@@ -182,7 +182,7 @@ func (b *Backend) ChordCleanup(ctx context.Context, gid string) error {
 		return fmt.Errorf("protocol: clean up chord %s: %w", gid, err)
 	}
 	defer conn.Close()
-	if _, err := redis.DoContext(conn, ctx, "DEL", b.GroupKey(gid, ".j"), b.GroupKey(gid, ".t"), b.GroupKey(gid, ".s")); err != nil {
+	if _, err := redis.DoContext(conn, ctx, "DEL", b.groupKey(gid, ".j"), b.groupKey(gid, ".t"), b.groupKey(gid, ".s")); err != nil {
 		return fmt.Errorf("protocol: clean up chord %s: %w", gid, err)
 	}
 	return nil

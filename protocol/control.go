@@ -31,7 +31,7 @@ type ReplyTo struct {
 }
 
 // ControlHandler answers one control method; the returned value is this
-// node's reply (nil is JSON null; floats keep their fraction, see Float).
+// node's reply (nil is JSON null; floats keep their fraction, see jsonFloat).
 // An error is replied as {"error": "Error('<message>')"}, as Python replies
 // repr(exc). Returning ErrNoReply sends nothing (Python's shutdown).
 type ControlHandler func(ctx context.Context, req *ControlRequest) (any, error)
@@ -98,13 +98,13 @@ func (c *Control) Broadcast(ctx context.Context, method string, args map[string]
 		body = append(body,
 			fanoutField{"ticket", ticket},
 			fanoutField{"reply_to", fanoutObject{{"exchange", pidboxReplyExchange}, {"routing_key", oid}}})
-		expires = Float(float64(time.Now().Add(timeout).UnixMicro()) / 1e6)
+		expires = jsonFloat(float64(time.Now().Add(timeout).UnixMicro()) / 1e6)
 	}
 	bodyJSON, err := fanoutJSON(body)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: control %s: encode arguments: %w", method, err)
 	}
-	env, err := fanoutEnvelope(bodyJSON, fanoutObject{{"clock", c.clock.Forward()}, {"expires", expires}}, 2, pidboxExchange, "")
+	env, err := fanoutEnvelope(bodyJSON, fanoutObject{{"clock", c.clock.forward()}, {"expires", expires}}, 2, pidboxExchange, "")
 	if err != nil {
 		return nil, fmt.Errorf("protocol: control %s: %w", method, err)
 	}
@@ -163,7 +163,7 @@ func (c *Control) collect(ctx context.Context, conn redis.Conn, method, queue, t
 			continue // not a reply; kombu drops it too
 		}
 		if clk, ok := fanoutInt(msg.Headers["clock"]); ok {
-			c.clock.Adjust(clk)
+			c.clock.adjust(clk)
 		}
 		if exp, ok := fanoutFloat(msg.Headers["expires"]); ok && exp > 0 && exp < float64(time.Now().UnixMicro())/1e6 {
 			continue

@@ -109,11 +109,11 @@ func parseEnvelope(raw []byte) (*wireEnvelope, *wireProperties, string, error) {
 	return env, props, tag, nil
 }
 
-// EnvelopeInfo reads the fields the transport needs from a raw envelope
+// envelopeInfo reads the fields the transport needs from a raw envelope
 // without decoding the body: delivery tag, priority, exchange, routing key.
 // The priority is kombu's _get_message_priority: int(priority) clamped to
 // 0..9, and 0 when it is missing, null or not a number.
-func EnvelopeInfo(raw []byte) (tag string, priority int, exchange, routingKey string, err error) {
+func envelopeInfo(raw []byte) (tag string, priority int, exchange, routingKey string, err error) {
 	_, props, tag, err := parseEnvelope(raw)
 	if err != nil {
 		return "", 0, "", "", err
@@ -169,7 +169,7 @@ func deliveryInfo(v any) (exchange, routingKey string, redelivered bool) {
 // real gzip) and application/x-bz2. Errors are *DecodeError; it never
 // panics. Numbers are json.Number and kombu type envelopes in the body and
 // headers are decoded as kombujson.Unmarshal does. Priority is kombu's clamped
-// value (see EnvelopeInfo). The compression header is consumed, not kept in
+// value (see envelopeInfo). The compression header is consumed, not kept in
 // Headers.
 func Decode(raw []byte) (*Message, error) {
 	env, props, tag, err := parseEnvelope(raw)
@@ -684,12 +684,12 @@ func describeJSON(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// MarkRedelivered returns raw with headers.redelivered and
+// markRedelivered returns raw with headers.redelivered and
 // properties.delivery_info.redelivered set to true, preserving every other
 // byte of meaning (numbers keep their precision), as kombu's restore does.
 // The body and every other top-level part are copied verbatim; headers and
 // properties are re-encoded with their keys sorted.
-func MarkRedelivered(raw []byte) ([]byte, error) {
+func markRedelivered(raw []byte) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
 		if err == nil {

@@ -36,24 +36,24 @@ func (e Event) Type() string { s, _ := e["type"].(string); return s }
 // Hostname returns the node name of the sender, e.g. "celery@host".
 func (e Event) Hostname() string { s, _ := e["hostname"].(string); return s }
 
-// Timestamp returns the sender's event time in seconds since the epoch (0
+// timestamp returns the sender's event time in seconds since the epoch (0
 // when missing). Python receivers correct it by utcoffset; this does not.
-func (e Event) Timestamp() float64 { f, _ := fanoutFloat(e["timestamp"]); return f }
+func (e Event) timestamp() float64 { f, _ := fanoutFloat(e["timestamp"]); return f }
 
-// Clock returns the sender's Lamport clock value (0 when missing).
-func (e Event) Clock() int64 { n, _ := fanoutInt(e["clock"]); return n }
+// clock returns the sender's Lamport clock value (0 when missing).
+func (e Event) clock() int64 { n, _ := fanoutInt(e["clock"]); return n }
 
-// Float is a float64 that is always written with a fractional part (2.0,
+// jsonFloat is a float64 that is always written with a fractional part (2.0,
 // not 2): Python code that checks isinstance(x, float), such as mingle's
 // revoked timestamps, rejects a JSON integer. Plain float64 values inside
 // the maps and slices given to EventDispatcher.Send, Control.Broadcast or
 // returned by a ControlHandler are written the same way; struct fields go
-// through encoding/json, so give them the type Float.
-type Float float64
+// through encoding/json, so give them the type jsonFloat.
+type jsonFloat float64
 
 // MarshalJSON writes f as Python's json.dumps writes a float. NaN and
 // infinities, which JSON cannot hold, become null.
-func (f Float) MarshalJSON() ([]byte, error) {
+func (f jsonFloat) MarshalJSON() ([]byte, error) {
 	return appendFanoutFloat(nil, float64(f), 64), nil
 }
 
@@ -65,25 +65,25 @@ type LamportClock struct {
 	value int64
 }
 
-// Forward advances the clock for a local event and returns the new value.
-func (c *LamportClock) Forward() int64 {
+// forward advances the clock for a local event and returns the new value.
+func (c *LamportClock) forward() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.value++
 	return c.value
 }
 
-// Adjust merges a clock value received from another node: max(local,
+// adjust merges a clock value received from another node: max(local,
 // other) + 1.
-func (c *LamportClock) Adjust(other int64) int64 {
+func (c *LamportClock) adjust(other int64) int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.value = max(c.value, other) + 1
 	return c.value
 }
 
-// Value is the current value.
-func (c *LamportClock) Value() int64 {
+// read is the current value.
+func (c *LamportClock) read() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.value
@@ -187,7 +187,7 @@ func (d *EventDispatcher) Encode(typ string, fields map[string]any) (channel str
 		"hostname":  d.hostname,
 		"utcoffset": pythonUTCOffset(now),
 		"pid":       d.pid,
-		"clock":     d.clock.Forward(),
+		"clock":     d.clock.forward(),
 	}
 	ev := make(fanoutObject, 0, len(eventStandardFields)+len(fields)+2)
 	for _, k := range eventStandardFields {
@@ -207,12 +207,12 @@ func (d *EventDispatcher) Encode(typ string, fields map[string]any) (channel str
 	for _, k := range keys {
 		ev = append(ev, fanoutField{k, fields[k]})
 	}
-	ts := Float(float64(now.UnixMicro()) / 1e6)
+	ts := jsonFloat(float64(now.UnixMicro()) / 1e6)
 	if v, ok := fields["timestamp"]; ok {
 		if t, isTime := v.(time.Time); isTime {
-			ts = Float(float64(t.UnixMicro()) / 1e6)
+			ts = jsonFloat(float64(t.UnixMicro()) / 1e6)
 		} else if f, isNum := fanoutFloat(v); isNum {
-			ts = Float(f)
+			ts = jsonFloat(f)
 		}
 	}
 	ev = append(ev, fanoutField{"timestamp", ts}, fanoutField{"type", typ})
@@ -230,10 +230,10 @@ func (d *EventDispatcher) Encode(typ string, fields map[string]any) (channel str
 }
 
 // Clock is the current value of the dispatcher's Lamport clock.
-func (d *EventDispatcher) Clock() int64 { return d.clock.Value() }
+func (d *EventDispatcher) Clock() int64 { return d.clock.read() }
 
-// Adjust merges a clock value received from another node.
-func (d *EventDispatcher) Adjust(other int64) { d.clock.Adjust(other) }
+// adjust merges a clock value received from another node.
+func (d *EventDispatcher) adjust(other int64) { d.clock.adjust(other) }
 
 // ReceiveEvents PSUBSCRIBEs /{db}.celeryev/<pattern> (pattern "*" for all
 // events, "worker.*" for worker events; kombu's "#" is accepted as "*") and
@@ -265,7 +265,7 @@ func ReceiveEvents(ctx context.Context, pool *redis.Pool, db int, keyPrefix, pat
 			}
 			for _, e := range events {
 				if c, ok := fanoutInt(e["clock"]); ok {
-					cfg.clock.Adjust(c)
+					cfg.clock.adjust(c)
 				}
 				fn(e)
 			}
@@ -476,7 +476,7 @@ func fanoutFloat(v any) (float64, bool) {
 	case json.Number:
 		f, err := x.Float64()
 		return f, err == nil
-	case Float:
+	case jsonFloat:
 		return float64(x), true
 	case float64:
 		return x, true
@@ -548,7 +548,7 @@ func writeFanoutValue(b *bytes.Buffer, v any, depth int) error {
 	case bool:
 		b.WriteString(strconv.FormatBool(x))
 		return nil
-	case Float:
+	case jsonFloat:
 		b.Write(appendFanoutFloat(nil, float64(x), 64))
 		return nil
 	case float64:

@@ -165,9 +165,9 @@ func (m *Mailbox) accept(data []byte) (*ControlRequest, bool) {
 	}
 	// The Celery worker forwards its clock on every control message, and
 	// kombu's Node adjusts it to the sender's.
-	m.clock.Forward()
+	m.clock.forward()
 	if c, ok := fanoutInt(msg.Headers["clock"]); ok {
-		m.clock.Adjust(c)
+		m.clock.adjust(c)
 	}
 	req, err := parseControlRequest(msg.Body)
 	if err != nil {
@@ -258,7 +258,7 @@ func (m *Mailbox) reply(ctx context.Context, req *ControlRequest, reply any) err
 	if len(queues) == 0 {
 		return nil // bindings exist, none for rk: nobody is waiting
 	}
-	env, err := fanoutEnvelope(body, fanoutObject{{"ticket", req.Ticket}, {"clock", m.clock.Forward()}}, 1, ex, rk)
+	env, err := fanoutEnvelope(body, fanoutObject{{"ticket", req.Ticket}, {"clock", m.clock.forward()}}, 1, ex, rk)
 	if err != nil {
 		return err
 	}

@@ -380,7 +380,7 @@ func TestMailboxExpiredRequest(t *testing.T) {
 		t.Helper()
 		body, _ := fanoutJSON(fanoutObject{{"method", "ping"}, {"arguments", map[string]any{}}, {"destination", nil}, {"pattern", nil}, {"matcher", nil},
 			{"ticket", "t"}, {"reply_to", fanoutObject{{"exchange", "reply.celery.pidbox"}, {"routing_key", "oid"}}}})
-		env, _ := fanoutEnvelope(body, fanoutObject{{"clock", 1}, {"expires", Float(expires)}}, 2, "celery.pidbox", "")
+		env, _ := fanoutEnvelope(body, fanoutObject{{"clock", 1}, {"expires", jsonFloat(expires)}}, 2, "celery.pidbox", "")
 		r.Do("SADD", "_kombu.binding.reply.celery.pidbox", "oid\x06\x16\x06\x16oid.reply.celery.pidbox")
 		if n, _ := redis.Int(r.Do("PUBLISH", "/0.celery.pidbox", env), nil); n != 1 {
 			t.Fatalf("PUBLISH reached %d subscribers", n)
