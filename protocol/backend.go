@@ -94,42 +94,6 @@ func (b *Backend) taskKey(taskID string) string {
 	return b.prefix + taskMetaKey(taskID)
 }
 
-// resultStoreScript is RedisBackend._store_result + _set in one atomic step: keep
-// a stored SUCCESS (Celery reads the current meta first and returns without
-// writing), else SET/SETEX and PUBLISH the same bytes on the key's channel.
-// Every Celery writer puts "status" first, so a prefix match avoids decoding
-// a large stored result; cjson is the fallback for other layouts.
-//
-// KEYS[1] key; ARGV[1] meta JSON; ARGV[2] TTL seconds (0: no expiry).
-// Returns 1 when stored, 0 when a SUCCESS was kept.
-var resultStoreScript = redis.NewScript(1, luaStoreResult+`
-return store_result(KEYS[1], ARGV[1], ARGV[2])
-`)
-
-// luaStoreResult defines store_result(key, meta, ttl) for the scripts that
-// write a result: the store script above and Broker.storeAndAck.
-const luaStoreResult = `
-local function store_result(key, meta, ttl)
-  local cur = redis.call('GET', key)
-  if cur then
-    local status = string.match(cur, '^%s*{%s*"status"%s*:%s*"([^"]*)"')
-    if status == nil then
-      local ok, m = pcall(cjson.decode, cur)
-      if ok and type(m) == 'table' then status = m['status'] end
-    end
-    if status == 'SUCCESS' then return 0 end
-  end
-  ttl = tonumber(ttl)
-  if ttl > 0 then
-    redis.call('SETEX', key, ttl, meta)
-  else
-    redis.call('SET', key, meta)
-  end
-  redis.call('PUBLISH', key, meta)
-  return 1
-end
-`
-
 // Store writes celery-task-meta-<id> with SETEX and PUBLISHes it, atomically,
 // and never overwrites a stored SUCCESS (as Celery does; such a Store is a
 // silent no-op).

@@ -393,14 +393,6 @@ func (b *Broker) Held(ctx context.Context, tag string) (bool, error) {
 	return v != nil, nil
 }
 
-// releaseMutex deletes the mutex only if it still holds our token, like
-// redis-py's Lock.release.
-var releaseMutex = redis.NewScript(1, `
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
-end
-return 0`)
-
 // RestoreExpired restores every unacked message older than the visibility
 // timeout, under kombu's unacked_mutex so that Python and Go restorers never
 // restore the same message twice. It returns how many it restored.

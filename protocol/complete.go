@@ -9,25 +9,6 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// storeAndAckScript is resultStoreScript followed by Broker.Ack, in one
-// atomic step: the result is written (or a stored SUCCESS kept) before the
-// message leaves unacked, and a failure in the store stops the script
-// before the ack, so late-ack semantics hold with one round trip instead of
-// two.
-//
-// KEYS[1] result key, KEYS[2] unacked_index, KEYS[3] unacked, KEYS[4] the
-// delivery count; ARGV[1] meta
-// JSON, ARGV[2] TTL seconds (0: no expiry), ARGV[3] delivery tag.
-// Returns {stored, held}: stored 0 when a SUCCESS was kept, held 0 when the
-// message was no longer in unacked_index.
-var storeAndAckScript = redis.NewScript(4, luaStoreResult+`
-local stored = store_result(KEYS[1], ARGV[1], ARGV[2])
-local held = redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('HDEL', KEYS[3], ARGV[3])
-redis.call('DEL', KEYS[4])
-return {stored, held}
-`)
-
 // storeAndAck is Backend.Store followed by Broker.Ack (late ack: result
 // first), as one atomic Redis script. held is false when the message was
 // no longer in unacked (restored by another consumer: it may run twice).
