@@ -35,9 +35,9 @@
 //
 // The internals sit behind that surface: protocol/internal/kombujson is
 // kombu's JSON (the codec's writer and reader and a fast parser),
-// internal/pyfmt writes and reads Python's repr and isoformat, keys.go
-// builds every Redis key and channel name, and the fanout envelope and the
-// json.dumps-style writer of events and pidbox replies close events.go.
+// protocol/internal/fanout the envelope and json.dumps-style JSON of event
+// and pidbox messages, internal/pyfmt Python's repr and isoformat both
+// ways, and keys.go builds every Redis key and channel name.
 //
 // Every Redis write the package makes is indexed at the top of
 // broker_scripts.go. The state changes that must be atomic are the Lua

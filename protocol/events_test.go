@@ -15,19 +15,20 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol/internal/fanout"
 )
 
 func TestFanoutJSON(t *testing.T) {
 	type info struct {
-		Start jsonFloat `json:"time_start"`
-		Plain float64   `json:"plain"`
+		Start fanout.Float `json:"time_start"`
+		Plain float64      `json:"plain"`
 	}
 	var nilSlice []string
 	cases := []struct {
 		in   any
 		want string
 	}{
-		{jsonFloat(2), `2.0`},
+		{fanout.Float(2), `2.0`},
 		{2.0, `2.0`},
 		{float32(0.5), `0.5`},
 		{-3.0, `-3.0`},
@@ -49,23 +50,23 @@ func TestFanoutJSON(t *testing.T) {
 		{[]byte("hi"), `"aGk="`},
 	}
 	for _, c := range cases {
-		got, err := fanoutJSON(c.in)
+		got, err := fanout.Marshal(c.in)
 		if err != nil || string(got) != c.want {
-			t.Errorf("fanoutJSON(%#v) = %s, %v; want %s", c.in, got, err, c.want)
+			t.Errorf("fanout.Marshal(%#v) = %s, %v; want %s", c.in, got, err, c.want)
 		}
 	}
-	if _, err := fanoutJSON(json.Number("1; DROP")); err == nil {
+	if _, err := fanout.Marshal(json.Number("1; DROP")); err == nil {
 		t.Errorf("invalid json.Number accepted")
 	}
 	cyclic := map[string]any{}
 	cyclic["self"] = cyclic
-	if _, err := fanoutJSON(cyclic); err == nil {
+	if _, err := fanout.Marshal(cyclic); err == nil {
 		t.Errorf("cyclic value accepted")
 	}
-	if _, err := fanoutJSON(map[string]any{"c": make(chan int)}); err == nil {
+	if _, err := fanout.Marshal(map[string]any{"c": make(chan int)}); err == nil {
 		t.Errorf("channel accepted")
 	}
-	if b, _ := json.Marshal(jsonFloat(7)); string(b) != "7.0" {
+	if b, _ := json.Marshal(fanout.Float(7)); string(b) != "7.0" {
 		t.Errorf("json.Marshal(Float(7)) = %s", b)
 	}
 }
@@ -108,7 +109,7 @@ func TestPythonUTCOffset(t *testing.T) {
 }
 
 func TestDecodeEvents(t *testing.T) {
-	env := func(body string) []byte { b, _ := fanoutEnvelope([]byte(body), nil, 1, "celeryev", "x"); return b }
+	env := func(body string) []byte { b, _ := fanout.Envelope([]byte(body), nil, 1, "celeryev", "x"); return b }
 	events, err := decodeEvents(env(`[{"type": "task-started", "uuid": "a"}, 5, {"type": "task-succeeded", "runtime": 0.5}]`))
 	if len(events) != 2 || events[0]["uuid"] != "a" || events[1].Type() != "task-succeeded" || err == nil {
 		t.Errorf("list body: %v, %v", events, err)
@@ -196,7 +197,7 @@ func TestEventWireFormat(t *testing.T) {
 		last = i
 	}
 	var ev Event
-	if err := fanoutUnmarshal(body, &ev); err != nil {
+	if err := fanout.Unmarshal(body, &ev); err != nil {
 		t.Fatal(err)
 	}
 	if ts := ev["timestamp"].(json.Number).String(); !strings.Contains(ts, ".") || math.Abs(ev.timestamp()-float64(time.Now().Unix())) > 60 {
@@ -424,7 +425,7 @@ func TestReceiveEventsSurvivesGarbageAndRestart(t *testing.T) {
 	}
 	expect("first")
 	env := func(body string) string {
-		b, _ := fanoutEnvelope([]byte(body), nil, 1, "celeryev", "worker.x")
+		b, _ := fanout.Envelope([]byte(body), nil, 1, "celeryev", "worker.x")
 		return string(b)
 	}
 	for _, junk := range []string{"", "junk", "[1,2]", `{"body": 1}`, `{"body": "!!", "properties": {"body_encoding": "base64"}}`,

@@ -405,7 +405,7 @@ func (w *Writer) number(n json.Number) error {
 // (pyfmt.AppendJSONFloat): a Go float64 does not know whether it came from
 // a JSON int, and a body must round-trip what a Go caller decoded with
 // encoding/json. Events and control replies, which Python checks with
-// isinstance(x, float), use the json.dumps form (see appendFanoutFloat).
+// isinstance(x, float), use the json.dumps form (see protocol/internal/fanout).
 func (w *Writer) float(f float64, bits int) error {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return fmt.Errorf("protocol: cannot encode float %v: JSON has no NaN or Infinity", f)
