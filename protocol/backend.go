@@ -12,11 +12,11 @@ import (
 	"sync"
 	"time"
 
-	"morag-gpu/internal/pyfmt"
-	"morag-gpu/protocol/internal/kombujson"
-
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/kombujson"
 )
 
 const (

@@ -8,9 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"morag-gpu/internal/pyfmt"
-
 	"github.com/gomodule/redigo/redis"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // Consumer fetches from several queues fairly: priority-major, round-robin

@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"time"
 
-	"morag-gpu/protocol/internal/fanout"
-
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
+
+	"morag-gpu/protocol/internal/fanout"
 )
 
 // ControlRequest is a pidbox request body (kombu Mailbox._publish).

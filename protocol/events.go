@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"morag-gpu/protocol/internal/fanout"
-
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/protocol/internal/fanout"
 )
 
 // Event is one Celery event: standard fields (type, hostname, timestamp,

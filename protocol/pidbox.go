@@ -12,11 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"morag-gpu/internal/pyfmt"
-	"morag-gpu/protocol/internal/fanout"
-
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/fanout"
 )
 
 // mailboxMaxInFlight bounds the handlers running at once, so that a flood

@@ -25,9 +25,9 @@ import (
 	"unicode/utf16"
 	"unicode/utf8"
 
-	"morag-gpu/internal/pyfmt"
-
 	"github.com/google/uuid"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // kombuMaxDepth bounds nesting when marshalling: a value that contains
