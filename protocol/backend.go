@@ -14,11 +14,14 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/kombujson"
 )
 
 const (
-	// DefaultResultExpires is Celery's result_expires default (1 day).
-	DefaultResultExpires = 24 * time.Hour
+	// defaultResultExpires is Celery's result_expires default (1 day).
+	defaultResultExpires = 24 * time.Hour
 	// resultMaxSize is RedisBackend._MAX_STR_VALUE_SIZE: Redis refuses
 	// larger strings, and Python refuses to store them.
 	resultMaxSize = 512 * 1024 * 1024
@@ -64,7 +67,7 @@ func NewBackend(pool *redis.Pool, opts BackendOptions) *Backend {
 	expires := opts.Expires
 	switch {
 	case expires == 0:
-		expires = DefaultResultExpires
+		expires = defaultResultExpires
 	case expires < 0:
 		expires = 0
 	}
@@ -86,46 +89,10 @@ func resultKeyPrefix(p string) string {
 	return p
 }
 
-// TaskKey is the Redis key (and pub/sub channel) of taskID's result.
-func (b *Backend) TaskKey(taskID string) string {
+// taskKey is the Redis key (and pub/sub channel) of taskID's result.
+func (b *Backend) taskKey(taskID string) string {
 	return b.prefix + taskMetaKey(taskID)
 }
-
-// resultStoreScript is RedisBackend._store_result + _set in one atomic step: keep
-// a stored SUCCESS (Celery reads the current meta first and returns without
-// writing), else SET/SETEX and PUBLISH the same bytes on the key's channel.
-// Every Celery writer puts "status" first, so a prefix match avoids decoding
-// a large stored result; cjson is the fallback for other layouts.
-//
-// KEYS[1] key; ARGV[1] meta JSON; ARGV[2] TTL seconds (0: no expiry).
-// Returns 1 when stored, 0 when a SUCCESS was kept.
-var resultStoreScript = redis.NewScript(1, luaStoreResult+`
-return store_result(KEYS[1], ARGV[1], ARGV[2])
-`)
-
-// luaStoreResult defines store_result(key, meta, ttl) for the scripts that
-// write a result: the store script above and Broker.StoreAndAck.
-const luaStoreResult = `
-local function store_result(key, meta, ttl)
-  local cur = redis.call('GET', key)
-  if cur then
-    local status = string.match(cur, '^%s*{%s*"status"%s*:%s*"([^"]*)"')
-    if status == nil then
-      local ok, m = pcall(cjson.decode, cur)
-      if ok and type(m) == 'table' then status = m['status'] end
-    end
-    if status == 'SUCCESS' then return 0 end
-  end
-  ttl = tonumber(ttl)
-  if ttl > 0 then
-    redis.call('SETEX', key, ttl, meta)
-  else
-    redis.call('SET', key, meta)
-  end
-  redis.call('PUBLISH', key, meta)
-  return 1
-end
-`
 
 // Store writes celery-task-meta-<id> with SETEX and PUBLISHes it, atomically,
 // and never overwrites a stored SUCCESS (as Celery does; such a Store is a
@@ -162,7 +129,7 @@ func (b *Backend) Store(ctx context.Context, req StoreRequest) error {
 	if b.expires > 0 {
 		ttl = int64(math.Ceil(b.expires.Seconds()))
 	}
-	stored, err := redis.Int(resultStoreScript.DoContext(ctx, conn, b.TaskKey(req.TaskID), payload, ttl))
+	stored, err := redis.Int(resultStoreScript.DoContext(ctx, conn, b.taskKey(req.TaskID), payload, ttl))
 	if err != nil {
 		return fmt.Errorf("protocol: store result of task %s: %w", req.TaskID, err)
 	}
@@ -213,7 +180,7 @@ func (b *Backend) encodeMeta(req StoreRequest) ([]byte, error) {
 		if now.IsZero() {
 			now = time.Now()
 		}
-		field("date_done", resultJSONString(FormatTime(now.UTC())))
+		field("date_done", resultJSONString(pyfmt.ISOFormat(now.UTC())))
 	} else {
 		field("date_done", []byte("null"))
 	}
@@ -326,10 +293,19 @@ func encodeTaskError(e *TaskError) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// EncodeResult encodes a task's return value as the result backend stores
+// it, in kombu's JSON: map keys sorted, time.Time as Python's isoformat,
+// json.Number verbatim, canvas Signatures as Celery's dicts. A worker
+// encodes before it stores, so that a value JSON cannot carry (NaN, a
+// cycle, a bare {"__type__", "__value__"} object that kombu would take for
+// a type envelope) fails the task with kombu's EncodeError; it then stores
+// the bytes as a json.RawMessage StoreRequest.Result.
+func EncodeResult(v any) ([]byte, error) { return marshalJSON(v) }
+
 // resultMarshal encodes v as kombu JSON without the trailing newline an
 // encoder may leave.
 func resultMarshal(v any) ([]byte, error) {
-	raw, err := MarshalJSON(v)
+	raw, err := marshalJSON(v)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +335,7 @@ func (b *Backend) get(ctx context.Context, taskID string) (*ResultMeta, []byte, 
 		return nil, nil, fmt.Errorf("protocol: read result of task %s: %w", taskID, err)
 	}
 	defer conn.Close()
-	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", b.TaskKey(taskID)))
+	raw, err := redis.Bytes(redis.DoContext(conn, ctx, "GET", b.taskKey(taskID)))
 	if errors.Is(err, redis.ErrNil) {
 		return pendingResultMeta(taskID), nil, nil
 	}
@@ -373,14 +349,14 @@ func (b *Backend) get(ctx context.Context, taskID string) (*ResultMeta, []byte, 
 	return meta, raw, nil
 }
 
-// Forget deletes the stored result.
-func (b *Backend) Forget(ctx context.Context, taskID string) error {
+// forget deletes the stored result.
+func (b *Backend) forget(ctx context.Context, taskID string) error {
 	conn, err := b.pool.GetContext(ctx)
 	if err != nil {
 		return fmt.Errorf("protocol: forget result of task %s: %w", taskID, err)
 	}
 	defer conn.Close()
-	if _, err := redis.DoContext(conn, ctx, "DEL", b.TaskKey(taskID)); err != nil {
+	if _, err := redis.DoContext(conn, ctx, "DEL", b.taskKey(taskID)); err != nil {
 		return fmt.Errorf("protocol: forget result of task %s: %w", taskID, err)
 	}
 	return nil
@@ -418,7 +394,7 @@ func (m *ResultMeta) DecodeResult(v any) error {
 	if len(raw) == 0 {
 		raw = json.RawMessage("null")
 	}
-	if err := UnmarshalJSON(raw, v); err != nil {
+	if err := kombujson.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("protocol: decode result of task %s: %w", m.TaskID, err)
 	}
 	return nil
@@ -477,18 +453,18 @@ func decodeTaskError(state State, raw json.RawMessage) *TaskError {
 	return te
 }
 
-// Wait subscribes to the task's channel, then reads the key, and returns as
+// wait subscribes to the task's channel, then reads the key, and returns as
 // soon as the state is ready (no polling). It survives reconnects. It holds
 // one connection for the whole wait; for many concurrent waits use a
 // ResultListener.
-func (b *Backend) Wait(ctx context.Context, taskID string) (*ResultMeta, error) {
-	return b.Watch(ctx, taskID, nil)
+func (b *Backend) wait(ctx context.Context, taskID string) (*ResultMeta, error) {
+	return b.watch(ctx, taskID, nil)
 }
 
-// Watch is like Wait but also delivers every intermediate state (STARTED,
+// watch is like wait but also delivers every intermediate state (STARTED,
 // PROGRESS, RETRY, ...) to fn. It returns the ready meta. fn runs on the
 // calling goroutine and sees each distinct stored value once.
-func (b *Backend) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
+func (b *Backend) watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
 	w := resultWatchState{taskID: taskID, fn: fn}
 	backoff := newResultBackoff()
 	for {
@@ -553,7 +529,7 @@ func (b *Backend) watchOnce(ctx context.Context, w *resultWatchState) (*ResultMe
 	defer stop()
 	defer conn.Close()
 
-	key := b.TaskKey(w.taskID)
+	key := b.taskKey(w.taskID)
 	psc := redis.PubSubConn{Conn: conn}
 	if err := psc.Subscribe(key); err != nil {
 		return nil, false, err
@@ -677,19 +653,19 @@ func resultSleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// ErrListenerClosed is returned by ResultListener waits once its Run has
-// returned.
+// ErrListenerClosed is returned by waits through a ResultListener
+// (AsyncResult.Wait of a Client.WithListener) once its Run has returned.
 var ErrListenerClosed = errors.New("protocol: result listener is not running (its Run returned); start Run before waiting")
 
 // ResultListener waits for many results over one subscribed connection, as
 // Python's ResultConsumer does: each waited-on task adds a SUBSCRIBE to the
 // shared connection and its waiters are woken by the published values. Use
-// it where many tasks are awaited at once (a gateway); Backend.Wait holds a
-// connection per wait.
+// it where many tasks are awaited at once (a gateway), through
+// Client.WithListener; a plain Client holds a connection per wait.
 //
 // The caller owns the listener's goroutine: run Run(ctx) and cancel ctx to
-// stop it. Wait and Watch may be called before Run starts; they block until
-// it is connected.
+// stop it. Waits may start before Run does; they block until it is
+// connected.
 type ResultListener struct {
 	b *Backend
 
@@ -959,21 +935,21 @@ func (l *ResultListener) remove(key string, w *listenWaiter) {
 	}
 }
 
-// Wait is Backend.Wait over the shared connection.
-func (l *ResultListener) Wait(ctx context.Context, taskID string) (*ResultMeta, error) {
-	return l.Watch(ctx, taskID, nil)
+// wait is Backend.wait over the shared connection.
+func (l *ResultListener) wait(ctx context.Context, taskID string) (*ResultMeta, error) {
+	return l.watch(ctx, taskID, nil)
 }
 
-// Watch is Backend.Watch over the shared connection. Under a burst of
+// watch is Backend.watch over the shared connection. Under a burst of
 // updates fn may miss an intermediate state (the latest one is re-read);
 // the ready state is never missed.
-func (l *ResultListener) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
+func (l *ResultListener) watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
 	select {
 	case <-l.done:
 		return nil, ErrListenerClosed
 	default:
 	}
-	key := l.b.TaskKey(taskID)
+	key := l.b.taskKey(taskID)
 	w := &listenWaiter{msgs: make(chan []byte, 16), sync: make(chan struct{}, 1)}
 	l.add(key, w)
 	defer l.remove(key, w)

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/internal/clock"
+	"morag-gpu/internal/pyfmt"
 )
 
 // unackedMutexTTL is kombu's unacked_mutex_expire.
@@ -74,9 +75,6 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 	}
 	return &Broker{pool: pool, opts: opts}
 }
-
-// Pool is the connection pool the broker uses.
-func (b *Broker) Pool() *redis.Pool { return b.pool }
 
 // Options returns the effective options (defaults filled in).
 func (b *Broker) Options() BrokerOptions { return b.opts }
@@ -168,8 +166,8 @@ func (b *Broker) PublishWith(ctx context.Context, queue string, envelope []byte,
 	return nil
 }
 
-// PublishMessage encodes m and publishes it to m.RoutingKey (or "celery").
-func (b *Broker) PublishMessage(ctx context.Context, m *Message) error {
+// publishMessage encodes m and publishes it to m.RoutingKey (or "celery").
+func (b *Broker) publishMessage(ctx context.Context, m *Message) error {
 	env, err := Encode(m)
 	if err != nil {
 		return err
@@ -238,9 +236,9 @@ func (b *Broker) Ack(ctx context.Context, tag string) (held bool, err error) {
 	return n == 1, nil
 }
 
-// Requeue puts a held message back at the end of its queue (kombu
+// requeue puts a held message back at the end of its queue (kombu
 // reject(requeue=True): LPUSH) and drops it from unacked, atomically.
-func (b *Broker) Requeue(ctx context.Context, tag string) error {
+func (b *Broker) requeue(ctx context.Context, tag string) error {
 	return b.restoreByTag(ctx, tag, true, false)
 }
 
@@ -324,11 +322,11 @@ func (b *Broker) restorePlan(c redis.Conn, entry []byte) ([]byte, []string, int,
 	var exchange, rk string
 	_ = json.Unmarshal(parts[1], &exchange)
 	_ = json.Unmarshal(parts[2], &rk)
-	payload, err := MarkRedelivered(parts[0])
+	payload, err := markRedelivered(parts[0])
 	if err != nil {
 		payload = parts[0]
 	}
-	_, pri, _, _, _ := EnvelopeInfo(payload)
+	_, pri, _, _, _ := envelopeInfo(payload)
 	return payload, b.lookup(c, exchange, rk), pri, nil
 }
 
@@ -394,14 +392,6 @@ func (b *Broker) Held(ctx context.Context, tag string) (bool, error) {
 	}
 	return v != nil, nil
 }
-
-// releaseMutex deletes the mutex only if it still holds our token, like
-// redis-py's Lock.release.
-var releaseMutex = redis.NewScript(1, `
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
-end
-return 0`)
 
 // RestoreExpired restores every unacked message older than the visibility
 // timeout, under kombu's unacked_mutex so that Python and Go restorers never
@@ -475,7 +465,7 @@ func deadLetterEntry(now time.Time, raw []byte, queue, reason string) []byte {
 	e, _ := json.Marshal(map[string]any{
 		"reason": reason,
 		"queue":  queue,
-		"time":   FormatTime(now),
+		"time":   pyfmt.ISOFormat(now),
 		"raw":    string(raw),
 	})
 	return e

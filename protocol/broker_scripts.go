@@ -2,16 +2,63 @@ package protocol
 
 import "github.com/gomodule/redigo/redis"
 
-// Every Redis state change of a delivery is one of the Lua scripts in this
-// file (or a MULTI in broker.go), so that the whole life of a message in
-// Redis can be read in one place:
+// This file is the index of every Redis write the package makes. Each
+// state change that must be atomic is one of the Lua scripts below, so
+// that the whole life of a message and of a result can be read in one
+// place; the rest are MULTI blocks in broker.go and single commands, all
+// listed here.
 //
-//	popAndHold   fetch: pop up to N waiting messages and hold them
-//	holdPopped   fetch: hold a message BRPOP handed over
-//	commitBatch  group commit: start (count + STARTED), finish (result +
-//	             ack), publish events, for many tasks at once
-//	poisonHeld   a message that killed or hung N workers: FAILURE + dead
-//	             letter instead of running it
+// Lua scripts (this file), and who runs them:
+//
+//	popAndHold         fetch (Consumer.FetchN): pop up to N waiting
+//	                   messages and hold them in unacked/unacked_index
+//	holdPopped         fetch: hold a message BRPOP handed over
+//	commitBatch        group commit (Broker.Commit): start (count +
+//	                   STARTED), finish (result + ack), publish events, for
+//	                   many tasks at once
+//	poisonHeld         Broker.Poison: a message that killed or hung N
+//	                   workers: FAILURE + dead letter instead of running it
+//	storeAndAckScript  Broker.storeAndAck: result, then ack
+//	forwardHeld        Broker.Forward: publish to another queue and ack,
+//	                   only while still held
+//	resultStoreScript  Backend.Store: SET(EX) + PUBLISH of
+//	                   celery-task-meta-<id>, never over a SUCCESS
+//	chordPartScript    Backend.ChordPartReturn: join a chord part, return
+//	                   every part when the chord is complete
+//	releaseMutex       Broker.RestoreExpired: drop unacked_mutex if ours
+//
+// MULTI/EXEC blocks (broker.go):
+//
+//	Broker.PublishWith  SADD the queue's binding (first publish to it),
+//	                    the caller's extra Commands (the gateway's owner
+//	                    key) and LPUSH of the message; Publish uses it,
+//	                    and a plain LPUSH once the queue is declared and
+//	                    there is nothing else to write
+//	Broker.Ack          ZREM unacked_index, HDEL unacked, DEL the count
+//	restoreByTag        under WATCH unacked: ZREM/HDEL, push the payload
+//	                    back (Restore, RestoreStarted: RPUSH; requeue:
+//	                    LPUSH) or dead-letter an unreadable one, DECR the
+//	                    count for RestoreStarted
+//	Broker.DeadLetter   ZREM/HDEL if held, LPUSH the dead-letter list, DEL
+//	                    the count
+//
+// Single commands:
+//
+//	broker.go    DeclareQueue SADD binding; Touch ZADD unacked_index (lease
+//	             refresh); RestoreExpired SET NX PX unacked_mutex;
+//	             restoreByTag ZREM of an index entry without a payload
+//	consumer.go  BRPOP of one message (then holdPopped); pushBack RPUSH of
+//	             a popped message that could not be held
+//	backend.go   forget DEL celery-task-meta-<id>
+//	chord.go     ChordCleanup DEL of the chord's .j, .t and .s keys
+//	events.go    EventDispatcher.Send PUBLISH on the celeryev channel
+//	pidbox.go    Mailbox.Run SADD/SREM of the node's pidbox binding;
+//	             replies LPUSHed onto the caller's reply queue
+//	control.go   Control.Broadcast SADD of the reply binding, PUBLISH of
+//	             the request, BRPOP of the replies, then DEL of the reply
+//	             queue and SREM of the binding
+//
+// Key and channel names are built in keys.go.
 //
 // Delivery counts (poison-message detection) live in string keys
 // "<prefix>celery.deliveries.<delivery tag>" with a TTL: one per message
@@ -202,3 +249,112 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[5])
 return 1`)
+
+// resultStoreScript is RedisBackend._store_result + _set in one atomic step: keep
+// a stored SUCCESS (Celery reads the current meta first and returns without
+// writing), else SET/SETEX and PUBLISH the same bytes on the key's channel.
+// Every Celery writer puts "status" first, so a prefix match avoids decoding
+// a large stored result; cjson is the fallback for other layouts.
+//
+// KEYS[1] key; ARGV[1] meta JSON; ARGV[2] TTL seconds (0: no expiry).
+// Returns 1 when stored, 0 when a SUCCESS was kept.
+var resultStoreScript = redis.NewScript(1, luaStoreResult+`
+return store_result(KEYS[1], ARGV[1], ARGV[2])
+`)
+
+// luaStoreResult defines store_result(key, meta, ttl) for the scripts that
+// write a result: the store script above and Broker.storeAndAck.
+const luaStoreResult = `
+local function store_result(key, meta, ttl)
+  local cur = redis.call('GET', key)
+  if cur then
+    local status = string.match(cur, '^%s*{%s*"status"%s*:%s*"([^"]*)"')
+    if status == nil then
+      local ok, m = pcall(cjson.decode, cur)
+      if ok and type(m) == 'table' then status = m['status'] end
+    end
+    if status == 'SUCCESS' then return 0 end
+  end
+  ttl = tonumber(ttl)
+  if ttl > 0 then
+    redis.call('SETEX', key, ttl, meta)
+  else
+    redis.call('SET', key, meta)
+  end
+  redis.call('PUBLISH', key, meta)
+  return 1
+end
+`
+
+// chordPartScript is RedisBackend.on_chord_part_return's pipeline (Celery
+// 5.2, result_chord_ordered=True) as one atomic step, plus the ZRANGE the
+// completing worker does next: record the part in the .j sorted set
+// scored by its group index, count the parts, read the .t adjustment and
+// the .s size, refresh the three TTLs, and when the count reaches
+// size+adjustment return every part in order. Python does the ZRANGE in a
+// second round trip; doing it here changes nothing a peer can observe.
+//
+// The keys are not deleted here: the caller deletes them (ChordCleanup)
+// only after the body is sent, so a worker killed in between leaves the
+// chord complete, and the redelivered part (same member) completes it
+// again.
+//
+// KEYS[1] .j, KEYS[2] .t, KEYS[3] .s; ARGV[1] member, ARGV[2] score,
+// ARGV[3] TTL seconds (0: none).
+// Returns {0, ready, total} while incomplete (total -1: no .s, the chord
+// was never sized or is already joined) or {1, ready, total, parts}.
+var chordPartScript = redis.NewScript(3, `
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local ready = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
+local diff = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local size = redis.call('GET', KEYS[3])
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+end
+if not size or size == '' then return {0, ready, -1} end
+local total = (tonumber(size) or 0) + diff
+if ready ~= total then return {0, ready, total} end
+return {1, ready, total, redis.call('ZRANGE', KEYS[1], 0, -1)}
+`)
+
+// storeAndAckScript is resultStoreScript followed by Broker.Ack, in one
+// atomic step: the result is written (or a stored SUCCESS kept) before the
+// message leaves unacked, and a failure in the store stops the script
+// before the ack, so late-ack semantics hold with one round trip instead of
+// two.
+//
+// KEYS[1] result key, KEYS[2] unacked_index, KEYS[3] unacked, KEYS[4] the
+// delivery count; ARGV[1] meta
+// JSON, ARGV[2] TTL seconds (0: no expiry), ARGV[3] delivery tag.
+// Returns {stored, held}: stored 0 when a SUCCESS was kept, held 0 when the
+// message was no longer in unacked_index.
+var storeAndAckScript = redis.NewScript(4, luaStoreResult+`
+local stored = store_result(KEYS[1], ARGV[1], ARGV[2])
+local held = redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[3])
+redis.call('DEL', KEYS[4])
+return {stored, held}
+`)
+
+// forwardHeld publishes a new envelope and drops the held original in one
+// step, only while the original is still held: a retry after a lost reply,
+// or a message another process already restored, publishes nothing.
+var forwardHeld = redis.NewScript(5, `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('SADD', KEYS[4], ARGV[3])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[5])
+return 1`)
+
+// releaseMutex deletes the mutex only if it still holds our token, like
+// redis-py's Lock.release.
+var releaseMutex = redis.NewScript(1, `
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+end
+return 0`)

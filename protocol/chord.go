@@ -13,46 +13,12 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// GroupKey is the Redis key of group gid's bookkeeping with suffix
+// groupKey is the Redis key of group gid's bookkeeping with suffix
 // (".j" joined parts, ".t" size adjustment, ".s" chord size, "" the saved
 // GroupResult).
-func (b *Backend) GroupKey(gid, suffix string) string {
+func (b *Backend) groupKey(gid, suffix string) string {
 	return b.prefix + groupMetaKey(gid, suffix)
 }
-
-// chordPartScript is RedisBackend.on_chord_part_return's pipeline (Celery
-// 5.2, result_chord_ordered=True) as one atomic step, plus the ZRANGE the
-// completing worker does next: record the part in the .j sorted set
-// scored by its group index, count the parts, read the .t adjustment and
-// the .s size, refresh the three TTLs, and when the count reaches
-// size+adjustment return every part in order. Python does the ZRANGE in a
-// second round trip; doing it here changes nothing a peer can observe.
-//
-// The keys are not deleted here: the caller deletes them (ChordCleanup)
-// only after the body is sent, so a worker killed in between leaves the
-// chord complete, and the redelivered part (same member) completes it
-// again.
-//
-// KEYS[1] .j, KEYS[2] .t, KEYS[3] .s; ARGV[1] member, ARGV[2] score,
-// ARGV[3] TTL seconds (0: none).
-// Returns {0, ready, total} while incomplete (total -1: no .s, the chord
-// was never sized or is already joined) or {1, ready, total, parts}.
-var chordPartScript = redis.NewScript(3, `
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-local ready = redis.call('ZCOUNT', KEYS[1], '-inf', '+inf')
-local diff = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local size = redis.call('GET', KEYS[3])
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-end
-if not size or size == '' then return {0, ready, -1} end
-local total = (tonumber(size) or 0) + diff
-if ready ~= total then return {0, ready, total} end
-return {1, ready, total, redis.call('ZRANGE', KEYS[1], 0, -1)}
-`)
 
 // ChordPart is one finished header task of a chord.
 type ChordPart struct {
@@ -75,7 +41,7 @@ type ChordPartResult struct {
 // Err is the part's exception when its state propagates (FAILURE,
 // REVOKED), else nil.
 func (p ChordPartResult) Err() *TaskError {
-	if !p.State.Propagates() {
+	if !p.State.propagates() {
 		return nil
 	}
 	return decodeTaskError(p.State, p.Result)
@@ -117,7 +83,7 @@ func (b *Backend) ChordPartReturn(ctx context.Context, part ChordPart) (*ChordJo
 	}
 	defer conn.Close()
 	reply, err := redis.Values(chordPartScript.DoContext(ctx, conn,
-		b.GroupKey(part.GroupID, ".j"), b.GroupKey(part.GroupID, ".t"), b.GroupKey(part.GroupID, ".s"),
+		b.groupKey(part.GroupID, ".j"), b.groupKey(part.GroupID, ".t"), b.groupKey(part.GroupID, ".s"),
 		member, score, ttl))
 	if err != nil {
 		return nil, fmt.Errorf("protocol: chord part %s of group %s: %w", part.TaskID, part.GroupID, err)
@@ -171,7 +137,7 @@ func (b *Backend) SavedGroupResult(ctx context.Context, gid string) (bool, error
 		return false, err
 	}
 	defer conn.Close()
-	return redis.Bool(redis.DoContext(conn, ctx, "EXISTS", b.GroupKey(gid, "")))
+	return redis.Bool(redis.DoContext(conn, ctx, "EXISTS", b.groupKey(gid, "")))
 }
 
 // ChordCleanup deletes a joined chord's .j, .t and .s keys, as the
@@ -182,7 +148,7 @@ func (b *Backend) ChordCleanup(ctx context.Context, gid string) error {
 		return fmt.Errorf("protocol: clean up chord %s: %w", gid, err)
 	}
 	defer conn.Close()
-	if _, err := redis.DoContext(conn, ctx, "DEL", b.GroupKey(gid, ".j"), b.GroupKey(gid, ".t"), b.GroupKey(gid, ".s")); err != nil {
+	if _, err := redis.DoContext(conn, ctx, "DEL", b.groupKey(gid, ".j"), b.groupKey(gid, ".t"), b.groupKey(gid, ".s")); err != nil {
 		return fmt.Errorf("protocol: clean up chord %s: %w", gid, err)
 	}
 	return nil

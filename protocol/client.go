@@ -50,7 +50,7 @@ func isProtocolHeader(name string) bool {
 // resultWaiter is how an AsyncResult waits: a connection per wait
 // (*Backend) or a shared one (*ResultListener).
 type resultWaiter interface {
-	Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error)
+	watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error)
 }
 
 // Client sends tasks and reads their results.
@@ -61,7 +61,7 @@ type Client struct {
 }
 
 // NewClient returns a client on broker and backend. Its AsyncResults wait
-// with Backend.Wait, a connection per wait; see WithListener.
+// on a connection of their own each; see WithListener.
 func NewClient(broker *Broker, backend *Backend) *Client {
 	c := &Client{broker: broker, backend: backend}
 	if backend != nil {
@@ -87,7 +87,7 @@ func (c *Client) Send(ctx context.Context, name string, args []any, kwargs map[s
 	if err != nil {
 		return nil, err
 	}
-	if err := c.broker.PublishMessage(ctx, m); err != nil {
+	if err := c.broker.publishMessage(ctx, m); err != nil {
 		return nil, fmt.Errorf("protocol: send task %s to queue %s: %w", name, m.RoutingKey, err)
 	}
 	r := c.Result(m.ID)
@@ -234,20 +234,20 @@ func (r *AsyncResult) Watch(ctx context.Context, fn func(*ResultMeta)) (*ResultM
 	if r.waiter == nil {
 		return nil, errNoBackend
 	}
-	return r.waiter.Watch(ctx, r.ID, fn)
+	return r.waiter.watch(ctx, r.ID, fn)
 }
 
 // State returns the current state.
 func (r *AsyncResult) State(ctx context.Context) (State, error) {
-	meta, err := r.Meta(ctx)
+	meta, err := r.meta(ctx)
 	if err != nil {
 		return "", err
 	}
 	return meta.Status, nil
 }
 
-// Meta returns the current meta.
-func (r *AsyncResult) Meta(ctx context.Context) (*ResultMeta, error) {
+// meta returns the current meta.
+func (r *AsyncResult) meta(ctx context.Context) (*ResultMeta, error) {
 	if r.backend == nil {
 		return nil, errNoBackend
 	}

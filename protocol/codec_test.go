@@ -18,7 +18,9 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol/internal/kombujson"
 )
 
 // codecVector is one entry of testdata/manifest.json, written by
@@ -71,7 +73,7 @@ func codecReadManifest(t testing.TB, dir string) []codecVector {
 	var man struct {
 		Cases []codecVector `json:"cases"`
 	}
-	if err := decodeJSONNumbers(raw, &man); err != nil {
+	if err := kombujson.DecodeNumbers(raw, &man); err != nil {
 		t.Fatalf("parse manifest: %v", err)
 	}
 	if len(man.Cases) < 10 {
@@ -83,7 +85,7 @@ func codecReadManifest(t testing.TB, dir string) []codecVector {
 // canon renders v as sorted compact JSON for comparisons.
 func codecCanon(t testing.TB, v any) string {
 	t.Helper()
-	b, err := MarshalJSON(v)
+	b, err := marshalJSON(v)
 	if err != nil {
 		t.Fatalf("canon: %v", err)
 	}
@@ -138,7 +140,7 @@ func codecCheckVectors(t *testing.T, dir string) {
 			}
 			codecCheckCase(t, c, m)
 
-			tag, pri, ex, rk, err := EnvelopeInfo(raw)
+			tag, pri, ex, rk, err := envelopeInfo(raw)
 			if err != nil || tag != m.DeliveryTag || tag == "" || pri != c.Priority || ex != c.Exchange || rk != c.RoutingKey {
 				t.Errorf("EnvelopeInfo = %q %d %q %q %v; want tag %q priority %d exchange %q routing key %q",
 					tag, pri, ex, rk, err, m.DeliveryTag, c.Priority, c.Exchange, c.RoutingKey)
@@ -624,11 +626,11 @@ func TestEnvelopeInfo(t *testing.T) {
 		p["priority"] = 7
 		p["delivery_info"] = map[string]any{"exchange": "ex", "routing_key": "q"}
 	}))
-	tag, pri, ex, rk, err := EnvelopeInfo(raw)
+	tag, pri, ex, rk, err := envelopeInfo(raw)
 	if err != nil || tag != "tag-1" || pri != 7 || ex != "ex" || rk != "q" {
 		t.Errorf("EnvelopeInfo = %q %d %q %q %v", tag, pri, ex, rk, err)
 	}
-	_, _, _, _, err = EnvelopeInfo([]byte(`{"properties":{}}`))
+	_, _, _, _, err = envelopeInfo([]byte(`{"properties":{}}`))
 	var de *DecodeError
 	if !errors.As(err, &de) || de.Reason != "no-delivery-tag" {
 		t.Errorf("EnvelopeInfo without tag: %v", err)
@@ -638,7 +640,7 @@ func TestEnvelopeInfo(t *testing.T) {
 func TestMarkRedelivered(t *testing.T) {
 	raw := codecEnvelope(`{"task":"t","id":"i","x-big":1180591620717411303424,"x-float":1.0,"stamps":{"d":{"__type__":"datetime","__value__":"2024-01-01T00:00:00"}}}`,
 		`[[1180591620717411303424, 2.50], {}]`, codecProps(func(p map[string]any) { p["priority"] = 3 }))
-	out, err := MarkRedelivered(raw)
+	out, err := markRedelivered(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -664,11 +666,11 @@ func TestMarkRedelivered(t *testing.T) {
 		t.Error("body changed")
 	}
 	// Headers null (kombu never writes that, but a foreign producer may).
-	out, err = MarkRedelivered([]byte(`{"body":"","headers":null,"properties":{"delivery_tag":"t"}}`))
+	out, err = markRedelivered([]byte(`{"body":"","headers":null,"properties":{"delivery_tag":"t"}}`))
 	if err != nil || !bytes.Contains(out, []byte(`"headers":{"redelivered":true}`)) {
 		t.Errorf("null headers: %s %v", out, err)
 	}
-	if _, err := MarkRedelivered([]byte(`[]`)); err == nil {
+	if _, err := markRedelivered([]byte(`[]`)); err == nil {
 		t.Error("MarkRedelivered of a non-object succeeded")
 	}
 }
@@ -768,7 +770,7 @@ func TestPythonDecodesGoEnvelopes(t *testing.T) {
 	defer cancel()
 	out := testenv.RunPython(t, ctx, r.URL(), codecPythonDecodeScript, file)
 	var got []map[string]any
-	if err := decodeJSONNumbers([]byte(strings.TrimSpace(out)), &got); err != nil || len(got) != len(msgs) {
+	if err := kombujson.DecodeNumbers([]byte(strings.TrimSpace(out)), &got); err != nil || len(got) != len(msgs) {
 		t.Fatalf("python output %q: %v", out, err)
 	}
 	for i, m := range msgs {
@@ -783,7 +785,7 @@ func TestPythonDecodesGoEnvelopes(t *testing.T) {
 			if t == nil {
 				return nil
 			}
-			return FormatTime(t.UTC())
+			return pyfmt.ISOFormat(t.UTC())
 		}
 		nz := func(s string) any {
 			if s == "" {
@@ -831,7 +833,7 @@ func codecWaitMeta(t *testing.T, r *testenv.Redis, id string, timeout time.Durat
 		raw, err := redis.Bytes(r.Do("GET", "celery-task-meta-"+id), nil)
 		if err == nil {
 			var meta map[string]any
-			if err := decodeJSONNumbers(raw, &meta); err != nil {
+			if err := kombujson.DecodeNumbers(raw, &meta); err != nil {
 				t.Fatalf("result of %s is not JSON: %s", id, raw)
 			}
 			switch meta["status"] {
@@ -953,13 +955,13 @@ func FuzzDecode(f *testing.F) {
 	f.Add(codecEnvelope(codecV2Headers, `[[{"__type__":"bytes","__value__":"x"}],{},{"chord":{"task":"c"}}]`))
 	f.Add([]byte(`{"properties":{"delivery_tag":"t","priority":"x"},"headers":{"task":1}}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		_, _, _, _, _ = EnvelopeInfo(raw)
+		_, _, _, _, _ = envelopeInfo(raw)
 		m, err := Decode(raw)
 		var de *DecodeError
 		if err != nil && !errors.As(err, &de) {
 			t.Fatalf("Decode error is %T, not *DecodeError: %v", err, err)
 		}
-		if red, err := MarkRedelivered(raw); err == nil && m != nil {
+		if red, err := markRedelivered(raw); err == nil && m != nil {
 			m2, err := Decode(red)
 			if err != nil || !m2.Redelivered || m2.ID != m.ID {
 				t.Fatalf("MarkRedelivered broke a decodable message: %v\n%s\n%s", err, raw, red)

@@ -107,7 +107,7 @@ func (b *Broker) Commit(ctx context.Context, be *Backend, ops []CommitOp) ([]Com
 				if len(meta) > resultMaxSize {
 					return nil, &CommitEncodeError{i, fmt.Errorf("the result of task %s is %d bytes, over Redis' 512 MiB string limit", op.Store.TaskID, len(meta))}
 				}
-				key = be.TaskKey(op.Store.TaskID)
+				key = be.taskKey(op.Store.TaskID)
 			}
 			args = append(args, string(op.Kind), op.Tag, key, meta, ttl, op.Starts+1)
 		default:
@@ -154,7 +154,7 @@ func (b *Broker) Poison(ctx context.Context, be *Backend, d *Delivery, req *Stor
 		if meta, err = be.encodeMeta(*req); err != nil {
 			return false, err
 		}
-		key = be.TaskKey(req.TaskID)
+		key = be.taskKey(req.TaskID)
 		if be.expires > 0 {
 			ttl = int64(math.Ceil(be.expires.Seconds()))
 		}

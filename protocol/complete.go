@@ -9,26 +9,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// storeAndAckScript is resultStoreScript followed by Broker.Ack, in one
-// atomic step: the result is written (or a stored SUCCESS kept) before the
-// message leaves unacked, and a failure in the store stops the script
-// before the ack, so late-ack semantics hold with one round trip instead of
-// two.
-//
-// KEYS[1] result key, KEYS[2] unacked_index, KEYS[3] unacked, KEYS[4] the
-// delivery count; ARGV[1] meta
-// JSON, ARGV[2] TTL seconds (0: no expiry), ARGV[3] delivery tag.
-// Returns {stored, held}: stored 0 when a SUCCESS was kept, held 0 when the
-// message was no longer in unacked_index.
-var storeAndAckScript = redis.NewScript(4, luaStoreResult+`
-local stored = store_result(KEYS[1], ARGV[1], ARGV[2])
-local held = redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('HDEL', KEYS[3], ARGV[3])
-redis.call('DEL', KEYS[4])
-return {stored, held}
-`)
-
-// StoreAndAck is Backend.Store followed by Broker.Ack (late ack: result
+// storeAndAck is Backend.Store followed by Broker.Ack (late ack: result
 // first), as one atomic Redis script. held is false when the message was
 // no longer in unacked (restored by another consumer: it may run twice).
 // An error means neither happened, or, for a connection lost mid-reply,
@@ -36,8 +17,8 @@ return {stored, held}
 // result is rewritten and an ack of an acked tag is a no-op.
 //
 // The backend and the broker must share one Redis pool; when they do not,
-// StoreAndAck falls back to the two calls in order.
-func (b *Broker) StoreAndAck(ctx context.Context, be *Backend, req StoreRequest, tag string) (held bool, err error) {
+// storeAndAck falls back to the two calls in order.
+func (b *Broker) storeAndAck(ctx context.Context, be *Backend, req StoreRequest, tag string) (held bool, err error) {
 	if be == nil {
 		return false, errors.New("protocol: StoreAndAck needs a Backend")
 	}
@@ -73,7 +54,7 @@ func (b *Broker) StoreAndAck(ctx context.Context, be *Backend, req StoreRequest,
 		ttl = int64(math.Ceil(be.expires.Seconds()))
 	}
 	res, err := redis.Ints(storeAndAckScript.DoContext(ctx, c,
-		be.TaskKey(req.TaskID), b.key(unackedIndexKey), b.key(unackedKey), b.countKey(tag), payload, ttl, tag))
+		be.taskKey(req.TaskID), b.key(unackedIndexKey), b.key(unackedKey), b.countKey(tag), payload, ttl, tag))
 	if err != nil {
 		return false, fmt.Errorf("protocol: store result of task %s and ack %s: %w", req.TaskID, tag, err)
 	}

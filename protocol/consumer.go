@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // Consumer fetches from several queues fairly: priority-major, round-robin
@@ -53,8 +55,8 @@ func (c *Consumer) AddQueue(queue string) {
 	c.queues = append(c.queues, queue)
 }
 
-// RemoveQueue stops consuming queue; it reports whether it was consumed.
-func (c *Consumer) RemoveQueue(queue string) bool {
+// removeQueue stops consuming queue; it reports whether it was consumed.
+func (c *Consumer) removeQueue(queue string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, q := range c.queues {
@@ -183,10 +185,10 @@ func (c *Consumer) rotate(queue string) {
 	}
 }
 
-// Fetch waits up to timeout for one message, records it in unacked (the
+// fetch waits up to timeout for one message, records it in unacked (the
 // ack-emulation transaction) and returns it. It returns (nil, nil) on
 // timeout. See FetchN.
-func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
+func (c *Consumer) fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
 	ds, err := c.FetchN(ctx, timeout, 1)
 	if len(ds) == 0 {
 		return nil, err
@@ -249,7 +251,7 @@ func (c *Consumer) FetchN(ctx context.Context, timeout time.Duration, limit int)
 		args = append(args, l)
 	}
 	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-		unixScore(now), FormatTime(now), limit, b.key(deliveryCountPrefix), len(queues))
+		unixScore(now), pyfmt.ISOFormat(now), limit, b.key(deliveryCountPrefix), len(queues))
 	for _, q := range queues {
 		args = append(args, q)
 	}
@@ -329,7 +331,7 @@ func (c *Consumer) FetchN(ctx context.Context, timeout time.Duration, limit int)
 // hold and moved to the dead-letter list.
 func (c *Consumer) deadLettered(queue string, raw []byte) *Delivery {
 	d := &Delivery{Queue: queue, Raw: raw, deadLettered: true}
-	_, _, _, _, d.Err = EnvelopeInfo(raw)
+	_, _, _, _, d.Err = envelopeInfo(raw)
 	if d.Err == nil {
 		// Go can read what Redis's cjson could not (deeper nesting, say).
 		d.Err = &DecodeError{Reason: "invalid-json", Err: errors.New("Redis's Lua JSON decoder cannot read the envelope, so it cannot be held")}
@@ -354,7 +356,7 @@ func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Deli
 		now := b.opts.Clock.Now()
 		res, err := redis.Values(holdPopped.DoContext(ctx, conn,
 			b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-			unixScore(now), FormatTime(now), b.key(deliveryCountPrefix), raw, queue))
+			unixScore(now), pyfmt.ISOFormat(now), b.key(deliveryCountPrefix), raw, queue))
 		if err != nil {
 			return fmt.Errorf("protocol: hold a message from %s: %w", queue, err)
 		}
@@ -382,7 +384,7 @@ func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Deli
 // pushBack returns a popped message to the head of its priority list, where
 // it was: the last resort when it cannot be held.
 func (b *Broker) pushBack(ctx context.Context, queue string, raw []byte) error {
-	_, pri, _, _, _ := EnvelopeInfo(raw)
+	_, pri, _, _, _ := envelopeInfo(raw)
 	c, err := b.conn(ctx)
 	if err != nil {
 		return err

@@ -9,6 +9,8 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/google/uuid"
+
+	"morag-gpu/protocol/internal/fanout"
 )
 
 // ControlRequest is a pidbox request body (kombu Mailbox._publish).
@@ -31,7 +33,9 @@ type ReplyTo struct {
 }
 
 // ControlHandler answers one control method; the returned value is this
-// node's reply (nil is JSON null; floats keep their fraction, see Float).
+// node's reply (nil is JSON null; float64 values in maps and slices keep
+// their fraction, 2.0 not 2, as json.dumps writes them; struct fields go
+// through encoding/json).
 // An error is replied as {"error": "Error('<message>')"}, as Python replies
 // repr(exc). Returning ErrNoReply sends nothing (Python's shutdown).
 type ControlHandler func(ctx context.Context, req *ControlRequest) (any, error)
@@ -98,13 +102,13 @@ func (c *Control) Broadcast(ctx context.Context, method string, args map[string]
 		body = append(body,
 			fanoutField{"ticket", ticket},
 			fanoutField{"reply_to", fanoutObject{{"exchange", pidboxReplyExchange}, {"routing_key", oid}}})
-		expires = Float(float64(time.Now().Add(timeout).UnixMicro()) / 1e6)
+		expires = fanout.Float(float64(time.Now().Add(timeout).UnixMicro()) / 1e6)
 	}
-	bodyJSON, err := fanoutJSON(body)
+	bodyJSON, err := fanout.Marshal(body)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: control %s: encode arguments: %w", method, err)
 	}
-	env, err := fanoutEnvelope(bodyJSON, fanoutObject{{"clock", c.clock.Forward()}, {"expires", expires}}, 2, pidboxExchange, "")
+	env, err := fanout.Envelope(bodyJSON, fanoutObject{{"clock", c.clock.forward()}, {"expires", expires}}, 2, pidboxExchange, "")
 	if err != nil {
 		return nil, fmt.Errorf("protocol: control %s: %w", method, err)
 	}
@@ -158,14 +162,14 @@ func (c *Control) collect(ctx context.Context, conn redis.Conn, method, queue, t
 			continue
 		}
 		data, _ := v[1].([]byte)
-		msg, err := parseFanoutEnvelope(data)
+		msg, err := fanout.ParseEnvelope(data)
 		if err != nil {
 			continue // not a reply; kombu drops it too
 		}
-		if clk, ok := fanoutInt(msg.Headers["clock"]); ok {
-			c.clock.Adjust(clk)
+		if clk, ok := fanout.AsInt(msg.Headers["clock"]); ok {
+			c.clock.adjust(clk)
 		}
-		if exp, ok := fanoutFloat(msg.Headers["expires"]); ok && exp > 0 && exp < float64(time.Now().UnixMicro())/1e6 {
+		if exp, ok := fanout.AsFloat(msg.Headers["expires"]); ok && exp > 0 && exp < float64(time.Now().UnixMicro())/1e6 {
 			continue
 		}
 		if t, ok := msg.Headers["ticket"]; ok && t != ticket {

@@ -14,6 +14,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/kombujson"
 )
 
 // DecodeError says why an envelope could not be decoded. Reason is a short
@@ -73,10 +76,10 @@ type wireProperties struct {
 
 // parseEnvelope reads the envelope and its properties and checks the
 // delivery tag, as kombu's Message.__init__ does before anything else.
-// The whole envelope goes through parseJSON once: its big part, the body,
+// The whole envelope goes through kombujson.Parse once: its big part, the body,
 // is a single string.
 func parseEnvelope(raw []byte) (*wireEnvelope, *wireProperties, string, error) {
-	tree, err := parseJSON(raw)
+	tree, err := kombujson.Parse(raw)
 	top, ok := tree.(map[string]any)
 	if err != nil || !ok {
 		if err == nil {
@@ -106,11 +109,11 @@ func parseEnvelope(raw []byte) (*wireEnvelope, *wireProperties, string, error) {
 	return env, props, tag, nil
 }
 
-// EnvelopeInfo reads the fields the transport needs from a raw envelope
+// envelopeInfo reads the fields the transport needs from a raw envelope
 // without decoding the body: delivery tag, priority, exchange, routing key.
 // The priority is kombu's _get_message_priority: int(priority) clamped to
 // 0..9, and 0 when it is missing, null or not a number.
-func EnvelopeInfo(raw []byte) (tag string, priority int, exchange, routingKey string, err error) {
+func envelopeInfo(raw []byte) (tag string, priority int, exchange, routingKey string, err error) {
 	_, props, tag, err := parseEnvelope(raw)
 	if err != nil {
 		return "", 0, "", "", err
@@ -165,8 +168,8 @@ func deliveryInfo(v any) (exchange, routingKey string, redelivered bool) {
 // body_encoding base64 or utf-8; compression application/x-gzip (zlib, or
 // real gzip) and application/x-bz2. Errors are *DecodeError; it never
 // panics. Numbers are json.Number and kombu type envelopes in the body and
-// headers are decoded as UnmarshalJSON does. Priority is kombu's clamped
-// value (see EnvelopeInfo). The compression header is consumed, not kept in
+// headers are decoded as kombujson.Unmarshal does. Priority is kombu's clamped
+// value (see envelopeInfo). The compression header is consumed, not kept in
 // Headers.
 func Decode(raw []byte) (*Message, error) {
 	env, props, tag, err := parseEnvelope(raw)
@@ -176,7 +179,7 @@ func Decode(raw []byte) (*Message, error) {
 
 	var headers map[string]any
 	if env.Headers != nil {
-		h, _, err := kombuUnwrap(env.Headers)
+		h, _, err := kombujson.Unwrap(env.Headers)
 		if err != nil {
 			return nil, decodeErr("bad-envelope", "headers: %v", err)
 		}
@@ -195,7 +198,7 @@ func Decode(raw []byte) (*Message, error) {
 		return nil, err
 	}
 	var tree any
-	if err := UnmarshalJSON(body, &tree); err != nil {
+	if err := kombujson.Unmarshal(body, &tree); err != nil {
 		return nil, decodeErr("bad-body", "the body is not kombu JSON: %v", err)
 	}
 
@@ -617,8 +620,8 @@ func isoField(key, s string) (*time.Time, error) {
 	if s == "" {
 		return nil, nil
 	}
-	t, ok := parsePythonTime(s)
-	if !ok {
+	t, err := pyfmt.FromISOFormat(s)
+	if err != nil {
 		return nil, decodeErr("invalid-task", "%s %q is not an ISO 8601 date-time", key, s)
 	}
 	t = t.UTC()
@@ -681,12 +684,12 @@ func describeJSON(v any) string {
 	return fmt.Sprintf("%T", v)
 }
 
-// MarkRedelivered returns raw with headers.redelivered and
+// markRedelivered returns raw with headers.redelivered and
 // properties.delivery_info.redelivered set to true, preserving every other
 // byte of meaning (numbers keep their precision), as kombu's restore does.
 // The body and every other top-level part are copied verbatim; headers and
 // properties are re-encoded with their keys sorted.
-func MarkRedelivered(raw []byte) ([]byte, error) {
+func markRedelivered(raw []byte) ([]byte, error) {
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil || top == nil {
 		if err == nil {
@@ -697,7 +700,7 @@ func MarkRedelivered(raw []byte) ([]byte, error) {
 	objectOf := func(part string) (map[string]any, error) {
 		var v any
 		if r := top[part]; !isJSONNull(r) {
-			if err := decodeJSONNumbers(r, &v); err != nil {
+			if err := kombujson.DecodeNumbers(r, &v); err != nil {
 				return nil, decodeErr("bad-envelope", "%s: %v", part, err)
 			}
 		}
@@ -728,24 +731,24 @@ func MarkRedelivered(raw []byte) ([]byte, error) {
 	// Envelopes and odd values produced by others are passed through as
 	// they are: this is a copy, not a message of ours.
 	for part, v := range map[string]map[string]any{"headers": headers, "properties": props} {
-		pw := kombuWriter{verbatim: true}
-		if err := pw.value(v); err != nil {
+		pw := kombujson.Writer{Verbatim: true}
+		if err := pw.Value(v); err != nil {
 			return nil, decodeErr("bad-envelope", "re-encode %s: %v", part, err)
 		}
-		top[part] = pw.buf
+		top[part] = pw.Buf
 	}
-	w := kombuWriter{buf: make([]byte, 0, len(raw)+64)}
-	w.buf = append(w.buf, '{')
-	for i, k := range sortedKeys(top) {
+	w := newWriter(make([]byte, 0, len(raw)+64))
+	w.Buf = append(w.Buf, '{')
+	for i, k := range kombujson.SortedKeys(top) {
 		if i > 0 {
-			w.buf = append(w.buf, ',')
+			w.Buf = append(w.Buf, ',')
 		}
-		w.buf = appendJSONString(w.buf, k)
-		w.buf = append(w.buf, ':')
-		w.buf = append(w.buf, bytes.TrimSpace(top[k])...)
+		w.Buf = kombujson.AppendString(w.Buf, k)
+		w.Buf = append(w.Buf, ':')
+		w.Buf = append(w.Buf, bytes.TrimSpace(top[k])...)
 	}
-	w.buf = append(w.buf, '}')
-	return w.buf, nil
+	w.Buf = append(w.Buf, '}')
+	return w.Buf, nil
 }
 
 func isJSONNull(r json.RawMessage) bool {

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/kombujson"
 )
 
 // NewID returns a new uuid4 string (task ids, delivery tags).
@@ -63,78 +64,78 @@ func Encode(m *Message) ([]byte, error) {
 	}
 
 	b64 := base64.StdEncoding.EncodedLen(len(body))
-	w := kombuWriter{buf: make([]byte, 0, b64+640+len(m.ArgsRepr)+len(m.KwargsRepr))}
-	w.buf = append(w.buf, `{"body":"`...)
-	n := len(w.buf)
-	w.buf = w.buf[:n+b64]
-	base64.StdEncoding.Encode(w.buf[n:], body)
-	w.buf = append(w.buf, `","content-encoding":"utf-8","content-type":"application/json","headers":{"lang":`...)
-	w.buf = appendJSONString(w.buf, m.Lang)
-	w.buf = append(w.buf, `,"task":`...)
-	w.buf = appendJSONString(w.buf, m.Task)
-	w.buf = append(w.buf, `,"id":`...)
-	w.buf = appendJSONString(w.buf, m.ID)
-	w.buf = append(w.buf, `,"shadow":`...)
-	w.buf = appendNullableString(w.buf, m.Shadow)
-	w.buf = append(w.buf, `,"eta":`...)
-	w.buf = appendNullableTime(w.buf, m.ETA)
-	w.buf = append(w.buf, `,"expires":`...)
-	w.buf = appendNullableTime(w.buf, m.Expires)
-	w.buf = append(w.buf, `,"group":`...)
-	w.buf = appendNullableString(w.buf, m.Group)
-	w.buf = append(w.buf, `,"group_index":`...)
+	w := newWriter(make([]byte, 0, b64+640+len(m.ArgsRepr)+len(m.KwargsRepr)))
+	w.Buf = append(w.Buf, `{"body":"`...)
+	n := len(w.Buf)
+	w.Buf = w.Buf[:n+b64]
+	base64.StdEncoding.Encode(w.Buf[n:], body)
+	w.Buf = append(w.Buf, `","content-encoding":"utf-8","content-type":"application/json","headers":{"lang":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.Lang)
+	w.Buf = append(w.Buf, `,"task":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.Task)
+	w.Buf = append(w.Buf, `,"id":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.ID)
+	w.Buf = append(w.Buf, `,"shadow":`...)
+	w.Buf = appendNullableString(w.Buf, m.Shadow)
+	w.Buf = append(w.Buf, `,"eta":`...)
+	w.Buf = appendNullableTime(w.Buf, m.ETA)
+	w.Buf = append(w.Buf, `,"expires":`...)
+	w.Buf = appendNullableTime(w.Buf, m.Expires)
+	w.Buf = append(w.Buf, `,"group":`...)
+	w.Buf = appendNullableString(w.Buf, m.Group)
+	w.Buf = append(w.Buf, `,"group_index":`...)
 	if m.GroupIndex == nil {
-		w.buf = append(w.buf, "null"...)
+		w.Buf = append(w.Buf, "null"...)
 	} else {
-		w.buf = strconv.AppendInt(w.buf, int64(*m.GroupIndex), 10)
+		w.Buf = strconv.AppendInt(w.Buf, int64(*m.GroupIndex), 10)
 	}
-	w.buf = append(w.buf, `,"retries":`...)
-	w.buf = strconv.AppendInt(w.buf, int64(m.Retries), 10)
+	w.Buf = append(w.Buf, `,"retries":`...)
+	w.Buf = strconv.AppendInt(w.Buf, int64(m.Retries), 10)
 	// [hard, soft]: the worker unpacks time_limit, soft_time_limit in this
 	// order (the protocol document's (soft, hard) is wrong).
-	w.buf = append(w.buf, `,"timelimit":[`...)
-	w.buf = appendSeconds(w.buf, m.TimeLimit.Hard)
-	w.buf = append(w.buf, ',')
-	w.buf = appendSeconds(w.buf, m.TimeLimit.Soft)
-	w.buf = append(w.buf, `],"root_id":`...)
-	w.buf = appendJSONString(w.buf, m.RootID)
-	w.buf = append(w.buf, `,"parent_id":`...)
-	w.buf = appendNullableString(w.buf, m.ParentID)
-	w.buf = append(w.buf, `,"argsrepr":`...)
-	w.buf = appendJSONString(w.buf, m.ArgsRepr)
-	w.buf = append(w.buf, `,"kwargsrepr":`...)
-	w.buf = appendJSONString(w.buf, m.KwargsRepr)
-	w.buf = append(w.buf, `,"origin":`...)
-	w.buf = appendJSONString(w.buf, m.Origin)
-	w.buf = append(w.buf, `,"ignore_result":`...)
-	w.buf = strconv.AppendBool(w.buf, m.IgnoreResult)
+	w.Buf = append(w.Buf, `,"timelimit":[`...)
+	w.Buf = appendSeconds(w.Buf, m.TimeLimit.Hard)
+	w.Buf = append(w.Buf, ',')
+	w.Buf = appendSeconds(w.Buf, m.TimeLimit.Soft)
+	w.Buf = append(w.Buf, `],"root_id":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.RootID)
+	w.Buf = append(w.Buf, `,"parent_id":`...)
+	w.Buf = appendNullableString(w.Buf, m.ParentID)
+	w.Buf = append(w.Buf, `,"argsrepr":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.ArgsRepr)
+	w.Buf = append(w.Buf, `,"kwargsrepr":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.KwargsRepr)
+	w.Buf = append(w.Buf, `,"origin":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.Origin)
+	w.Buf = append(w.Buf, `,"ignore_result":`...)
+	w.Buf = strconv.AppendBool(w.Buf, m.IgnoreResult)
 	if len(m.Headers) > 0 {
-		for _, k := range sortedKeys(m.Headers) {
+		for _, k := range kombujson.SortedKeys(m.Headers) {
 			if isV2Header(k) || k == "compression" {
 				continue
 			}
-			w.buf = append(w.buf, ',')
-			w.buf = appendJSONString(w.buf, k)
-			w.buf = append(w.buf, ':')
-			if err := w.value(m.Headers[k]); err != nil {
+			w.Buf = append(w.Buf, ',')
+			w.Buf = kombujson.AppendString(w.Buf, k)
+			w.Buf = append(w.Buf, ':')
+			if err := w.Value(m.Headers[k]); err != nil {
 				return nil, fmt.Errorf("protocol: encode header %q of task %s[%s]: %w", k, m.Task, m.ID, err)
 			}
 		}
 	}
-	w.buf = append(w.buf, `},"properties":{"correlation_id":`...)
-	w.buf = appendJSONString(w.buf, m.CorrelationID)
-	w.buf = append(w.buf, `,"reply_to":`...)
-	w.buf = appendJSONString(w.buf, m.ReplyTo)
-	w.buf = append(w.buf, `,"delivery_mode":2,"delivery_info":{"exchange":`...)
-	w.buf = appendJSONString(w.buf, m.Exchange)
-	w.buf = append(w.buf, `,"routing_key":`...)
-	w.buf = appendJSONString(w.buf, m.RoutingKey)
-	w.buf = append(w.buf, `},"priority":`...)
-	w.buf = strconv.AppendInt(w.buf, int64(m.Priority), 10)
-	w.buf = append(w.buf, `,"body_encoding":"base64","delivery_tag":`...)
-	w.buf = appendJSONString(w.buf, m.DeliveryTag)
-	w.buf = append(w.buf, "}}"...)
-	return w.buf, nil
+	w.Buf = append(w.Buf, `},"properties":{"correlation_id":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.CorrelationID)
+	w.Buf = append(w.Buf, `,"reply_to":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.ReplyTo)
+	w.Buf = append(w.Buf, `,"delivery_mode":2,"delivery_info":{"exchange":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.Exchange)
+	w.Buf = append(w.Buf, `,"routing_key":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.RoutingKey)
+	w.Buf = append(w.Buf, `},"priority":`...)
+	w.Buf = strconv.AppendInt(w.Buf, int64(m.Priority), 10)
+	w.Buf = append(w.Buf, `,"body_encoding":"base64","delivery_tag":`...)
+	w.Buf = kombujson.AppendString(w.Buf, m.DeliveryTag)
+	w.Buf = append(w.Buf, "}}"...)
+	return w.Buf, nil
 }
 
 // fillDefaults sets what Celery's apply_async would have set.
@@ -171,39 +172,39 @@ func fillDefaults(m *Message) {
 
 // encodeBody writes [args, kwargs, embed].
 func encodeBody(m *Message) ([]byte, error) {
-	w := kombuWriter{buf: make([]byte, 0, 128)}
-	w.buf = append(w.buf, '[')
+	w := newWriter(make([]byte, 0, 128))
+	w.Buf = append(w.Buf, '[')
 	if m.Args == nil {
-		w.buf = append(w.buf, "[]"...)
-	} else if err := w.value(m.Args); err != nil {
+		w.Buf = append(w.Buf, "[]"...)
+	} else if err := w.Value(m.Args); err != nil {
 		return nil, fmt.Errorf("args: %w", err)
 	}
-	w.buf = append(w.buf, ',')
+	w.Buf = append(w.Buf, ',')
 	if m.Kwargs == nil {
-		w.buf = append(w.buf, "{}"...)
-	} else if err := w.value(m.Kwargs); err != nil {
+		w.Buf = append(w.Buf, "{}"...)
+	} else if err := w.Value(m.Kwargs); err != nil {
 		return nil, fmt.Errorf("kwargs: %w", err)
 	}
-	w.buf = append(w.buf, `,{"callbacks":`...)
-	if err := w.signatures(m.Embed.Callbacks); err != nil {
+	w.Buf = append(w.Buf, `,{"callbacks":`...)
+	if err := writeSignatures(&w, m.Embed.Callbacks); err != nil {
 		return nil, fmt.Errorf("callbacks: %w", err)
 	}
-	w.buf = append(w.buf, `,"errbacks":`...)
-	if err := w.signatures(m.Embed.Errbacks); err != nil {
+	w.Buf = append(w.Buf, `,"errbacks":`...)
+	if err := writeSignatures(&w, m.Embed.Errbacks); err != nil {
 		return nil, fmt.Errorf("errbacks: %w", err)
 	}
-	w.buf = append(w.buf, `,"chain":`...)
-	if err := w.signatures(m.Embed.Chain); err != nil {
+	w.Buf = append(w.Buf, `,"chain":`...)
+	if err := writeSignatures(&w, m.Embed.Chain); err != nil {
 		return nil, fmt.Errorf("chain: %w", err)
 	}
-	w.buf = append(w.buf, `,"chord":`...)
+	w.Buf = append(w.Buf, `,"chord":`...)
 	if m.Embed.Chord == nil {
-		w.buf = append(w.buf, "null"...)
-	} else if err := w.signature(m.Embed.Chord); err != nil {
+		w.Buf = append(w.Buf, "null"...)
+	} else if err := writeSignature(&w, m.Embed.Chord); err != nil {
 		return nil, fmt.Errorf("chord: %w", err)
 	}
-	w.buf = append(w.buf, "}]"...)
-	return w.buf, nil
+	w.Buf = append(w.Buf, "}]"...)
+	return w.Buf, nil
 }
 
 // isV2Header reports whether name is one of the protocol v2 headers that
@@ -222,7 +223,7 @@ func appendNullableString(b []byte, s string) []byte {
 	if s == "" {
 		return append(b, "null"...)
 	}
-	return appendJSONString(b, s)
+	return kombujson.AppendString(b, s)
 }
 
 // appendNullableTime writes t in UTC, as Celery with enable_utc does.
@@ -231,7 +232,7 @@ func appendNullableTime(b []byte, t *time.Time) []byte {
 		return append(b, "null"...)
 	}
 	b = append(b, '"')
-	b = appendPythonTime(b, t.UTC())
+	b = pyfmt.AppendISOFormat(b, t.UTC())
 	return append(b, '"')
 }
 
@@ -338,7 +339,7 @@ func (r *reprWriter) value(v any, level int) {
 		if r.stopped {
 			return
 		}
-		for i, k := range sortedKeys(x) {
+		for i, k := range kombujson.SortedKeys(x) {
 			if i > 0 {
 				r.token(", ")
 			}
@@ -351,7 +352,7 @@ func (r *reprWriter) value(v any, level int) {
 		}
 		r.closer("}")
 	case time.Time:
-		r.str(FormatTime(x))
+		r.str(pyfmt.ISOFormat(x))
 	case []byte:
 		r.token("b" + reprQuote(reprTruncate(string(x), r.budget)))
 	default:

@@ -15,19 +15,20 @@ import (
 	"github.com/gomodule/redigo/redis"
 
 	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol/internal/fanout"
 )
 
 func TestFanoutJSON(t *testing.T) {
 	type info struct {
-		Start Float   `json:"time_start"`
-		Plain float64 `json:"plain"`
+		Start fanout.Float `json:"time_start"`
+		Plain float64      `json:"plain"`
 	}
 	var nilSlice []string
 	cases := []struct {
 		in   any
 		want string
 	}{
-		{Float(2), `2.0`},
+		{fanout.Float(2), `2.0`},
 		{2.0, `2.0`},
 		{float32(0.5), `0.5`},
 		{-3.0, `-3.0`},
@@ -49,49 +50,49 @@ func TestFanoutJSON(t *testing.T) {
 		{[]byte("hi"), `"aGk="`},
 	}
 	for _, c := range cases {
-		got, err := fanoutJSON(c.in)
+		got, err := fanout.Marshal(c.in)
 		if err != nil || string(got) != c.want {
-			t.Errorf("fanoutJSON(%#v) = %s, %v; want %s", c.in, got, err, c.want)
+			t.Errorf("fanout.Marshal(%#v) = %s, %v; want %s", c.in, got, err, c.want)
 		}
 	}
-	if _, err := fanoutJSON(json.Number("1; DROP")); err == nil {
+	if _, err := fanout.Marshal(json.Number("1; DROP")); err == nil {
 		t.Errorf("invalid json.Number accepted")
 	}
 	cyclic := map[string]any{}
 	cyclic["self"] = cyclic
-	if _, err := fanoutJSON(cyclic); err == nil {
+	if _, err := fanout.Marshal(cyclic); err == nil {
 		t.Errorf("cyclic value accepted")
 	}
-	if _, err := fanoutJSON(map[string]any{"c": make(chan int)}); err == nil {
+	if _, err := fanout.Marshal(map[string]any{"c": make(chan int)}); err == nil {
 		t.Errorf("channel accepted")
 	}
-	if b, _ := json.Marshal(Float(7)); string(b) != "7.0" {
+	if b, _ := json.Marshal(fanout.Float(7)); string(b) != "7.0" {
 		t.Errorf("json.Marshal(Float(7)) = %s", b)
 	}
 }
 
 func TestLamportClock(t *testing.T) {
 	var c LamportClock
-	if c.Forward() != 1 || c.Forward() != 2 {
+	if c.forward() != 1 || c.forward() != 2 {
 		t.Fatal("Forward does not count up from 0")
 	}
-	if got := c.Adjust(10); got != 11 || c.Value() != 11 {
+	if got := c.adjust(10); got != 11 || c.read() != 11 {
 		t.Errorf("Adjust(10) from 2 = %d, want 11", got)
 	}
-	if got := c.Adjust(3); got != 12 {
+	if got := c.adjust(3); got != 12 {
 		t.Errorf("Adjust(3) from 11 = %d, want 12", got)
 	}
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
 			for range 1000 {
-				c.Forward()
+				c.forward()
 			}
 		})
 	}
 	wg.Wait()
-	if c.Value() != 8012 {
-		t.Errorf("concurrent Forward lost updates: %d", c.Value())
+	if c.read() != 8012 {
+		t.Errorf("concurrent Forward lost updates: %d", c.read())
 	}
 }
 
@@ -108,13 +109,13 @@ func TestPythonUTCOffset(t *testing.T) {
 }
 
 func TestDecodeEvents(t *testing.T) {
-	env := func(body string) []byte { b, _ := fanoutEnvelope([]byte(body), nil, 1, "celeryev", "x"); return b }
+	env := func(body string) []byte { b, _ := fanout.Envelope([]byte(body), nil, 1, "celeryev", "x"); return b }
 	events, err := decodeEvents(env(`[{"type": "task-started", "uuid": "a"}, 5, {"type": "task-succeeded", "runtime": 0.5}]`))
 	if len(events) != 2 || events[0]["uuid"] != "a" || events[1].Type() != "task-succeeded" || err == nil {
 		t.Errorf("list body: %v, %v", events, err)
 	}
 	events, err = decodeEvents([]byte(`{"body": "{\"type\": \"worker-online\", \"hostname\": \"h\", \"clock\": 3, \"timestamp\": 1.5}", "properties": {"body_encoding": "utf-8"}}`))
-	if err != nil || len(events) != 1 || events[0].Hostname() != "h" || events[0].Clock() != 3 || events[0].Timestamp() != 1.5 {
+	if err != nil || len(events) != 1 || events[0].Hostname() != "h" || events[0].clock() != 3 || events[0].timestamp() != 1.5 {
 		t.Errorf("utf-8 body: %v, %v", events, err)
 	}
 	var z bytes.Buffer
@@ -147,7 +148,7 @@ func TestEventWireFormat(t *testing.T) {
 	}
 	var shared LamportClock
 	d := NewEventDispatcher(pool, 3, testNode, "pfx:", WithClock(&shared))
-	d.Adjust(40)
+	d.adjust(40)
 	err := d.Send(t.Context(), "worker-heartbeat", map[string]any{
 		"freq": 2.0, "active": 0, "processed": 5, "loadavg": []float64{0.1, 0.05, 0.01},
 		"sw_ident": "go-celery", "sw_ver": "0.1.0", "sw_sys": "Linux",
@@ -196,13 +197,13 @@ func TestEventWireFormat(t *testing.T) {
 		last = i
 	}
 	var ev Event
-	if err := fanoutUnmarshal(body, &ev); err != nil {
+	if err := fanout.Unmarshal(body, &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ts := ev["timestamp"].(json.Number).String(); !strings.Contains(ts, ".") || math.Abs(ev.Timestamp()-float64(time.Now().Unix())) > 60 {
+	if ts := ev["timestamp"].(json.Number).String(); !strings.Contains(ts, ".") || math.Abs(ev.timestamp()-float64(time.Now().Unix())) > 60 {
 		t.Errorf("timestamp %s", ts)
 	}
-	if d.Clock() != 42 || shared.Value() != 42 {
+	if d.Clock() != 42 || shared.read() != 42 {
 		t.Errorf("clock after Adjust(40)+Send = %d, want 42", d.Clock())
 	}
 	if err := d.Send(t.Context(), "", nil); err == nil {
@@ -350,14 +351,14 @@ func TestReceiveEventsFromPythonWorker(t *testing.T) {
 		return find(func(e Event) bool { return e.Type() == "worker-heartbeat" && e.Hostname() == pyNode }) != nil
 	})
 	hb := find(func(e Event) bool { return e.Type() == "worker-heartbeat" && e.Hostname() == pyNode })
-	if hb["sw_ident"] != "py-celery" || hb.Clock() <= 0 || hb.Timestamp() <= 0 {
+	if hb["sw_ident"] != "py-celery" || hb.clock() <= 0 || hb.timestamp() <= 0 {
 		t.Errorf("heartbeat %v", hb)
 	}
 	if f, ok := hb["freq"].(json.Number); !ok || f.String() != "2.0" {
 		t.Errorf("heartbeat freq %v", hb["freq"])
 	}
-	if clock.Value() <= hb.Clock() {
-		t.Errorf("WithClock: receiver clock %d not past the event clock %d", clock.Value(), hb.Clock())
+	if clock.read() <= hb.clock() {
+		t.Errorf("WithClock: receiver clock %d not past the event clock %d", clock.read(), hb.clock())
 	}
 
 	taskID := strings.TrimSpace(testenv.RunPython(t, t.Context(), r.URL(), `
@@ -424,7 +425,7 @@ func TestReceiveEventsSurvivesGarbageAndRestart(t *testing.T) {
 	}
 	expect("first")
 	env := func(body string) string {
-		b, _ := fanoutEnvelope([]byte(body), nil, 1, "celeryev", "worker.x")
+		b, _ := fanout.Envelope([]byte(body), nil, 1, "celeryev", "worker.x")
 		return string(b)
 	}
 	for _, junk := range []string{"", "junk", "[1,2]", `{"body": 1}`, `{"body": "!!", "properties": {"body_encoding": "base64"}}`,

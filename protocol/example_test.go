@@ -60,23 +60,10 @@ func ExampleEncode() {
 	fmt.Println(back.Task, back.ID)
 	fmt.Println(back.Args, back.Kwargs)
 	fmt.Println(back.ArgsRepr, back.KwargsRepr)
-	fmt.Println(protocol.FormatTime(*back.ETA))
+	fmt.Println(back.ETA.Format("2006-01-02T15:04:05-07:00"))
 	// Output:
 	// tasks.add 3b6f0a4e-0000-4000-8000-000000000001
 	// [2 3.5] map[note:é]
 	// (2, 3.5) {'note': 'é'}
 	// 2024-05-01T12:00:10+00:00
-}
-
-// Python's isoformat, both ways.
-func ExampleParseTime() {
-	t, err := protocol.ParseTime("2024-05-01T12:00:10.5+02:00")
-	if err != nil {
-		log.Fatal(err)
-	}
-	fmt.Println(t.UTC())
-	fmt.Println(protocol.FormatTime(t.UTC()))
-	// Output:
-	// 2024-05-01 10:00:10.5 +0000 UTC
-	// 2024-05-01T10:00:10.500000+00:00
 }

@@ -7,18 +7,6 @@ import (
 	"github.com/gomodule/redigo/redis"
 )
 
-// forwardHeld publishes a new envelope and drops the held original in one
-// step, only while the original is still held: a retry after a lost reply,
-// or a message another process already restored, publishes nothing.
-var forwardHeld = redis.NewScript(5, `
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('SADD', KEYS[4], ARGV[3])
-redis.call('LPUSH', KEYS[3], ARGV[2])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[5])
-return 1`)
-
 // Forward hands a held message to another queue: it LPUSHes envelope (the
 // message as it should arrive there) onto queue's priority list and
 // acknowledges tag, atomically, so the task is neither lost nor duplicated

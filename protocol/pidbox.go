@@ -14,6 +14,9 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/pyfmt"
+	"morag-gpu/protocol/internal/fanout"
 )
 
 // mailboxMaxInFlight bounds the handlers running at once, so that a flood
@@ -156,16 +159,16 @@ func (m *Mailbox) unregister(ctx context.Context) {
 // accept decodes a request and decides, as Node.handle_message does,
 // whether this node runs it. Bad requests are logged and dropped.
 func (m *Mailbox) accept(data []byte) (*ControlRequest, bool) {
-	msg, err := parseFanoutEnvelope(data)
+	msg, err := fanout.ParseEnvelope(data)
 	if err != nil {
 		m.log.Warn().Err(err).Msg("dropping undecodable pidbox message")
 		return nil, false
 	}
 	// The Celery worker forwards its clock on every control message, and
 	// kombu's Node adjusts it to the sender's.
-	m.clock.Forward()
-	if c, ok := fanoutInt(msg.Headers["clock"]); ok {
-		m.clock.Adjust(c)
+	m.clock.forward()
+	if c, ok := fanout.AsInt(msg.Headers["clock"]); ok {
+		m.clock.adjust(c)
 	}
 	req, err := parseControlRequest(msg.Body)
 	if err != nil {
@@ -177,7 +180,7 @@ func (m *Mailbox) accept(data []byte) (*ControlRequest, bool) {
 	}
 	// The sender stops listening at expires; a reply after that only
 	// leaves garbage in a dead reply list.
-	if exp, ok := fanoutFloat(msg.Headers["expires"]); ok && exp > 0 && exp < float64(time.Now().UnixMicro())/1e6 {
+	if exp, ok := fanout.AsFloat(msg.Headers["expires"]); ok && exp > 0 && exp < float64(time.Now().UnixMicro())/1e6 {
 		m.log.Debug().Str("method", req.Method).Msg("dropping expired pidbox request")
 		return nil, false
 	}
@@ -192,7 +195,7 @@ func (m *Mailbox) serve(ctx context.Context, req *ControlRequest) {
 	}
 	if err != nil {
 		m.log.Error().Err(err).Str("method", req.Method).Msg("pidbox command error")
-		reply = map[string]any{"error": "Error(" + PyStrRepr(err.Error()) + ")"}
+		reply = map[string]any{"error": "Error(" + pyfmt.StrRepr(err.Error()) + ")"}
 	}
 	if req.ReplyTo == nil {
 		return
@@ -210,7 +213,7 @@ func (m *Mailbox) call(ctx context.Context, req *ControlRequest) (reply any, err
 	m.mu.RUnlock()
 	if h == nil {
 		m.log.Warn().Str("method", req.Method).Msg("no such control command")
-		return map[string]any{"error": "KeyError(" + PyStrRepr(req.Method) + ")"}, nil
+		return map[string]any{"error": "KeyError(" + pyfmt.StrRepr(req.Method) + ")"}, nil
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -223,10 +226,10 @@ func (m *Mailbox) call(ctx context.Context, req *ControlRequest) (reply any, err
 // reply sends {hostname: reply} to the reply queues bound to
 // reply_to.routing_key on the direct exchange reply_to.exchange.
 func (m *Mailbox) reply(ctx context.Context, req *ControlRequest, reply any) error {
-	body, err := fanoutJSON(fanoutObject{{m.hostname, reply}})
+	body, err := fanout.Marshal(fanoutObject{{m.hostname, reply}})
 	if err != nil {
 		m.log.Error().Err(err).Str("method", req.Method).Msg("control reply cannot be encoded as JSON")
-		body, err = fanoutJSON(fanoutObject{{m.hostname, map[string]any{"error": "cannot encode reply: " + err.Error()}}})
+		body, err = fanout.Marshal(fanoutObject{{m.hostname, map[string]any{"error": "cannot encode reply: " + err.Error()}}})
 		if err != nil {
 			return err
 		}
@@ -256,7 +259,7 @@ func (m *Mailbox) reply(ctx context.Context, req *ControlRequest, reply any) err
 	if len(queues) == 0 {
 		return nil // bindings exist, none for rk: nobody is waiting
 	}
-	env, err := fanoutEnvelope(body, fanoutObject{{"ticket", req.Ticket}, {"clock", m.clock.Forward()}}, 1, ex, rk)
+	env, err := fanout.Envelope(body, fanoutObject{{"ticket", req.Ticket}, {"clock", m.clock.forward()}}, 1, ex, rk)
 	if err != nil {
 		return err
 	}
@@ -273,7 +276,7 @@ func (m *Mailbox) reply(ctx context.Context, req *ControlRequest, reply any) err
 func parseControlRequest(body any) (*ControlRequest, error) {
 	m, ok := body.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("request body is a JSON %s, want an object", fanoutKind(body))
+		return nil, fmt.Errorf("request body is a JSON %s, want an object", fanout.Kind(body))
 	}
 	req := &ControlRequest{Arguments: map[string]any{}}
 	if req.Method, ok = m["method"].(string); !ok || req.Method == "" {
@@ -284,7 +287,7 @@ func parseControlRequest(body any) (*ControlRequest, error) {
 	case map[string]any:
 		req.Arguments = a
 	default:
-		return nil, fmt.Errorf("request %q: arguments is a JSON %s, want an object", req.Method, fanoutKind(a))
+		return nil, fmt.Errorf("request %q: arguments is a JSON %s, want an object", req.Method, fanout.Kind(a))
 	}
 	switch d := m["destination"].(type) {
 	case nil:
@@ -300,7 +303,7 @@ func parseControlRequest(body any) (*ControlRequest, error) {
 			return nil, fmt.Errorf("request %q: destination holds no node names", req.Method)
 		}
 	default:
-		return nil, fmt.Errorf("request %q: destination is a JSON %s, want a list", req.Method, fanoutKind(d))
+		return nil, fmt.Errorf("request %q: destination is a JSON %s, want a list", req.Method, fanout.Kind(d))
 	}
 	if s, ok := m["pattern"].(string); ok {
 		req.Pattern = &s

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol/internal/fanout"
 )
 
 const testNode = "gotest@host"
@@ -192,7 +193,7 @@ func TestPidboxSelects(t *testing.T) {
 func TestParseControlRequest(t *testing.T) {
 	var body any
 	raw := `{"method": "revoke", "arguments": {"task_id": ["a", "b"], "terminate": false}, "destination": ["n1", "n2"], "pattern": null, "matcher": null, "ticket": "t1", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "oid"}}`
-	if err := fanoutUnmarshal([]byte(raw), &body); err != nil {
+	if err := fanout.Unmarshal([]byte(raw), &body); err != nil {
 		t.Fatal(err)
 	}
 	req, err := parseControlRequest(body)
@@ -220,20 +221,6 @@ func TestParseControlRequest(t *testing.T) {
 	} {
 		if _, err := parseControlRequest(bad); err == nil {
 			t.Errorf("parseControlRequest(%#v) accepted garbage", bad)
-		}
-	}
-}
-
-func TestPythonRepr(t *testing.T) {
-	for in, want := range map[string]string{
-		"foo":      `'foo'`,
-		"it's":     `"it's"`,
-		`it's "x"`: `'it\'s "x"'`,
-		"a\nb\\":   `'a\nb\\'`,
-		"é\x01":    `'é\x01'`,
-	} {
-		if got := PyStrRepr(in); got != want {
-			t.Errorf("PyStrRepr(%q) = %s, want %s", in, got, want)
 		}
 	}
 }
@@ -392,9 +379,9 @@ func TestMailboxExpiredRequest(t *testing.T) {
 
 	publish := func(expires float64) {
 		t.Helper()
-		body, _ := fanoutJSON(fanoutObject{{"method", "ping"}, {"arguments", map[string]any{}}, {"destination", nil}, {"pattern", nil}, {"matcher", nil},
+		body, _ := fanout.Marshal(fanoutObject{{"method", "ping"}, {"arguments", map[string]any{}}, {"destination", nil}, {"pattern", nil}, {"matcher", nil},
 			{"ticket", "t"}, {"reply_to", fanoutObject{{"exchange", "reply.celery.pidbox"}, {"routing_key", "oid"}}}})
-		env, _ := fanoutEnvelope(body, fanoutObject{{"clock", 1}, {"expires", Float(expires)}}, 2, "celery.pidbox", "")
+		env, _ := fanout.Envelope(body, fanoutObject{{"clock", 1}, {"expires", fanout.Float(expires)}}, 2, "celery.pidbox", "")
 		r.Do("SADD", "_kombu.binding.reply.celery.pidbox", "oid\x06\x16\x06\x16oid.reply.celery.pidbox")
 		if n, _ := redis.Int(r.Do("PUBLISH", "/0.celery.pidbox", env), nil); n != 1 {
 			t.Fatalf("PUBLISH reached %d subscribers", n)
@@ -414,14 +401,14 @@ func TestMailboxExpiredRequest(t *testing.T) {
 		t.Errorf("ping handler ran %d times, want 1", n)
 	}
 	raw, _ := redis.Bytes(r.Do("RPOP", "oid.reply.celery.pidbox"), nil)
-	msg, err := parseFanoutEnvelope(raw)
+	msg, err := fanout.ParseEnvelope(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if msg.Headers["ticket"] != "t" || msg.Exchange != "reply.celery.pidbox" || msg.RoutingKey != "oid" || !jsonEqual(msg.Body, `{"gotest@host": {"ok": "pong"}}`) {
 		t.Errorf("reply envelope %+v", msg)
 	}
-	if c, ok := fanoutInt(msg.Headers["clock"]); !ok || c < 2 {
+	if c, ok := fanout.AsInt(msg.Headers["clock"]); !ok || c < 2 {
 		t.Errorf("reply clock %v not adjusted past the request's", msg.Headers["clock"])
 	}
 }
@@ -434,7 +421,7 @@ func TestMailboxSurvivesGarbageAndRestart(t *testing.T) {
 	mb := startMailbox(t, r, pool)
 	ctl := NewControl(pool, 0, "")
 	b64 := func(s string) string {
-		env, _ := fanoutEnvelope([]byte(s), nil, 2, "celery.pidbox", "")
+		env, _ := fanout.Envelope([]byte(s), nil, 2, "celery.pidbox", "")
 		return string(env)
 	}
 	for _, junk := range []string{

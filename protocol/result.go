@@ -30,8 +30,8 @@ func (s State) Ready() bool {
 	return s == StateSuccess || s == StateFailure || s == StateRevoked
 }
 
-// Propagates reports whether AsyncResult.get() raises for s.
-func (s State) Propagates() bool { return s == StateFailure || s == StateRevoked }
+// propagates reports whether AsyncResult.get() raises for s.
+func (s State) propagates() bool { return s == StateFailure || s == StateRevoked }
 
 // ResultMeta is the JSON stored at celery-task-meta-<id>, field for field.
 type ResultMeta struct {

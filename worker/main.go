@@ -120,6 +120,15 @@ func run(args []string) error {
 	if workerMetrics != nil {
 		workerMetrics.SetMedia(mediaStatus(mediaInfo))
 	}
+	var liveConsumers func(context.Context, string) ([]runner.WorkerInfo, error)
+	if *forwardLive {
+		consumers, stopFleet, err := tasks.StartLiveFleet(protocol.WithMasterName(*redisURL, *masterName), *keyPrefix, contract.WorkerSWIdent, log)
+		if err != nil {
+			return err
+		}
+		defer stopFleet()
+		liveConsumers = consumers
+	}
 	srv, err := runner.NewServer(runner.Config{
 		Queues:            strings.Split(*queues, ","),
 		Concurrency:       *concurrency,
@@ -138,7 +147,7 @@ func run(args []string) error {
 		ForwardUnknown:    *forward,
 		KeyPrefix:         *keyPrefix,
 		ResultKeyPrefix:   *resultKeyPrefix,
-		ForwardOnlyToLive: *forwardLive,
+		LiveConsumers:     liveConsumers,
 		Logger:            log,
 		Info:              info,
 		Observer:          obs,

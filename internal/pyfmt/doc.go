@@ -1,7 +1,8 @@
 // Package pyfmt writes values the way CPython writes them: repr() and str()
 // of the types a JSON round trip makes (str, float, int, bool, None, list,
 // tuple, dict), json.dumps with its defaults (", " and ": " separators,
-// ensure_ascii, NaN and Infinity allowed), and datetime.isoformat().
+// ensure_ascii, NaN and Infinity allowed), and datetime.isoformat(); and
+// it reads what datetime.fromisoformat and time.fromisoformat read.
 //
 // Celery's peers are Python programs, and several of the strings they show
 // or store are Python's formatting of a value: the repr of a task's args in

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/internal/testenv"
-	"morag-gpu/protocol"
 )
 
 // limitsScript sends the rate_limit and time_limit commands to both
@@ -84,8 +84,8 @@ for q in ("lim-go", "lim-py"):
 	}
 	for _, o := range out {
 		done := o["done"].([]any)
-		first, err1 := protocol.ParseTime(fmt.Sprint(done[0]))
-		last, err2 := protocol.ParseTime(fmt.Sprint(done[2]))
+		first, err1 := pyfmt.FromISOFormat(fmt.Sprint(done[0]))
+		last, err2 := pyfmt.FromISOFormat(fmt.Sprint(done[2]))
 		if err1 != nil || err2 != nil {
 			t.Fatalf("%s: date_done %v unreadable: %v %v", o["queue"], done, err1, err2)
 		}

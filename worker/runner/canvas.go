@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -156,7 +157,7 @@ func (s *Server) signatureMessage(parent *protocol.Message, sig protocol.Signatu
 		m.ETA = &eta
 	}
 	if v := optString(o, "eta"); v != "" {
-		if t, err := protocol.ParseTime(v); err == nil {
+		if t, err := pyfmt.FromISOFormat(v); err == nil {
 			m.ETA = &t
 		}
 	}
@@ -164,7 +165,7 @@ func (s *Server) signatureMessage(parent *protocol.Message, sig protocol.Signatu
 		exp := now.Add(seconds(secs))
 		m.Expires = &exp
 	} else if v := optString(o, "expires"); v != "" {
-		if t, err := protocol.ParseTime(v); err == nil {
+		if t, err := pyfmt.FromISOFormat(v); err == nil {
 			m.Expires = &t
 		}
 	}

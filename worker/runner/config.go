@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"morag-gpu/protocol"
@@ -73,12 +74,16 @@ type Config struct {
 	// ForwardUnknown is the queue messages with unregistered task names are
 	// forwarded to, unchanged. Empty: unknown tasks fail with NotRegistered.
 	ForwardUnknown string
-	// ForwardOnlyToLive fails a task, saying what is missing, instead of
-	// forwarding it (Forward, or an unknown name) to a queue that no live
-	// worker other than this one consumes, where it would wait forever.
-	// Liveness is that of the fleet package: heartbeats within 10 s and
-	// pidbox active_queues, confirmed once more before a task is failed.
-	ForwardOnlyToLive bool
+	// LiveConsumers, when set, lists the live workers that consume a
+	// queue. The server then fails a task, saying what is missing, instead
+	// of forwarding it (Forward, or an unknown name) to a queue that no
+	// live worker other than this one consumes (or none that
+	// ForwardError.Accept accepts), where it would wait forever. It is
+	// asked just before such a forward and should confirm an empty answer
+	// afresh (e.g. with an active_queues broadcast) rather than trust a
+	// stale view; when it fails and lists no one, the task is forwarded
+	// anyway. Nil: forward without asking.
+	LiveConsumers func(ctx context.Context, queue string) ([]WorkerInfo, error)
 	// Route picks the queue for canvas continuations (link, link_error,
 	// chain) whose signature names no queue, as Python's task_routes would.
 	// Default: "celery".
@@ -92,6 +97,14 @@ type Config struct {
 	// Observer is told about tasks, held messages, lease refreshes and dead
 	// letters, for metrics. Default NopObserver.
 	Observer Observer
+}
+
+// WorkerInfo is a live worker as Config.LiveConsumers reports it.
+type WorkerInfo struct {
+	Hostname string
+	// Detail is what else the application knows of the worker, for its
+	// ForwardError.Accept to read; the runner does not look at it.
+	Detail any
 }
 
 // AutoscaleRange bounds autoscaling: Max 0 means off.

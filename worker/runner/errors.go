@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"morag-gpu/fleet"
 	"morag-gpu/protocol"
 )
 
@@ -63,13 +62,13 @@ type ForwardError struct {
 	Queue  string
 	Reason string
 	// Remedy is what an operator should start when no live worker consumes
-	// Queue (Config.ForwardOnlyToLive), e.g. "start a worker with whisper";
+	// Queue (Config.LiveConsumers), e.g. "start a worker with whisper";
 	// empty: "start a worker that registers <task> on <queue>".
 	Remedy string
 	// Accept, when set, says whether a live consumer of Queue can finish
-	// the task (and if not, why); with ForwardOnlyToLive a forward needs
+	// the task (and if not, why); with Config.LiveConsumers a forward needs
 	// one that can. Nil: any live consumer will do.
-	Accept func(fleet.Worker) (ok bool, why string)
+	Accept func(WorkerInfo) (ok bool, why string)
 }
 
 func (e *ForwardError) Error() string {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -245,5 +246,5 @@ func isoOrNil(t *time.Time) any {
 	if t == nil {
 		return nil
 	}
-	return protocol.FormatTime(*t)
+	return pyfmt.ISOFormat(*t)
 }

@@ -14,16 +14,16 @@ const deadEndTimeout = 5 * time.Second
 // deadEnd returns why fe.Queue is a dead end for r (no live worker other
 // than this one consumes it, or none that fe.Accept accepts), as the
 // task's error message, or "" when a forward may go ahead. Without
-// ForwardOnlyToLive, and when liveness cannot be determined (Redis
+// Config.LiveConsumers, and when liveness cannot be determined (Redis
 // trouble), it never objects: forwarding is then as good as it was before
 // the check existed.
 func (s *Server) deadEnd(ctx context.Context, r *request, fe *ForwardError) string {
-	if s.fleet == nil {
+	if s.cfg.LiveConsumers == nil {
 		return ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, deadEndTimeout)
 	defer cancel()
-	list, err := s.fleet.Consumers(ctx, fe.Queue, true)
+	list, err := s.cfg.LiveConsumers(ctx, fe.Queue)
 	var refused []string
 	for _, w := range list {
 		if w.Hostname == s.cfg.Hostname {

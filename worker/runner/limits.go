@@ -103,7 +103,7 @@ func ParseRate(r string) (float64, error) {
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(ops), 64)
 	if err != nil {
-		return 0, &rateError{protocol.NewTaskError("ValueError", modBuiltins, "could not convert string to float: "+protocol.PyStrRepr(ops))}
+		return 0, &rateError{protocol.NewTaskError("ValueError", modBuiltins, "could not convert string to float: "+pyfmt.StrRepr(ops))}
 	}
 	return n / div, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -18,7 +19,7 @@ import (
 // result stored, acks) it.
 
 func (s *Server) succeed(ctx context.Context, r *request, value any, runtime time.Duration) {
-	encoded, err := protocol.MarshalJSON(value)
+	encoded, err := protocol.EncodeResult(value)
 	if err != nil {
 		te := protocol.NewTaskError("EncodeError", "kombu.exceptions",
 			fmt.Sprintf("the result of %s cannot be encoded as JSON: %v", r.msg.Task, err))
@@ -279,7 +280,7 @@ func (s *Server) unknownTask(ctx context.Context, r *request) {
 	}
 	s.taskEvent("task-failed", map[string]any{
 		"uuid":      r.msg.ID,
-		"exception": "NotRegistered(" + protocol.PyStrRepr(r.msg.Task) + ")",
+		"exception": "NotRegistered(" + pyfmt.StrRepr(r.msg.Task) + ")",
 	})
 	s.observeDone(r, protocol.StateFailure)
 	r.log.Error().Msg("received unregistered task and nowhere to forward it; failed it as NotRegistered")

@@ -12,7 +12,6 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
-	"morag-gpu/fleet"
 	"morag-gpu/protocol"
 )
 
@@ -31,10 +30,7 @@ type Server struct {
 	consumer *protocol.Consumer
 	events   *protocol.EventDispatcher
 	mailbox  *protocol.Mailbox
-	// fleet knows which queues live workers consume; nil unless
-	// Config.ForwardOnlyToLive.
-	fleet   *fleet.Directory
-	commits *committer
+	commits  *committer
 
 	revoked    *revokedSet
 	limiter    *rateLimiter
@@ -77,11 +73,6 @@ type Server struct {
 	processed   int64
 	total       map[string]int64
 }
-
-// fleetRefresh is how often a worker with ForwardOnlyToLive asks every
-// worker for its queues; heartbeats and new hosts keep it current between,
-// and a dead end is confirmed afresh before a task fails on it.
-const fleetRefresh = 15 * time.Second
 
 // NewServer checks cfg, fills in its defaults and prepares the connections.
 // Nothing connects before Run.
@@ -129,12 +120,6 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 	s.commits = newCommitter(s)
 	s.initPoolLocked()
 	s.taskEvents.Store(cfg.Events)
-	if cfg.ForwardOnlyToLive {
-		// Peers with this worker's sw_ident are Go workers like it, whose
-		// Capabilities a ForwardError.Accept may read.
-		s.fleet = fleet.New(pool, fleet.Options{DB: db, KeyPrefix: cfg.KeyPrefix, Refresh: fleetRefresh, Logger: s.log,
-			GoSWIdents: []string{cfg.SWIdent}})
-	}
 	s.registerControl()
 	return s, nil
 }
@@ -178,9 +163,6 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go(func() { s.heartbeatLoop(bgCtx) })
 	bg.Go(func() { s.leaseLoop(bgCtx) })
 	bg.Go(func() { s.restoreLoop(stopCtx) })
-	if s.fleet != nil {
-		bg.Go(func() { _ = s.fleet.Run(bgCtx) })
-	}
 
 	// The committer outlives the work goroutines: every commit a task
 	// waits for is answered before requeueRemaining looks at what is left.

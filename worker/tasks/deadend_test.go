@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"morag-gpu/contract"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 	"morag-gpu/worker/runner"
@@ -20,7 +23,14 @@ import (
 // task is handed to it and finished there.
 func TestNoTranscriberNeverForwardsIntoADeadQueue(t *testing.T) {
 	rd, client := startRunnerWith(t, MediaConfig{ForwardQueue: "celery", TranscriberReason: "built without whisper tag"},
-		func(c *runner.Config) { c.ForwardOnlyToLive = true })
+		func(c *runner.Config) {
+			consumers, stop, err := StartLiveFleet(c.RedisURL, c.KeyPrefix, contract.WorkerSWIdent, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(stop)
+			c.LiveConsumers = consumers
+		})
 	file := filepath.Join(t.TempDir(), "talk.mp3")
 	if err := os.WriteFile(file, []byte("spoken words"), 0o644); err != nil {
 		t.Fatal(err)

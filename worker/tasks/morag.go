@@ -421,7 +421,7 @@ func (m *mediaTasks) forwardOr(log zerolog.Logger, t *runner.Task, reason, remed
 		return nil, fmt.Errorf("%s: %s, and this worker has no queue to forward it to (start it with -forward-unknown celery)", t.Name, reason)
 	}
 	log.Info().Str("to_queue", q).Str("reason", reason).Msg("handing the task to a Python worker")
-	return nil, &runner.ForwardError{Queue: q, Reason: reason, Remedy: remedy, Accept: accept}
+	return nil, &runner.ForwardError{Queue: q, Reason: reason, Remedy: remedy, Accept: acceptFleet(accept)}
 }
 
 // noTranscriber applies the -no-transcriber policy to a task that needs a

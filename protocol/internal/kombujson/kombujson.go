@@ -1,4 +1,13 @@
-package protocol
+// Package kombujson is the JSON of kombu's json serializer as the protocol
+// package writes and reads it: Marshal writes what Python's json.loads reads
+// back to the same values (time.Time as isoformat strings, no HTML escaping,
+// sorted keys, no bare {"__type__", "__value__"} objects), Unmarshal reads
+// kombu >= 5.3's type envelopes back into Go values, and Parse is a fast
+// decoder that accepts exactly what encoding/json accepts.
+//
+// It is internal to protocol: Celery peers see its output only through
+// the messages, results and replies the protocol package writes.
+package kombujson
 
 import (
 	"bytes"
@@ -17,6 +26,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"morag-gpu/internal/pyfmt"
 )
 
 // kombuMaxDepth bounds nesting when marshalling: a value that contains
@@ -24,7 +35,7 @@ import (
 // recover catches.
 const kombuMaxDepth = 1000
 
-// UnmarshalJSON decodes kombu JSON into v: numbers become json.Number and
+// Unmarshal decodes kombu JSON into v: numbers become json.Number and
 // {"__type__","__value__"} envelopes (kombu >= 5.3) become Go values:
 // datetime -> time.Time (naive ones in UTC), date -> time.Time at midnight
 // UTC, time -> time.Time on January 1 of year 1, uuid -> canonical string,
@@ -36,17 +47,17 @@ const kombuMaxDepth = 1000
 // values land as they are; into other targets they travel through JSON again
 // (time.Time as an ISO string, []byte as base64), so time.Time and []byte
 // fields receive them.
-func UnmarshalJSON(data []byte, v any) error {
+func Unmarshal(data []byte, v any) error {
 	// Most payloads carry no envelope: one decode straight into v. A key can
 	// only be "__type__" if that text or an escape sequence is in the input.
 	if !bytes.Contains(data, []byte("__type__")) && !bytes.Contains(data, []byte(`\u`)) {
-		return decodeJSONNumbers(data, v)
+		return DecodeNumbers(data, v)
 	}
 	var tree any
-	if err := decodeJSONNumbers(data, &tree); err != nil {
+	if err := DecodeNumbers(data, &tree); err != nil {
 		return err
 	}
-	tree, found, err := kombuUnwrap(tree)
+	tree, found, err := Unwrap(tree)
 	if err != nil {
 		return err
 	}
@@ -60,20 +71,20 @@ func UnmarshalJSON(data []byte, v any) error {
 		return nil
 	}
 	if !found {
-		return decodeJSONNumbers(data, v)
+		return DecodeNumbers(data, v)
 	}
-	raw, err := MarshalJSON(tree)
+	raw, err := Marshal(tree)
 	if err != nil {
 		return err
 	}
-	return decodeJSONNumbers(raw, v)
+	return DecodeNumbers(raw, v)
 }
 
-// decodeJSONNumbers is json.Unmarshal with UseNumber: Python ints have no
+// DecodeNumbers is json.Unmarshal with UseNumber: Python ints have no
 // size limit and must not be rounded through float64.
-func decodeJSONNumbers(data []byte, v any) error {
+func DecodeNumbers(data []byte, v any) error {
 	if p, ok := v.(*any); ok {
-		tree, err := parseJSON(data)
+		tree, err := Parse(data)
 		if err != nil {
 			return err
 		}
@@ -94,14 +105,14 @@ func decodeJSONNumbers(data []byte, v any) error {
 	return nil
 }
 
-// kombuUnwrap replaces kombu type envelopes in a decoded tree, innermost
+// Unwrap replaces kombu type envelopes in a decoded tree, innermost
 // first as kombu's object_hook does. found says whether there was any.
-func kombuUnwrap(v any) (any, bool, error) {
+func Unwrap(v any) (any, bool, error) {
 	switch x := v.(type) {
 	case []any:
 		found := false
 		for i, e := range x {
-			n, f, err := kombuUnwrap(e)
+			n, f, err := Unwrap(e)
 			if err != nil {
 				return nil, false, err
 			}
@@ -112,7 +123,7 @@ func kombuUnwrap(v any) (any, bool, error) {
 	case map[string]any:
 		found := false
 		for k, e := range x {
-			n, f, err := kombuUnwrap(e)
+			n, f, err := Unwrap(e)
 			if err != nil {
 				return nil, false, err
 			}
@@ -150,20 +161,20 @@ func kombuDecodeType(typ, value any) (any, error) {
 		if !isStr {
 			return nil, bad()
 		}
-		t, err := ParseTime(s)
+		t, err := pyfmt.FromISOFormat(s)
 		if err != nil {
 			return nil, fmt.Errorf("protocol: kombu JSON datetime: %w", err)
 		}
 		return t, nil
 	case "date":
-		t, ok := parsePythonTime(s)
-		if !isStr || !ok {
+		t, err := pyfmt.FromISOFormat(s)
+		if !isStr || err != nil {
 			return nil, bad()
 		}
 		y, m, d := t.Date()
 		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC), nil
 	case "time":
-		h, mi, sec, ns, loc, ok := parsePythonClock(s)
+		h, mi, sec, ns, loc, ok := pyfmt.TimeFromISOFormat(s)
 		if !isStr || !ok {
 			return nil, bad()
 		}
@@ -210,7 +221,7 @@ func kombuDecodeType(typ, value any) (any, error) {
 
 // compactJSON renders v for an error message.
 func compactJSON(v any) string {
-	b, err := MarshalJSON(v)
+	b, err := Marshal(v)
 	if err != nil {
 		return fmt.Sprintf("%v", v)
 	}
@@ -220,151 +231,153 @@ func compactJSON(v any) string {
 	return string(b)
 }
 
-// MarshalJSON encodes v as JSON Python's json.loads reads (no HTML escaping).
-// time.Time values are written as ISO-8601 strings (FormatTime). Map keys are
+// Marshal encodes v as JSON Python's json.loads reads (no HTML escaping).
+// time.Time values are written as ISO-8601 strings (pyfmt.ISOFormat). Map keys are
 // sorted. It refuses an object whose only keys are "__type__" and
 // "__value__": kombu >= 5.3 would decode it as a type envelope (and reject
 // the whole message for an unknown type). Numbers: json.Number is written
 // verbatim; float64(2) is written 2, which Python reads as int.
-func MarshalJSON(v any) ([]byte, error) {
-	w := kombuWriter{buf: make([]byte, 0, 64)}
-	if err := w.value(v); err != nil {
+func Marshal(v any) ([]byte, error) {
+	w := Writer{Buf: make([]byte, 0, 64)}
+	if err := w.Value(v); err != nil {
 		return nil, err
 	}
-	return w.buf, nil
+	return w.Buf, nil
 }
 
-// kombuWriter appends JSON to buf. Common dynamic types are written
+// Writer appends JSON to buf. Common dynamic types are written
 // directly; anything else goes through encoding/json once.
-type kombuWriter struct {
-	buf   []byte
+type Writer struct {
+	Buf   []byte
 	depth int
-	// verbatim writes bare type envelopes and raw JSON as they are: for
+	// Verbatim writes bare type envelopes and raw JSON as they are: for
 	// re-encoding what someone else wrote, never for our own values.
-	verbatim bool
+	Verbatim bool
+	// Ext, when set, is offered every value of a type the writer does not
+	// know before the generic path (structs through encoding/json, other
+	// slices and maps walked): done says it wrote v (or failed to). The
+	// protocol package writes Celery's canvas signatures with it.
+	Ext func(w *Writer, v any) (done bool, err error)
 }
 
 var errBareEnvelope = errors.New(`protocol: cannot encode an object whose only keys are "__type__" and "__value__": kombu (>= 5.3) would decode it as a type envelope; add another key or rename one`)
 
-func (w *kombuWriter) value(v any) error {
+func (w *Writer) Value(v any) error {
 	switch x := v.(type) {
 	case nil:
-		w.buf = append(w.buf, "null"...)
+		w.Buf = append(w.Buf, "null"...)
 	case string:
-		w.buf = appendJSONString(w.buf, x)
+		w.Buf = AppendString(w.Buf, x)
 	case json.Number:
 		return w.number(x)
 	case bool:
-		w.buf = strconv.AppendBool(w.buf, x)
+		w.Buf = strconv.AppendBool(w.Buf, x)
 	case int:
-		w.buf = strconv.AppendInt(w.buf, int64(x), 10)
+		w.Buf = strconv.AppendInt(w.Buf, int64(x), 10)
 	case int64:
-		w.buf = strconv.AppendInt(w.buf, x, 10)
+		w.Buf = strconv.AppendInt(w.Buf, x, 10)
 	case int32:
-		w.buf = strconv.AppendInt(w.buf, int64(x), 10)
+		w.Buf = strconv.AppendInt(w.Buf, int64(x), 10)
 	case int16:
-		w.buf = strconv.AppendInt(w.buf, int64(x), 10)
+		w.Buf = strconv.AppendInt(w.Buf, int64(x), 10)
 	case int8:
-		w.buf = strconv.AppendInt(w.buf, int64(x), 10)
+		w.Buf = strconv.AppendInt(w.Buf, int64(x), 10)
 	case uint:
-		w.buf = strconv.AppendUint(w.buf, uint64(x), 10)
+		w.Buf = strconv.AppendUint(w.Buf, uint64(x), 10)
 	case uint64:
-		w.buf = strconv.AppendUint(w.buf, x, 10)
+		w.Buf = strconv.AppendUint(w.Buf, x, 10)
 	case uint32:
-		w.buf = strconv.AppendUint(w.buf, uint64(x), 10)
+		w.Buf = strconv.AppendUint(w.Buf, uint64(x), 10)
 	case uint16:
-		w.buf = strconv.AppendUint(w.buf, uint64(x), 10)
+		w.Buf = strconv.AppendUint(w.Buf, uint64(x), 10)
 	case uint8:
-		w.buf = strconv.AppendUint(w.buf, uint64(x), 10)
+		w.Buf = strconv.AppendUint(w.Buf, uint64(x), 10)
 	case float64:
 		return w.float(x, 64)
 	case float32:
 		return w.float(float64(x), 32)
 	case time.Time:
-		w.buf = append(w.buf, '"')
-		w.buf = appendPythonTime(w.buf, x)
-		w.buf = append(w.buf, '"')
+		w.Buf = append(w.Buf, '"')
+		w.Buf = pyfmt.AppendISOFormat(w.Buf, x)
+		w.Buf = append(w.Buf, '"')
 	case *time.Time:
 		if x == nil {
-			w.buf = append(w.buf, "null"...)
+			w.Buf = append(w.Buf, "null"...)
 			return nil
 		}
-		return w.value(*x)
+		return w.Value(*x)
 	case []any:
 		if x == nil {
-			w.buf = append(w.buf, "null"...)
+			w.Buf = append(w.Buf, "null"...)
 			return nil
 		}
-		if err := w.enter(); err != nil {
+		if err := w.Enter(); err != nil {
 			return err
 		}
-		w.buf = append(w.buf, '[')
+		w.Buf = append(w.Buf, '[')
 		for i, e := range x {
 			if i > 0 {
-				w.buf = append(w.buf, ',')
+				w.Buf = append(w.Buf, ',')
 			}
-			if err := w.value(e); err != nil {
+			if err := w.Value(e); err != nil {
 				return err
 			}
 		}
-		w.buf = append(w.buf, ']')
+		w.Buf = append(w.Buf, ']')
 		w.depth--
 	case map[string]any:
 		if x == nil {
-			w.buf = append(w.buf, "null"...)
+			w.Buf = append(w.Buf, "null"...)
 			return nil
 		}
-		if isKombuEnvelope(x) && !w.verbatim {
+		if isKombuEnvelope(x) && !w.Verbatim {
 			return errBareEnvelope
 		}
-		if err := w.enter(); err != nil {
+		if err := w.Enter(); err != nil {
 			return err
 		}
-		w.buf = append(w.buf, '{')
-		for i, k := range sortedKeys(x) {
+		w.Buf = append(w.Buf, '{')
+		for i, k := range SortedKeys(x) {
 			if i > 0 {
-				w.buf = append(w.buf, ',')
+				w.Buf = append(w.Buf, ',')
 			}
-			w.buf = appendJSONString(w.buf, k)
-			w.buf = append(w.buf, ':')
-			if err := w.value(x[k]); err != nil {
+			w.Buf = AppendString(w.Buf, k)
+			w.Buf = append(w.Buf, ':')
+			if err := w.Value(x[k]); err != nil {
 				return err
 			}
 		}
-		w.buf = append(w.buf, '}')
+		w.Buf = append(w.Buf, '}')
 		w.depth--
 	case []string:
 		if x == nil {
-			w.buf = append(w.buf, "null"...)
+			w.Buf = append(w.Buf, "null"...)
 			return nil
 		}
-		w.buf = append(w.buf, '[')
+		w.Buf = append(w.Buf, '[')
 		for i, e := range x {
 			if i > 0 {
-				w.buf = append(w.buf, ',')
+				w.Buf = append(w.Buf, ',')
 			}
-			w.buf = appendJSONString(w.buf, e)
+			w.Buf = AppendString(w.Buf, e)
 		}
-		w.buf = append(w.buf, ']')
-	case Signature:
-		return w.signature(&x)
-	case *Signature:
-		if x == nil {
-			w.buf = append(w.buf, "null"...)
-			return nil
-		}
-		return w.signature(x)
-	case []Signature:
-		return w.signatures(x)
+		w.Buf = append(w.Buf, ']')
 	case json.RawMessage:
 		return w.raw(x)
 	default:
+		if w.Ext != nil {
+			if done, err := w.Ext(w, v); done {
+				return err
+			}
+		}
 		return w.other(v)
 	}
 	return nil
 }
 
-func (w *kombuWriter) enter() error {
+// Enter counts one level of nesting, failing past the limit; Leave undoes
+// it. An Ext that writes a container brackets its Value calls with them.
+func (w *Writer) Enter() error {
 	w.depth++
 	if w.depth > kombuMaxDepth {
 		return fmt.Errorf("protocol: cannot encode a value nested deeper than %d levels (does it contain itself?)", kombuMaxDepth)
@@ -372,16 +385,19 @@ func (w *kombuWriter) enter() error {
 	return nil
 }
 
-func (w *kombuWriter) number(n json.Number) error {
+// Leave ends a level begun by Enter.
+func (w *Writer) Leave() { w.depth-- }
+
+func (w *Writer) number(n json.Number) error {
 	if n == "" {
 		// encoding/json writes an empty Number as 0, too.
-		w.buf = append(w.buf, '0')
+		w.Buf = append(w.Buf, '0')
 		return nil
 	}
 	if !validJSONNumber(string(n)) {
 		return fmt.Errorf("protocol: cannot encode json.Number %q: not a JSON number", string(n))
 	}
-	w.buf = append(w.buf, n...)
+	w.Buf = append(w.Buf, n...)
 	return nil
 }
 
@@ -389,8 +405,8 @@ func (w *kombuWriter) number(n json.Number) error {
 // (pyfmt.AppendJSONFloat): a Go float64 does not know whether it came from
 // a JSON int, and a body must round-trip what a Go caller decoded with
 // encoding/json. Events and control replies, which Python checks with
-// isinstance(x, float), use the json.dumps form (see appendFanoutFloat).
-func (w *kombuWriter) float(f float64, bits int) error {
+// isinstance(x, float), use the json.dumps form (see protocol/internal/fanout).
+func (w *Writer) float(f float64, bits int) error {
 	if math.IsNaN(f) || math.IsInf(f, 0) {
 		return fmt.Errorf("protocol: cannot encode float %v: JSON has no NaN or Infinity", f)
 	}
@@ -400,94 +416,36 @@ func (w *kombuWriter) float(f float64, bits int) error {
 			format = 'e'
 		}
 	}
-	w.buf = strconv.AppendFloat(w.buf, f, format, -1, bits)
+	w.Buf = strconv.AppendFloat(w.Buf, f, format, -1, bits)
 	if format == 'e' {
 		// 1e-07 -> 1e-7, as encoding/json.
-		n := len(w.buf)
-		if n >= 4 && w.buf[n-4] == 'e' && w.buf[n-3] == '-' && w.buf[n-2] == '0' {
-			w.buf[n-2] = w.buf[n-1]
-			w.buf = w.buf[:n-1]
+		n := len(w.Buf)
+		if n >= 4 && w.Buf[n-4] == 'e' && w.Buf[n-3] == '-' && w.Buf[n-2] == '0' {
+			w.Buf[n-2] = w.Buf[n-1]
+			w.Buf = w.Buf[:n-1]
 		}
 	}
-	return nil
-}
-
-// signature writes a canvas signature with the keys Celery's Signature
-// dict has. Nil args/kwargs/options become empty: Python does
-// tuple(sig.args) and fails on None.
-func (w *kombuWriter) signature(s *Signature) error {
-	if err := w.enter(); err != nil {
-		return err
-	}
-	w.buf = append(w.buf, `{"task":`...)
-	w.buf = appendJSONString(w.buf, s.Task)
-	w.buf = append(w.buf, `,"args":`...)
-	if s.Args == nil {
-		w.buf = append(w.buf, "[]"...)
-	} else if err := w.value(s.Args); err != nil {
-		return err
-	}
-	w.buf = append(w.buf, `,"kwargs":`...)
-	if s.Kwargs == nil {
-		w.buf = append(w.buf, "{}"...)
-	} else if err := w.value(s.Kwargs); err != nil {
-		return err
-	}
-	w.buf = append(w.buf, `,"options":`...)
-	if s.Options == nil {
-		w.buf = append(w.buf, "{}"...)
-	} else if err := w.value(s.Options); err != nil {
-		return err
-	}
-	w.buf = append(w.buf, `,"subtask_type":`...)
-	if s.SubtaskType == nil {
-		w.buf = append(w.buf, "null"...)
-	} else {
-		w.buf = appendJSONString(w.buf, *s.SubtaskType)
-	}
-	w.buf = append(w.buf, `,"immutable":`...)
-	w.buf = strconv.AppendBool(w.buf, s.Immutable)
-	w.buf = append(w.buf, '}')
-	w.depth--
-	return nil
-}
-
-func (w *kombuWriter) signatures(sigs []Signature) error {
-	if sigs == nil {
-		w.buf = append(w.buf, "null"...)
-		return nil
-	}
-	w.buf = append(w.buf, '[')
-	for i := range sigs {
-		if i > 0 {
-			w.buf = append(w.buf, ',')
-		}
-		if err := w.signature(&sigs[i]); err != nil {
-			return err
-		}
-	}
-	w.buf = append(w.buf, ']')
 	return nil
 }
 
 // raw copies already-encoded JSON after checking it, and re-walks it when it
 // might hide a bare type envelope.
-func (w *kombuWriter) raw(b []byte) error {
+func (w *Writer) raw(b []byte) error {
 	if len(b) == 0 {
-		w.buf = append(w.buf, "null"...)
+		w.Buf = append(w.Buf, "null"...)
 		return nil
 	}
 	if !json.Valid(b) {
 		return errors.New("protocol: cannot encode json.RawMessage: invalid JSON")
 	}
-	if !w.verbatim && (bytes.Contains(b, []byte("__type__")) || bytes.Contains(b, []byte(`\u`))) {
+	if !w.Verbatim && (bytes.Contains(b, []byte("__type__")) || bytes.Contains(b, []byte(`\u`))) {
 		var tree any
-		if err := decodeJSONNumbers(b, &tree); err != nil {
+		if err := DecodeNumbers(b, &tree); err != nil {
 			return err
 		}
-		return w.value(tree)
+		return w.Value(tree)
 	}
-	w.buf = append(w.buf, bytes.TrimSpace(b)...)
+	w.Buf = append(w.Buf, bytes.TrimSpace(b)...)
 	return nil
 }
 
@@ -495,19 +453,19 @@ func (w *kombuWriter) raw(b []byte) error {
 // walked here so that time.Time inside them is written the Python way;
 // structs and json.Marshalers go through encoding/json (without HTML
 // escaping), whose output is re-checked for type envelopes.
-func (w *kombuWriter) other(v any) error {
+func (w *Writer) other(v any) error {
 	if _, ok := v.(json.Marshaler); !ok {
 		rv := reflect.ValueOf(v)
 		switch rv.Kind() {
 		case reflect.Pointer, reflect.Interface:
 			if rv.IsNil() {
-				w.buf = append(w.buf, "null"...)
+				w.Buf = append(w.Buf, "null"...)
 				return nil
 			}
-			if err := w.enter(); err != nil {
+			if err := w.Enter(); err != nil {
 				return err
 			}
-			err := w.value(rv.Elem().Interface())
+			err := w.Value(rv.Elem().Interface())
 			w.depth--
 			return err
 		case reflect.Slice, reflect.Array:
@@ -515,22 +473,22 @@ func (w *kombuWriter) other(v any) error {
 				break // []byte: base64 string, as encoding/json
 			}
 			if rv.Kind() == reflect.Slice && rv.IsNil() {
-				w.buf = append(w.buf, "null"...)
+				w.Buf = append(w.Buf, "null"...)
 				return nil
 			}
-			if err := w.enter(); err != nil {
+			if err := w.Enter(); err != nil {
 				return err
 			}
-			w.buf = append(w.buf, '[')
+			w.Buf = append(w.Buf, '[')
 			for i := 0; i < rv.Len(); i++ {
 				if i > 0 {
-					w.buf = append(w.buf, ',')
+					w.Buf = append(w.Buf, ',')
 				}
-				if err := w.value(rv.Index(i).Interface()); err != nil {
+				if err := w.Value(rv.Index(i).Interface()); err != nil {
 					return err
 				}
 			}
-			w.buf = append(w.buf, ']')
+			w.Buf = append(w.Buf, ']')
 			w.depth--
 			return nil
 		case reflect.Map:
@@ -538,7 +496,7 @@ func (w *kombuWriter) other(v any) error {
 				break
 			}
 			if rv.IsNil() {
-				w.buf = append(w.buf, "null"...)
+				w.Buf = append(w.Buf, "null"...)
 				return nil
 			}
 			keys := make([]string, 0, rv.Len())
@@ -552,21 +510,21 @@ func (w *kombuWriter) other(v any) error {
 				return errBareEnvelope
 			}
 			slices.Sort(keys)
-			if err := w.enter(); err != nil {
+			if err := w.Enter(); err != nil {
 				return err
 			}
-			w.buf = append(w.buf, '{')
+			w.Buf = append(w.Buf, '{')
 			for i, k := range keys {
 				if i > 0 {
-					w.buf = append(w.buf, ',')
+					w.Buf = append(w.Buf, ',')
 				}
-				w.buf = appendJSONString(w.buf, k)
-				w.buf = append(w.buf, ':')
-				if err := w.value(vals[k].Interface()); err != nil {
+				w.Buf = AppendString(w.Buf, k)
+				w.Buf = append(w.Buf, ':')
+				if err := w.Value(vals[k].Interface()); err != nil {
 					return err
 				}
 			}
-			w.buf = append(w.buf, '}')
+			w.Buf = append(w.Buf, '}')
 			w.depth--
 			return nil
 		}
@@ -580,7 +538,7 @@ func (w *kombuWriter) other(v any) error {
 	return w.raw(bytes.TrimSuffix(tmp.Bytes(), []byte("\n")))
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+func SortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -591,10 +549,10 @@ func sortedKeys[V any](m map[string]V) []string {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString quotes s as encoding/json does without HTML escaping:
+// AppendString quotes s as encoding/json does without HTML escaping:
 // control characters escaped, invalid UTF-8 replaced by U+FFFD, U+2028 and
 // U+2029 escaped.
-func appendJSONString(b []byte, s string) []byte {
+func AppendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -690,13 +648,13 @@ func validJSONNumber(s string) bool {
 // accept the same documents.
 const jsonMaxDepth = 10000
 
-// parseJSON decodes one JSON document into the values encoding/json with
+// Parse decodes one JSON document into the values encoding/json with
 // UseNumber produces for an `any` target (map[string]any, []any, string,
 // json.Number, bool, nil), with the same acceptance and the same string
 // repairs (invalid UTF-8 and lone surrogates become U+FFFD). It exists for
 // speed: task bodies are mostly long strings, which it copies with one scan
 // instead of encoding/json's byte-by-byte state machine, run twice.
-func parseJSON(data []byte) (any, error) {
+func Parse(data []byte) (any, error) {
 	p := jsonParser{data: data}
 	p.ws()
 	v, err := p.value()

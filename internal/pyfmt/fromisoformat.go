@@ -1,35 +1,25 @@
-package protocol
+package pyfmt
 
 import (
 	"fmt"
 	"time"
-
-	"morag-gpu/internal/pyfmt"
 )
 
-// FormatTime formats t as Python's datetime.isoformat() of an aware datetime
-// (microseconds omitted when zero). The offset is t's own; Celery sends UTC,
-// which is written "+00:00" (never "Z": Python < 3.11 fromisoformat rejects
-// it).
-func FormatTime(t time.Time) string { return pyfmt.ISOFormat(t) }
-
-// appendPythonTime is FormatTime without the allocation, for the encoders.
-func appendPythonTime(b []byte, t time.Time) []byte { return pyfmt.AppendISOFormat(b, t) }
-
-// ParseTime parses Python isoformat() output, naive (taken as UTC) or aware,
-// with or without fractional seconds. It also takes what Python 3.11's
-// fromisoformat takes in practice: a date alone, a space instead of "T",
-// minutes without seconds, "Z", and offsets written +HH, +HHMM or +HH:MM[:SS].
-// Aware times keep their offset; naive ones are returned in UTC.
-func ParseTime(s string) (time.Time, error) {
-	t, ok := parsePythonTime(s)
+// FromISOFormat parses Python isoformat() output, naive (taken as UTC) or
+// aware, with or without fractional seconds: datetime.fromisoformat. It
+// also takes what Python 3.11's fromisoformat takes in practice: a date
+// alone, a space instead of "T", minutes without seconds, "Z", and offsets
+// written +HH, +HHMM or +HH:MM[:SS]. Aware times keep their offset; naive
+// ones are returned in UTC.
+func FromISOFormat(s string) (time.Time, error) {
+	t, ok := fromISOFormat(s)
 	if !ok {
-		return time.Time{}, fmt.Errorf("protocol: %q is not an ISO 8601 date-time as Python's isoformat() writes it (e.g. 2024-05-01T12:00:10.123456+00:00)", s)
+		return time.Time{}, fmt.Errorf("pyfmt: %q is not an ISO 8601 date-time as Python's isoformat() writes it (e.g. 2024-05-01T12:00:10.123456+00:00)", s)
 	}
 	return t, nil
 }
 
-func parsePythonTime(s string) (time.Time, bool) {
+func fromISOFormat(s string) (time.Time, bool) {
 	p := isoParser{s: s}
 	year, ok1 := p.digits(4)
 	ok2 := p.char('-')
@@ -53,9 +43,10 @@ func parsePythonTime(s string) (time.Time, bool) {
 	return time.Date(year, time.Month(month), day, hour, min, sec, nsec, loc), true
 }
 
-// parsePythonClock parses a time of day as datetime.time.isoformat() writes
-// it (kombu's "time" type), with an optional offset.
-func parsePythonClock(s string) (hour, min, sec, nsec int, loc *time.Location, ok bool) {
+// TimeFromISOFormat is Python's time.fromisoformat: a time of day as
+// time.isoformat() writes it (kombu's "time" type), with an optional offset
+// (loc is UTC without one).
+func TimeFromISOFormat(s string) (hour, min, sec, nsec int, loc *time.Location, ok bool) {
 	p := isoParser{s: s}
 	hour, min, sec, nsec, loc, ok = p.clock()
 	return hour, min, sec, nsec, loc, ok && p.done()

@@ -1,10 +1,11 @@
-package protocol
+package kombujson
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ const kombuTyped = `{"dt": {"__type__": "datetime", "__value__": "2024-05-01T12:
 
 func TestUnmarshalJSONKombuTypes(t *testing.T) {
 	var v any
-	if err := UnmarshalJSON([]byte(kombuTyped), &v); err != nil {
+	if err := Unmarshal([]byte(kombuTyped), &v); err != nil {
 		t.Fatal(err)
 	}
 	m := v.(map[string]any)
@@ -77,7 +78,7 @@ func TestUnmarshalJSONIntoTypedTargets(t *testing.T) {
 		List  []any          `json:"list"`
 		Other map[string]any `json:"nested"`
 	}
-	if err := UnmarshalJSON([]byte(kombuTyped), &s); err != nil {
+	if err := Unmarshal([]byte(kombuTyped), &s); err != nil {
 		t.Fatal(err)
 	}
 	if !s.Dt.Equal(time.Date(2024, 5, 1, 10, 0, 10, 123456000, time.UTC)) || !s.D.Equal(time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)) ||
@@ -89,11 +90,11 @@ func TestUnmarshalJSONIntoTypedTargets(t *testing.T) {
 	var p struct {
 		N any `json:"n"`
 	}
-	if err := UnmarshalJSON([]byte(`{"n": 12345678901234567890123}`), &p); err != nil || p.N != json.Number("12345678901234567890123") {
+	if err := Unmarshal([]byte(`{"n": 12345678901234567890123}`), &p); err != nil || p.N != json.Number("12345678901234567890123") {
 		t.Errorf("plain: %#v %v", p, err)
 	}
 	var list []any
-	if err := UnmarshalJSON([]byte(`[{"__type__":"bytes","__value__":"x"}]`), &list); err != nil || string(list[0].([]byte)) != "x" {
+	if err := Unmarshal([]byte(`[{"__type__":"bytes","__value__":"x"}]`), &list); err != nil || string(list[0].([]byte)) != "x" {
 		t.Errorf("slice target: %#v %v", list, err)
 	}
 }
@@ -111,12 +112,12 @@ func TestUnmarshalJSONErrors(t *testing.T) {
 		"invalid syntax": `{"a":}`,
 	} {
 		var v any
-		if err := UnmarshalJSON([]byte(in), &v); err == nil {
+		if err := Unmarshal([]byte(in), &v); err == nil {
 			t.Errorf("%s: no error, got %#v", name, v)
 		}
 	}
 	var v any
-	err := UnmarshalJSON([]byte(`{"__type__": "pickle", "__value__": "x"}`), &v)
+	err := Unmarshal([]byte(`{"__type__": "pickle", "__value__": "x"}`), &v)
 	if err == nil || !strings.Contains(err.Error(), `"pickle"`) || !strings.Contains(err.Error(), "Unsupported type") {
 		t.Errorf("unknown type error should name it like kombu: %v", err)
 	}
@@ -156,11 +157,10 @@ func TestMarshalJSON(t *testing.T) {
 		{[]byte("hi"), `"aGk="`},
 		{map[string]any{}, `{}`},
 		{[]any(nil), `null`},
-		{Signature{Task: "t"}, `{"task":"t","args":[],"kwargs":{},"options":{},"subtask_type":null,"immutable":false}`},
 	} {
-		got, err := MarshalJSON(tc.in)
+		got, err := Marshal(tc.in)
 		if err != nil || string(got) != tc.want {
-			t.Errorf("MarshalJSON(%#v) = %s, %v; want %s", tc.in, got, err, tc.want)
+			t.Errorf("Marshal(%#v) = %s, %v; want %s", tc.in, got, err, tc.want)
 		}
 		if err == nil && !json.Valid(got) {
 			t.Errorf("invalid JSON: %s", got)
@@ -175,78 +175,24 @@ func TestMarshalJSON(t *testing.T) {
 		"typed map envelope":      map[string]string{"__type__": "a", "__value__": "b"},
 		"struct envelope":         struct{ A codecTestEnvelope }{codecTestEnvelope{Type: "x"}},
 		"raw envelope":            json.RawMessage(`{"__type__":"x","__value__":1}`),
-		"NaN":                     []any{codecNaN()},
+		"NaN":                     []any{math.NaN()},
 		"invalid number":          json.Number("0x10"),
 		"invalid raw":             json.RawMessage(`{`),
 		"cycle":                   loop,
 		"unsupported (func)":      func() {},
 		"struct with bad content": codecTestOK{Tags: map[string]int{}, When: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
-		if got, err := MarshalJSON(in); err == nil {
-			t.Errorf("%s: MarshalJSON succeeded: %s", name, got)
+		if got, err := Marshal(in); err == nil {
+			t.Errorf("%s: Marshal succeeded: %s", name, got)
 		}
 	}
 	// A struct whose __type__ sits next to other keys is fine.
-	if got, err := MarshalJSON(codecTestStruct{Type: "x"}); err != nil || !strings.Contains(string(got), `"__type__":"x"`) {
+	if got, err := Marshal(codecTestStruct{Type: "x"}); err != nil || !strings.Contains(string(got), `"__type__":"x"`) {
 		t.Errorf("3-key struct: %s %v", got, err)
 	}
 }
 
-func TestFormatTime(t *testing.T) {
-	for _, tc := range []struct {
-		in   time.Time
-		want string
-	}{
-		{time.Date(2024, 5, 1, 12, 0, 10, 123456789, time.UTC), "2024-05-01T12:00:10.123456+00:00"},
-		{time.Date(2024, 5, 1, 12, 0, 10, 0, time.UTC), "2024-05-01T12:00:10+00:00"},
-		{time.Date(2024, 5, 1, 12, 0, 10, 999, time.UTC), "2024-05-01T12:00:10+00:00"},
-		{time.Date(2024, 5, 1, 12, 0, 10, 1000, time.UTC), "2024-05-01T12:00:10.000001+00:00"},
-		{time.Date(999, 1, 2, 3, 4, 5, 0, time.FixedZone("", -(5*3600+30*60))), "0999-01-02T03:04:05-05:30"},
-		{time.Date(2024, 5, 1, 0, 0, 0, 0, time.FixedZone("", 3600+1)), "2024-05-01T00:00:00+01:00:01"},
-	} {
-		if got := FormatTime(tc.in); got != tc.want {
-			t.Errorf("FormatTime(%v) = %s, want %s", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestParseTime(t *testing.T) {
-	utc := func(y, mo, d, h, mi, s, ns int) time.Time {
-		return time.Date(y, time.Month(mo), d, h, mi, s, ns, time.UTC)
-	}
-	for in, want := range map[string]time.Time{
-		"2024-05-01T12:00:10.123456+00:00": utc(2024, 5, 1, 12, 0, 10, 123456000),
-		"2024-05-01T12:00:10+00:00":        utc(2024, 5, 1, 12, 0, 10, 0),
-		"2024-05-01T12:00:10.123456":       utc(2024, 5, 1, 12, 0, 10, 123456000),
-		"2024-05-01T12:00:10":              utc(2024, 5, 1, 12, 0, 10, 0),
-		"2024-05-01T12:00:10Z":             utc(2024, 5, 1, 12, 0, 10, 0),
-		"2024-05-01T12:00:10.5Z":           utc(2024, 5, 1, 12, 0, 10, 5e8),
-		"2024-05-01 12:00:10+02:00":        utc(2024, 5, 1, 10, 0, 10, 0),
-		"2024-05-01T12:00:10-0130":         utc(2024, 5, 1, 13, 30, 10, 0),
-		"2024-05-01T12:00+01":              utc(2024, 5, 1, 11, 0, 0, 0),
-		"2024-05-01":                       utc(2024, 5, 1, 0, 0, 0, 0),
-		"2024-02-29T23:59:59.999999999":    utc(2024, 2, 29, 23, 59, 59, 999999999),
-	} {
-		got, err := ParseTime(in)
-		if err != nil || !got.Equal(want) {
-			t.Errorf("ParseTime(%q) = %v, %v; want %v", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "2024-05-01T", "2024-13-01", "2023-02-29", "2024-05-01T24:00:00", "2024-05-01T12:00:10+", "2024-05-01T12:00:10.",
-		"2024-05-01T12:00:10+01:", "2024-05-01T12:00:10 junk", "tomorrow", "2024-5-1"} {
-		if got, err := ParseTime(in); err == nil {
-			t.Errorf("ParseTime(%q) = %v, want an error", in, got)
-		}
-	}
-	// Round trip with an offset keeps the instant and the offset.
-	in := time.Date(2024, 5, 1, 12, 0, 10, 7000, time.FixedZone("", -7200))
-	got, err := ParseTime(FormatTime(in))
-	if _, off := got.Zone(); err != nil || !got.Equal(in) || off != -7200 {
-		t.Errorf("round trip: %v %v", got, err)
-	}
-}
-
-// codecRefJSON is encoding/json with UseNumber: the behaviour parseJSON
+// codecRefJSON is encoding/json with UseNumber: the behaviour Parse
 // must match.
 func codecRefJSON(data []byte) (any, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
@@ -270,24 +216,24 @@ func FuzzParseJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		got, err := parseJSON(data)
+		got, err := Parse(data)
 		want, werr := codecRefJSON(data)
 		if (err == nil) != (werr == nil) {
-			t.Fatalf("parseJSON error %v, encoding/json error %v, for %q", err, werr, data)
+			t.Fatalf("Parse error %v, encoding/json error %v, for %q", err, werr, data)
 		}
 		if err == nil && !reflect.DeepEqual(got, want) {
-			t.Fatalf("parseJSON = %#v, encoding/json = %#v, for %q", got, want, data)
+			t.Fatalf("Parse = %#v, encoding/json = %#v, for %q", got, want, data)
 		}
 	})
 }
 
 func TestParseJSONDepthLimit(t *testing.T) {
 	deep := strings.Repeat("[", jsonMaxDepth+1) + strings.Repeat("]", jsonMaxDepth+1)
-	if _, err := parseJSON([]byte(deep)); err == nil {
-		t.Error("parseJSON accepted nesting beyond encoding/json's limit")
+	if _, err := Parse([]byte(deep)); err == nil {
+		t.Error("Parse accepted nesting beyond encoding/json's limit")
 	}
 	ok := strings.Repeat("[", jsonMaxDepth) + strings.Repeat("]", jsonMaxDepth)
-	if _, err := parseJSON([]byte(ok)); err != nil {
-		t.Errorf("parseJSON rejected nesting encoding/json accepts: %v", err)
+	if _, err := Parse([]byte(ok)); err != nil {
+		t.Errorf("Parse rejected nesting encoding/json accepts: %v", err)
 	}
 }

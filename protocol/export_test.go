@@ -1,0 +1,45 @@
+package protocol
+
+import (
+	"context"
+	"time"
+)
+
+// The external tests (package protocol_test) drive the broker and backend
+// through these methods, which are not part of the public surface.
+
+func (b *Backend) TaskKey(taskID string) string { return b.taskKey(taskID) }
+
+func (b *Backend) Forget(ctx context.Context, taskID string) error { return b.forget(ctx, taskID) }
+
+func (b *Backend) Wait(ctx context.Context, taskID string) (*ResultMeta, error) {
+	return b.wait(ctx, taskID)
+}
+
+func (l *ResultListener) Wait(ctx context.Context, taskID string) (*ResultMeta, error) {
+	return l.wait(ctx, taskID)
+}
+
+func (b *Broker) PublishMessage(ctx context.Context, m *Message) error {
+	return b.publishMessage(ctx, m)
+}
+
+func (b *Broker) Requeue(ctx context.Context, tag string) error { return b.requeue(ctx, tag) }
+
+func (b *Broker) StoreAndAck(ctx context.Context, be *Backend, req StoreRequest, tag string) (held bool, err error) {
+	return b.storeAndAck(ctx, be, req, tag)
+}
+
+func (c *Consumer) Fetch(ctx context.Context, timeout time.Duration) (*Delivery, error) {
+	return c.fetch(ctx, timeout)
+}
+
+func (c *Consumer) RemoveQueue(queue string) bool { return c.removeQueue(queue) }
+
+func (b *Backend) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
+	return b.watch(ctx, taskID, fn)
+}
+
+func (l *ResultListener) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
+	return l.watch(ctx, taskID, fn)
+}
