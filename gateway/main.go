@@ -42,6 +42,8 @@ func main() {
 	flag.StringVar(&cfg.ResultKeyPrefix, "result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every worker's (env MORAG_RESULT_KEY_PREFIX)")
 	flag.DurationVar(&cfg.ResultExpires, "result-expires", 24*time.Hour, "result_expires for states the gateway stores; task owners are kept this plus -wait-timeout")
 	afterParse := limitFlags(&cfg)
+	flag.IntVar(&cfg.MinReplicas, "redis-min-replicas", 0, "each publish waits until this many Redis replicas hold the task (WAIT), so a Sentinel failover cannot lose it (default 0: no wait)")
+	flag.DurationVar(&cfg.ReplicaWait, "redis-replica-wait", time.Second, "longest a publish waits for -redis-min-replicas")
 	flag.Parse()
 	afterParse()
 	cfg.MaxUpload = *maxUpload

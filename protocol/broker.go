@@ -43,6 +43,28 @@ type BrokerOptions struct {
 	// expire or keep a lease exactly. Default: the wall clock. Python peers
 	// read their own wall clock, so production must keep the default.
 	Clock clock.Clock
+	// MinReplicas > 0 makes every publish wait (Redis WAIT) until that
+	// many replicas hold it, at most ReplicaWait (default 1s): Redis
+	// replicates asynchronously, so without it a message the caller was
+	// told is queued can vanish when Sentinel fails over to a replica that
+	// had not received it yet. A publish that times out returns a
+	// *ReplicationError. Results and acks need no wait: a lost ack only
+	// redelivers.
+	MinReplicas int
+	ReplicaWait time.Duration
+}
+
+// ReplicationError is a publish that reached the master but fewer
+// replicas than BrokerOptions.MinReplicas within ReplicaWait. The message
+// is queued and will run unless the master is lost before it replicates;
+// publishing again may run the task twice.
+type ReplicationError struct {
+	Queue     string
+	Want, Got int
+}
+
+func (e *ReplicationError) Error() string {
+	return fmt.Sprintf("protocol: publish to %s: queued on the master, but only %d of %d replicas confirmed it in time (is a replica down or lagging? check INFO replication)", e.Queue, e.Got, e.Want)
 }
 
 // Broker is the kombu-compatible Redis transport. Every Redis state change
@@ -72,6 +94,9 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
+	}
+	if opts.MinReplicas > 0 && opts.ReplicaWait <= 0 {
+		opts.ReplicaWait = time.Second
 	}
 	return &Broker{pool: pool, opts: opts}
 }
@@ -141,7 +166,7 @@ func (b *Broker) PublishWith(ctx context.Context, queue string, envelope []byte,
 		if _, err := redis.DoContext(c, ctx, "LPUSH", list, envelope); err != nil {
 			return fmt.Errorf("protocol: publish to %s: %w", queue, err)
 		}
-		return nil
+		return b.waitReplicas(ctx, c, queue)
 	}
 	_ = c.Send("MULTI")
 	if !declared {
@@ -162,6 +187,22 @@ func (b *Broker) PublishWith(ctx context.Context, queue string, envelope []byte,
 	}
 	if !declared {
 		b.declared.Store(queue, struct{}{})
+	}
+	return b.waitReplicas(ctx, c, queue)
+}
+
+// waitReplicas waits, on the connection that published, until
+// MinReplicas replicas have everything it wrote.
+func (b *Broker) waitReplicas(ctx context.Context, c redis.Conn, queue string) error {
+	if b.opts.MinReplicas <= 0 {
+		return nil
+	}
+	got, err := redis.Int(redis.DoContext(c, ctx, "WAIT", b.opts.MinReplicas, b.opts.ReplicaWait.Milliseconds()))
+	if err != nil {
+		return fmt.Errorf("protocol: publish to %s: queued on the master, but WAIT for replicas failed: %w", queue, err)
+	}
+	if got < b.opts.MinReplicas {
+		return &ReplicationError{Queue: queue, Want: b.opts.MinReplicas, Got: got}
 	}
 	return nil
 }

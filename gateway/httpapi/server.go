@@ -72,7 +72,14 @@ type Config struct {
 	// result's lifetime plus WaitTimeout, the longest the gateway waits for
 	// a task to finish. Default 24 h, as Celery and the Go worker.
 	ResultExpires time.Duration
-	Logger        zerolog.Logger
+	// MinReplicas > 0 makes each publish wait until that many Redis
+	// replicas hold the task (WAIT, at most ReplicaWait, default 1s), so a
+	// Sentinel failover cannot lose a task the client was told is queued.
+	// A publish that times out is still answered as queued (the master
+	// has it, and a retry could run it twice) and logged as a warning.
+	MinReplicas int
+	ReplicaWait time.Duration
+	Logger      zerolog.Logger
 
 	// TrustedProxies are the addresses or CIDRs whose X-Forwarded-For is
 	// believed (client IP for logs and the credential limiter); none by
@@ -259,7 +266,8 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, log: log, pool: pool, db: db, started: time.Now(), metrics: newMetrics()}
 	g.metrics.watch(g)
-	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{KeyPrefix: cfg.KeyPrefix, Logger: log})
+	g.broker = protocol.NewBroker(pool, protocol.BrokerOptions{KeyPrefix: cfg.KeyPrefix, Logger: log,
+		MinReplicas: cfg.MinReplicas, ReplicaWait: cfg.ReplicaWait})
 	g.backend = protocol.NewBackend(pool, protocol.BackendOptions{KeyPrefix: cfg.ResultKeyPrefix, Expires: cfg.ResultExpires, Logger: log})
 	listener := g.backend.NewListener()
 	g.client = protocol.NewClient(g.broker, g.backend).WithListener(listener)

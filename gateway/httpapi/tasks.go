@@ -66,7 +66,11 @@ func (g *Gateway) send(c echo.Context, d auth.Decision, name string, args []any)
 		return nil, fmt.Errorf("%w: the task would be %d bytes, over the gateway's limit of %d (-max-task-bytes); send large content as a file upload",
 			errTaskTooLarge, len(env), g.cfg.MaxTaskBytes)
 	}
-	if err := g.broker.PublishWith(ctx, m.RoutingKey, env, m.Priority, g.ownerCommand(m.ID, d.UserID)); err != nil {
+	var notReplicated *protocol.ReplicationError
+	if err := g.broker.PublishWith(ctx, m.RoutingKey, env, m.Priority, g.ownerCommand(m.ID, d.UserID)); errors.As(err, &notReplicated) {
+		g.log.Warn().Err(err).Str("task_id", m.ID).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).
+			Msg("task queued on the master but not confirmed by -redis-min-replicas replicas; a failover now could lose it")
+	} else if err != nil {
 		g.log.Error().Err(err).Str("task", name).Str("queue", d.Queue).Str("user", d.UserID).Msg("enqueue failed")
 		return nil, err
 	}
