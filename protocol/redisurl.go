@@ -141,7 +141,13 @@ func parseSentinelURL(raw string, bad func(string, ...any) error) (*redisTarget,
 		}
 		q := u.Query()
 		if hasSSLParams(q) {
-			return nil, bad("TLS to Sentinel-managed Redis is not supported; use rediss:// to a fixed address, or plain sentinel:// on a trusted network")
+			// TLS to the sentinels and to the master they name, with the
+			// same settings (kombu: broker_use_ssl with sentinel_kwargs
+			// {"ssl": True, ...}). The name checked is each server's own
+			// host, filled in per dial.
+			if t.tls, err = tlsFromQuery(q, ""); err != nil {
+				return nil, bad("%v", err)
+			}
 		}
 		if v := q.Get("master_name"); v != "" {
 			t.masterName = v

@@ -75,6 +75,9 @@ func (t *redisTarget) askSentinel(ctx context.Context, addr string) (string, err
 	if t.sentinelPassword != "" {
 		opts = append(opts, redis.DialPassword(t.sentinelPassword))
 	}
+	if t.tls != nil {
+		opts = append(opts, redis.DialUseTLS(true), redis.DialTLSConfig(t.tls), redis.DialTLSHandshakeTimeout(sentinelQueryTimeout))
+	}
 	c, err := redis.DialContext(qctx, "tcp", addr, opts...)
 	if err != nil {
 		return "", err
