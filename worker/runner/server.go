@@ -56,6 +56,11 @@ type Server struct {
 	// Python's, their unacked messages count against the prefetch limit
 	// (ETA tasks do not).
 	rateWaiting int
+	// parked counts the slots and fetch loops (by waiter) blocked in
+	// waitFor. While every fetch loop is parked, no fetch can start until
+	// something wakes them: tests read it instead of sleeping to show that
+	// nothing more is fetched.
+	parked [2]int
 
 	// The pool (pool.go): its size may change at runtime.
 	concurrency int // slots wanted
@@ -326,8 +331,11 @@ const (
 
 // waitFor blocks until cond (called with s.mu held) is true or ctx ends.
 func (s *Server) waitFor(ctx context.Context, who waiter, cond func() bool) bool {
-	for {
+	for parked := false; ; parked = true {
 		s.mu.Lock()
+		if parked {
+			s.parked[who]--
+		}
 		if cond() {
 			s.mu.Unlock()
 			return true
@@ -336,11 +344,15 @@ func (s *Server) waitFor(ctx context.Context, who waiter, cond func() bool) bool
 		if who == fetchWaiter {
 			wake = s.fetchWake
 		}
+		s.parked[who]++
 		s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-wake:
 		case <-ctx.Done():
+			s.mu.Lock()
+			s.parked[who]--
+			s.mu.Unlock()
 			return false
 		}
 	}
