@@ -116,9 +116,10 @@ func (f *Fake) NewTimer(d time.Duration) Timer {
 // NewTicker returns a ticker that fires every d. Within one Advance a
 // ticker delivers at most one tick, the latest one due, which stands for
 // all of them (a real ticker drops ticks for a receiver that has not kept
-// up, too); its next tick is the first one after the new time. As with a
-// real ticker, a tick still unreceived when the next comes due keeps its
-// place and the new one is dropped.
+// up, too); its next tick is the first one after the new time. Unlike a
+// real ticker's, a tick still unreceived when the next comes due is
+// replaced by it, so that however slow the receiver, the last Advance's
+// tick is the one it gets.
 func (f *Fake) NewTicker(d time.Duration) Ticker {
 	if d <= 0 {
 		panic("clock: non-positive interval for NewTicker")
@@ -203,7 +204,7 @@ func (t *fakeTimer) drainLocked() {
 
 // Advance moves the clock by d and fires, in deadline order, every timer,
 // ticker and AfterFunc due by the new time. A timer puts its deadline on
-// its channel, a ticker its latest due tick; an AfterFunc's function starts in a goroutine.
+// its channel, a ticker its latest due tick (see NewTicker); an AfterFunc's function starts in a goroutine.
 // Advance does not wait for the code that receives them: a test waits for
 // what that code does. A negative d moves the clock back, which lets a
 // test probe a boundary from just below it.
@@ -233,15 +234,13 @@ func (f *Fake) Advance(d time.Duration) {
 		} else {
 			f.disarmLocked(t)
 		}
-		switch {
-		case t.fn != nil:
+		if t.fn != nil {
 			go t.fn()
-		default:
-			select {
-			case t.c <- at:
-			default: // a tick not yet received: this one is dropped
-			}
+			continue
 		}
+		// Only Advance sends, under f.mu, so after the drain there is room.
+		t.drainLocked()
+		t.c <- at
 	}
 	if len(due) > 0 {
 		f.changedLocked()
@@ -275,6 +274,15 @@ func (f *Fake) BlockUntil(n int) {
 // ctx's error.
 func (f *Fake) BlockUntilContext(ctx context.Context, n int) error {
 	return f.waitFor(ctx, func() bool { return len(f.pending) >= n })
+}
+
+// BlockUntilTicker blocks until a ticker with period d is armed: a loop
+// that ticks every d has started. It gives up when ctx ends, returning
+// ctx's error.
+func (f *Fake) BlockUntilTicker(ctx context.Context, d time.Duration) error {
+	return f.waitFor(ctx, func() bool {
+		return slices.ContainsFunc(f.pending, func(t *fakeTimer) bool { return t.period == d })
+	})
 }
 
 // BlockUntilTimer blocks until a timer or AfterFunc (not a ticker; see

@@ -104,11 +104,11 @@ func TestFakeTickerDropsTicksLikeARealOne(t *testing.T) {
 	if v, ok := received(tk.C()); !ok || !v.Equal(start.Add(4*time.Second)) {
 		t.Fatalf("tick %v, %v; want the one at 4s", v, ok)
 	}
-	// A tick not received keeps its place: the next one is dropped.
+	// A tick not received is replaced by the next one.
 	f.Advance(time.Second)
 	f.Advance(time.Second)
-	if v, ok := received(tk.C()); !ok || !v.Equal(start.Add(5*time.Second)) {
-		t.Fatalf("tick %v, %v; want the unreceived one at 5s", v, ok)
+	if v, ok := received(tk.C()); !ok || !v.Equal(start.Add(6*time.Second)) {
+		t.Fatalf("tick %v, %v; want the latest one, at 6s", v, ok)
 	}
 	if _, ok := received(tk.C()); ok {
 		t.Fatal("a ticker queued two ticks")
@@ -157,6 +157,9 @@ func TestFakeBlockUntil(t *testing.T) {
 	tk := f.NewTicker(time.Minute) // a ticker is no timer to BlockUntilTimer and Timers
 	defer tk.Stop()
 	f.BlockUntil(2)
+	if err := f.BlockUntilTicker(context.Background(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.BlockUntilTimer(context.Background(), start.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -178,6 +181,9 @@ func TestFakeBlockUntil(t *testing.T) {
 	}
 	if err := f.BlockUntilTimer(ctx, start.Add(2*time.Minute)); err != context.Canceled {
 		t.Errorf("BlockUntilTimer for a ticker's tick, ctx done = %v", err)
+	}
+	if err := f.BlockUntilTicker(ctx, time.Second); err != context.Canceled {
+		t.Errorf("BlockUntilTicker for a period nothing ticks at, ctx done = %v", err)
 	}
 }
 
