@@ -172,3 +172,88 @@ func (s *Server) snapshotTags() map[string]struct{} {
 	}
 	return out
 }
+
+// A worker that cannot refresh a running task's lease for longer than the
+// visibility timeout of its clock abandons the task: the handler's
+// context ends with ErrLeaseLost, and neither a result nor an ack is
+// written, leaving the message to the restore. (TestLeaseLapsedExactly
+// decides the boundary itself to the nanosecond.)
+func TestServerLeaseLostOnTheWorkersClock(t *testing.T) {
+	t.Parallel()
+	const vt = 9 * time.Second
+	causes := make(chan error, 1)
+	quit := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("t.long", func(ctx context.Context, _ *Task) (any, error) {
+		select {
+		case <-ctx.Done():
+			causes <- context.Cause(ctx)
+			return "abandoned", nil
+		case <-quit:
+			return nil, errors.New("the test ended first")
+		}
+	})
+	clk := fakeClock()
+	obs := &leaseObserver{refreshed: make(chan error, 16)}
+	h := startServer(t, Config{Queues: []string{"lost"}, VisibilityTimeout: vt, Observer: obs, Clock: clk}, mux)
+	t.Cleanup(func() { close(quit) }) // see the soft time limit test
+	do := func(args ...any) {
+		t.Helper()
+		c := h.redis.Conn()
+		defer c.Close()
+		if _, err := c.Do(args[0].(string), args[1:]...); err != nil {
+			t.Fatalf("redis %v: %v", args, err)
+		}
+	}
+	// The worker's own restore sweep is kept out (it skips while another
+	// restorer holds the mutex), so that the message stays where the
+	// abandoning worker left it.
+	do("SET", "unacked_mutex", "the-test")
+	id := h.send("t.long", protocol.SendOptions{})
+	h.waitFor("the task to start", 10*time.Second, func() bool {
+		st, _ := h.client.Result(id).State(context.Background())
+		return st == protocol.StateStarted
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if clk.BlockUntilTicker(ctx, vt/3) != nil || clk.BlockUntilTicker(ctx, checkInterval(vt)) != nil {
+		t.Fatal("the lease loop and its watcher are not ticking")
+	}
+	// Refreshes fail from now on: ZADD is refused.
+	do("ACL", "SETUSER", "default", "-zadd")
+	t.Cleanup(func() { do("ACL", "SETUSER", "default", "+@all") })
+	for i := 1; i <= 3; i++ { // to exactly the visibility timeout
+		clk.Advance(vt / 3)
+		select {
+		case err := <-obs.refreshed:
+			if err == nil {
+				t.Fatalf("refresh %d succeeded with ZADD refused", i)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no lease refresh %d", i)
+		}
+	}
+	// The first check past the visibility timeout loses the lease.
+	clk.Advance(checkInterval(vt))
+	select {
+	case cause := <-causes:
+		if !errors.Is(cause, ErrLeaseLost) {
+			t.Fatalf("handler context ended with %v; want ErrLeaseLost", cause)
+		}
+	case <-ctx.Done():
+		t.Fatal("the lease was not declared lost past the visibility timeout")
+	}
+	// Once the slot is free and nothing is on its way to Redis, whatever
+	// the worker meant to write about the task is written.
+	h.waitFor("the slot to let go of the task", 10*time.Second, func() bool {
+		h.srv.mu.Lock()
+		defer h.srv.mu.Unlock()
+		return h.srv.active == 0 && h.srv.committing == 0 && len(h.srv.held) == 0
+	})
+	if st, _ := h.client.Result(id).State(context.Background()); st != protocol.StateStarted {
+		t.Errorf("the abandoned task's state is %s; want STARTED (no result written)", st)
+	}
+	if n := h.redisInt("ZCARD", "unacked_index"); n != 1 {
+		t.Errorf("%d messages in unacked_index; want the abandoned one, not acked", n)
+	}
+}
