@@ -11,7 +11,8 @@ import (
 )
 
 // sleepCtx sleeps for d or until ctx ends; it reports whether it slept the
-// whole time.
+// whole time. It sleeps on the wall clock, not Config.Clock: it paces
+// retries against a real Redis, which a fake clock would stall.
 func sleepCtx(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()

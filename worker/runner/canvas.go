@@ -78,7 +78,7 @@ func (s *Server) failChain(ctx context.Context, r *request, te *protocol.TaskErr
 
 // sendSignature publishes one canvas signature as a task message.
 func (s *Server) sendSignature(ctx context.Context, r *request, sig protocol.Signature, prepend []any, chain []protocol.Signature) (string, error) {
-	m, err := s.signatureMessage(r.msg, sig, prepend, chain, time.Now())
+	m, err := s.signatureMessage(r.msg, sig, prepend, chain, s.cfg.Clock.Now())
 	if err != nil {
 		r.log.Error().Err(err).Str("next_task", sig.Task).Msg("canvas continuation not sent")
 		return "", err

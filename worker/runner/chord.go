@@ -68,7 +68,7 @@ func (s *Server) joinChordPart(ctx context.Context, r *request, part protocol.Ch
 			return false
 		}
 	} else {
-		msgs, err := s.chordBodyMessages(r.msg, body, results, time.Now())
+		msgs, err := s.chordBodyMessages(r.msg, body, results, s.cfg.Clock.Now())
 		for _, m := range msgs {
 			if err != nil {
 				break
@@ -195,7 +195,7 @@ func (s *Server) chordError(ctx context.Context, r *request, gid string, body pr
 		fake := &protocol.Message{ID: bodyID, RootID: bodyID}
 		gid := protocol.NewID()
 		for i, eb := range errbacks {
-			m, err := s.signatureMessage(fake, eb, []any{bodyID}, nil, time.Now())
+			m, err := s.signatureMessage(fake, eb, []any{bodyID}, nil, s.cfg.Clock.Now())
 			if err != nil {
 				r.log.Error().Err(err).Str("errback", eb.Task).Msg("chord errback not sent")
 				continue

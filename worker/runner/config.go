@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"morag-gpu/internal/clock"
 	"morag-gpu/protocol"
 	"os"
 	"reflect"
@@ -97,6 +98,15 @@ type Config struct {
 	// Observer is told about tasks, held messages, lease refreshes and dead
 	// letters, for metrics. Default NopObserver.
 	Observer Observer
+	// Clock is where the worker reads the time and waits for it: ETA and
+	// rate-limit waits, time limits, lease refresh and lease-loss checks,
+	// revoke expiry, heartbeats, autoscale, the shutdown grace, and the
+	// broker's lease scores (protocol.BrokerOptions.Clock). Tests pass a
+	// clock.Fake to move time exactly; production keeps the default, the
+	// wall clock, which Python peers read too. Retry backoff and the
+	// deadlines of single Redis calls stay on the wall clock: they pace
+	// I/O with a real Redis. Default clock.Real{}.
+	Clock clock.Clock
 }
 
 // WorkerInfo is a live worker as Config.LiveConsumers reports it.
@@ -194,6 +204,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = NopObserver{}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if reflect.ValueOf(cfg.Logger).IsZero() {
 		cfg.Logger = zerolog.New(os.Stderr).With().Timestamp().Logger().Level(zerolog.InfoLevel)

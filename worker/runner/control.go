@@ -127,7 +127,7 @@ func (s *Server) ctlScheduled(context.Context, *protocol.ControlRequest) (any, e
 }
 
 func (s *Server) ctlRevokedList(context.Context, *protocol.ControlRequest) (any, error) {
-	ids, _ := s.revoked.Snapshot(time.Now())
+	ids, _ := s.revoked.Snapshot(s.cfg.Clock.Now())
 	if ids == nil {
 		ids = []string{}
 	}
@@ -268,7 +268,7 @@ func (s *Server) ctlStats(context.Context, *protocol.ControlRequest) (any, error
 	for k, v := range s.total {
 		total[k] = v
 	}
-	uptime := time.Since(s.startTime).Round(time.Second).Seconds()
+	uptime := s.cfg.Clock.Now().Sub(s.startTime).Round(time.Second).Seconds()
 	s.mu.Unlock()
 	stats := map[string]any{}
 	for k, v := range s.cfg.Info {
@@ -376,7 +376,7 @@ func (s *Server) ctlTerminate(_ context.Context, req *protocol.ControlRequest) (
 // before execution), wake ETA waiters, and with terminate cancel the
 // running handlers, whose tasks become REVOKED "terminated".
 func (s *Server) doRevoke(ids []string, terminate bool, signal string) map[string]any {
-	s.revoked.Add(time.Now(), ids...)
+	s.revoked.Add(s.cfg.Clock.Now(), ids...)
 	var terminated []string
 	for _, r := range s.snapshot() {
 		if !contains(ids, r.msg.ID) {
@@ -467,7 +467,7 @@ func (s *Server) ctlHello(_ context.Context, req *protocol.ControlRequest) (any,
 	if from == s.cfg.Hostname {
 		return nil, nil
 	}
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	if theirs, ok := req.Arguments["revoked"].(map[string]any); ok {
 		for id := range theirs {
 			s.revoked.Add(now, id)

@@ -64,13 +64,13 @@ func (s *Server) workerEvent(ctx context.Context, typ string, freq any) {
 
 // heartbeatLoop sends worker-heartbeat every 2 s until ctx ends.
 func (s *Server) heartbeatLoop(ctx context.Context) {
-	t := time.NewTicker(heartbeatInterval)
+	t := s.cfg.Clock.NewTicker(heartbeatInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			s.workerEvent(ctx, "worker-heartbeat", nil)
 		}
 	}

@@ -78,7 +78,7 @@ func (s *Server) next(stopCtx context.Context, id int) *request {
 // (Go cannot kill a goroutine; that handler's result is discarded).
 func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	msg := r.msg
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	if expired := r.expired(now); expired || s.revoked.Contains(now, msg.ID) {
 		if expired {
 			s.revoked.Add(now, msg.ID)
@@ -131,7 +131,7 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	r.log.Info().Msg("task started")
 
 	if soft := limits.Soft; soft > 0 {
-		t := time.AfterFunc(soft, func() {
+		t := s.cfg.Clock.AfterFunc(soft, func() {
 			r.log.Warn().Dur("soft_time_limit", soft).Msg("soft time limit exceeded; cancelling the handler's context")
 			cancel(ErrSoftTimeLimit)
 		})
@@ -139,9 +139,9 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	}
 	var hardC <-chan time.Time
 	if hard := limits.Hard; hard > 0 {
-		t := time.NewTimer(hard)
+		t := s.cfg.Clock.NewTimer(hard)
 		defer t.Stop()
-		hardC = t.C
+		hardC = t.C()
 	}
 
 	task := &Task{
@@ -162,7 +162,7 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	if task.Kwargs == nil {
 		task.Kwargs = map[string]any{}
 	}
-	start := time.Now()
+	start := s.cfg.Clock.Now()
 	done := make(chan outcome, 1)
 	go func() { done <- call(hctx, r.handler, task) }() // owner: this slot, until its ctx is cancelled
 
@@ -188,7 +188,7 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	default:
 		cancel(nil)
 	}
-	s.finish(ioCtx, r, o, time.Since(start))
+	s.finish(ioCtx, r, o, s.cfg.Clock.Now().Sub(start))
 }
 
 // call runs the handler, turning a panic into an outcome.

@@ -92,7 +92,7 @@ func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 // receive decides what to do with a fetched message: dead-letter, forward,
 // revoke, hold for its ETA or queue it for a slot.
 func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	if d.Err != nil || d.Message == nil {
 		s.deadLetter(ioCtx, d)
 		return
@@ -166,7 +166,7 @@ func (s *Server) receive(stopCtx, ioCtx context.Context, d *protocol.Delivery) {
 // passed takes its turn under the rate limit next.
 func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request, until time.Time) {
 	defer s.uncountRateWait(r)
-	t := time.NewTimer(time.Until(until))
+	t := s.cfg.Clock.NewTimer(until.Sub(s.cfg.Clock.Now()))
 	defer t.Stop()
 	wake := r.wake
 	for fired := false; !fired; {
@@ -175,14 +175,14 @@ func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request, until time.
 			return // Run requeues it
 		case <-wake:
 			wake = nil // revoked while waiting: re-checked below
-		case <-t.C:
+		case <-t.C():
 			fired = true
-			if wait := s.rateLimitWait(r, time.Now()); wait > 0 {
+			if wait := s.rateLimitWait(r, s.cfg.Clock.Now()); wait > 0 {
 				t.Reset(wait)
 				fired = false
 			}
 		}
-		now := time.Now()
+		now := s.cfg.Clock.Now()
 		if s.revoked.Contains(now, r.msg.ID) || r.expired(now) {
 			if r.transition(stateDone, stateScheduled) {
 				s.revoke(ioCtx, r, revokeReason(r.expired(now)), false, nil)

@@ -24,7 +24,7 @@ const touchBatch = 500
 // When refreshing fails for longer than the visibility timeout, the
 // watcher it runs abandons those messages (leaseloss.go).
 func (s *Server) leaseLoop(ctx context.Context) {
-	w := newLeaseWatch(time.Now())
+	w := newLeaseWatch(s.cfg.Clock.Now())
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	go func() { // owner: leaseLoop, which stops and waits for it
@@ -32,14 +32,14 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		s.watchLeases(watchCtx, w)
 	}()
 	defer func() { stopWatch(); <-watched }()
-	t := time.NewTicker(s.cfg.VisibilityTimeout / 3)
+	t := s.cfg.Clock.NewTicker(s.cfg.VisibilityTimeout / 3)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			start := time.Now()
+		case <-t.C():
+			start := s.cfg.Clock.Now()
 			w.round(start, s.touchHeld(ctx))
 		}
 	}
@@ -72,13 +72,13 @@ func (s *Server) touchHeld(ctx context.Context) bool {
 // restoreLoop restores expired unacked messages and re-declares the
 // consumed queues (bindings vanish when Redis restarts empty) every 10 s.
 func (s *Server) restoreLoop(ctx context.Context) {
-	t := time.NewTicker(s.restoreEvery())
+	t := s.cfg.Clock.NewTicker(s.restoreEvery())
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			s.restoreExpired(ctx)
 			for _, q := range s.queues() {
 				if err := s.broker.DeclareQueue(ctx, q); err != nil {

@@ -73,13 +73,13 @@ func checkInterval(vt time.Duration) time.Duration { return max(vt/20, 50*time.M
 // refreshed for longer than the visibility timeout, until ctx ends. Its
 // owner is leaseLoop.
 func (s *Server) watchLeases(ctx context.Context, w *leaseWatch) {
-	t := time.NewTicker(checkInterval(s.cfg.VisibilityTimeout))
+	t := s.cfg.Clock.NewTicker(checkInterval(s.cfg.VisibilityTimeout))
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
+		case now := <-t.C():
 			if !w.failing.Load() {
 				continue
 			}

@@ -64,26 +64,53 @@ func TestRegistrationOptionsShowInRegistered(t *testing.T) {
 }
 
 // Tasks waiting for their rate limit hold their messages against the
-// prefetch limit, as in Python, instead of draining the queue.
+// prefetch limit, as in Python, instead of draining the queue; each starts
+// at its turn on the worker's clock, not a nanosecond sooner.
 func TestRateLimitedTasksCountAgainstPrefetch(t *testing.T) {
 	t.Parallel()
 	mux := NewMux()
-	mux.HandleFunc("t.rl", func(context.Context, *Task) (any, error) { return "ok", nil }, RateLimit("1/h"))
-	h := startServer(t, Config{Queues: []string{"rl"}, Concurrency: 1, Prefetch: 1}, mux)
+	mux.HandleFunc("t.rl", func(context.Context, *Task) (any, error) { return "ok", nil }, RateLimit("1/m"))
+	clk := fakeClock()
+	t0 := clk.Now()
+	h := startServer(t, Config{Queues: []string{"rl"}, Concurrency: 1, Prefetch: 1, Clock: clk}, mux)
 	first := h.send("t.rl", protocol.SendOptions{})
 	if m := h.wait(first); m.Status != protocol.StateSuccess {
 		t.Fatalf("first task: %s", m.Status)
 	}
+	var ids []string
 	for i := 0; i < 4; i++ {
-		h.send("t.rl", protocol.SendOptions{})
+		ids = append(ids, h.send("t.rl", protocol.SendOptions{}))
 	}
-	h.waitFor("two rate-limited tasks held", 10*time.Second, func() bool { return h.redisInt("ZCARD", "unacked_index") == 2 })
-	time.Sleep(300 * time.Millisecond) // a fetch past the limit would show by now
+	// The first task took the token at t0: the next two wait for t0+1m
+	// and t0+2m, and fill the limit. Once the fetch loop waits for room
+	// it takes nothing more until one of them runs.
+	armed(t, clk, t0.Add(time.Minute), "the second task's turn")
+	armed(t, clk, t0.Add(2*time.Minute), "the third task's turn")
+	if n := h.waitParked(); n != 2 {
+		t.Errorf("the fetch loop stopped with %d messages held; want 2", n)
+	}
 	if held, queued := h.redisInt("ZCARD", "unacked_index"), h.redisInt("LLEN", "rl"); held != 2 || queued != 2 {
 		t.Errorf("held %d, queued %d; want 2 held (concurrency+prefetch) and 2 left in the queue", held, queued)
 	}
 	got, _ := h.srv.ctlScheduled(context.Background(), &protocol.ControlRequest{})
 	if list, _ := got.([]any); len(list) != 0 {
 		t.Errorf("rate-limited tasks listed as scheduled: %v", got)
+	}
+
+	clk.Advance(time.Minute - time.Nanosecond)
+	if !stillArmed(clk, t0.Add(time.Minute)) {
+		t.Fatal("a rate-limited task's turn came early")
+	}
+	if st, _ := h.client.Result(ids[0]).State(context.Background()); st != protocol.StatePending {
+		t.Fatalf("a task waiting for its turn is %s; want PENDING", st)
+	}
+	clk.Advance(time.Nanosecond)
+	if m := h.wait(ids[0]); m.Status != protocol.StateSuccess {
+		t.Fatalf("second task at its turn: %s", m.Status)
+	}
+	// Its room goes to the fourth task, whose turn is t0+3m.
+	armed(t, clk, t0.Add(3*time.Minute), "the fourth task's turn")
+	if st, _ := h.client.Result(ids[1]).State(context.Background()); st != protocol.StatePending {
+		t.Errorf("the third task ran before its turn: %s", st)
 	}
 }

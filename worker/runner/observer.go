@@ -52,7 +52,7 @@ func (s *Server) observeDone(r *request, state protocol.State) {
 	r.mu.Unlock()
 	var runtime time.Duration
 	if !started.IsZero() {
-		runtime = time.Since(started)
+		runtime = s.cfg.Clock.Now().Sub(started)
 	}
 	s.cfg.Observer.TaskDone(r.msg.Task, state, runtime)
 }

@@ -144,7 +144,7 @@ func (s *Server) retry(ctx context.Context, r *request, re *RetryError, cause er
 		s.fail(ctx, r, te, errorTraceback(te, re, r.msg.Task))
 		return
 	}
-	next := retryMessage(r.msg, r.d.Queue, re.Countdown, time.Now())
+	next := retryMessage(r.msg, r.d.Queue, re.Countdown, s.cfg.Clock.Now())
 	envelope, err := protocol.Encode(next)
 	if err != nil {
 		enc := protocol.NewTaskError("EncodeError", "kombu.exceptions", fmt.Sprintf("cannot republish %s for retry: %v", r.msg.Task, err))

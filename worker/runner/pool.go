@@ -47,7 +47,7 @@ func (s *Server) setConcurrencyLocked(n int) bool {
 	}
 	n = max(1, n)
 	if n > s.concurrency {
-		s.lastScaleUp = time.Now()
+		s.lastScaleUp = s.cfg.Clock.Now()
 	}
 	s.concurrency = n
 	s.prefetch = int(math.Round(s.prefetchPer * float64(n)))
@@ -137,15 +137,15 @@ func (s *Server) ctlAutoscale(_ context.Context, req *protocol.ControlRequest) (
 // of tasks in hand (running and reserved) up to max, or shrink towards it,
 // no lower than min and no sooner than 30 s after the last growth.
 func (s *Server) autoscaleLoop(ctx context.Context) {
-	t := time.NewTicker(autoscaleInterval)
+	t := s.cfg.Clock.NewTicker(autoscaleInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 			s.mu.Lock()
-			s.autoscaleLocked(time.Now())
+			s.autoscaleLocked(s.cfg.Clock.Now())
 			s.mu.Unlock()
 		}
 	}

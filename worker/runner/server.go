@@ -56,6 +56,11 @@ type Server struct {
 	// Python's, their unacked messages count against the prefetch limit
 	// (ETA tasks do not).
 	rateWaiting int
+	// parked counts the slots and fetch loops (by waiter) blocked in
+	// waitFor. While every fetch loop is parked, no fetch can start until
+	// something wakes them: tests read it instead of sleeping to show that
+	// nothing more is fetched.
+	parked [2]int
 
 	// The pool (pool.go): its size may change at runtime.
 	concurrency int // slots wanted
@@ -109,7 +114,7 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		held:      map[string]*request{},
 		total:     map[string]int64{},
 	}
-	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, KeyPrefix: cfg.KeyPrefix, Logger: s.log})
+	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, KeyPrefix: cfg.KeyPrefix, Logger: s.log, Clock: cfg.Clock})
 	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, KeyPrefix: cfg.ResultKeyPrefix, Logger: s.log})
 	s.consumer = s.broker.NewConsumer(cfg.Queues...)
 	// One Lamport clock for events and remote control, as Python's
@@ -150,7 +155,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	s.mu.Lock()
 	s.stop = stop
-	s.startTime = time.Now()
+	s.startTime = s.cfg.Clock.Now()
 	s.mu.Unlock()
 
 	if !s.startup(stopCtx) {
@@ -185,12 +190,14 @@ func (s *Server) Run(ctx context.Context) error {
 	bg.Go(func() { s.autoscaleLoop(bgCtx) })
 	// Announce the worker only once remote control can hear it: a
 	// `celery inspect` sent right after "ready." must not be missed.
+	subscribed := s.cfg.Clock.NewTimer(10 * time.Second)
 	select {
 	case <-s.mailbox.Ready():
 	case <-stopCtx.Done():
-	case <-time.After(10 * time.Second):
+	case <-subscribed.C():
 		s.log.Warn().Msg("remote control is not subscribed yet; starting anyway (it keeps retrying)")
 	}
+	subscribed.Stop()
 	s.workerEvent(ioCtx, "worker-online", nil)
 	// Lifecycle lines are logged at every level (no "level" field), as
 	// Celery prints its banner and "ready." whatever its log level.
@@ -205,7 +212,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	s.log.Log().Dur("grace", s.cfg.ShutdownGrace).Msg("warm shutdown: no new tasks; waiting for running tasks")
 
-	grace := time.NewTimer(s.cfg.ShutdownGrace)
+	grace := s.cfg.Clock.NewTimer(s.cfg.ShutdownGrace)
 	defer grace.Stop()
 	workDone := make(chan struct{})
 	go func() { // owner: Run; ends when every work goroutine has
@@ -220,7 +227,7 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-ch:
 			return true
-		case <-grace.C:
+		case <-grace.C():
 			abortIO(errors.New("shutdown grace period over"))
 		case <-s.abortCh:
 			abortIO(errors.New("shutdown forced"))
@@ -235,11 +242,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if ioCtx.Err() != nil {
 		s.log.Warn().Str("reason", context.Cause(ioCtx).Error()).Msg("not waiting for running tasks any longer; requeueing them")
+		stuck := s.cfg.Clock.NewTimer(10 * time.Second)
 		select {
 		case <-workDone:
-		case <-time.After(10 * time.Second):
+		case <-stuck.C():
 			s.log.Error().Msg("execution slots did not stop within 10s of the forced shutdown")
 		}
+		stuck.Stop()
 	}
 	s.commits.stop()
 	s.requeueRemaining()
@@ -322,8 +331,11 @@ const (
 
 // waitFor blocks until cond (called with s.mu held) is true or ctx ends.
 func (s *Server) waitFor(ctx context.Context, who waiter, cond func() bool) bool {
-	for {
+	for parked := false; ; parked = true {
 		s.mu.Lock()
+		if parked {
+			s.parked[who]--
+		}
 		if cond() {
 			s.mu.Unlock()
 			return true
@@ -332,11 +344,15 @@ func (s *Server) waitFor(ctx context.Context, who waiter, cond func() bool) bool
 		if who == fetchWaiter {
 			wake = s.fetchWake
 		}
+		s.parked[who]++
 		s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-wake:
 		case <-ctx.Done():
+			s.mu.Lock()
+			s.parked[who]--
+			s.mu.Unlock()
 			return false
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
+	"morag-gpu/internal/clock"
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -114,6 +116,51 @@ func (h *harness) waitFor(what string, timeout time.Duration, cond func() bool) 
 	}
 }
 
+// fetchersParked reports whether every fetch loop is parked in waitFor,
+// waiting for room to fetch, and how many messages are held at that
+// moment. While they are parked no fetch can start until a task finishes
+// or the pool changes, so a test reads a count that cannot grow instead of
+// sleeping to give a wrong fetch time to show.
+func (h *harness) fetchersParked() (parked bool, held int) {
+	s := h.srv
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.parked[fetchWaiter] == s.fetchers(), len(s.held)
+}
+
+// waitParked waits until every fetch loop is parked and returns how many
+// messages are held then.
+func (h *harness) waitParked() int {
+	h.t.Helper()
+	var held int
+	h.waitFor("the fetch loops to wait for room", 10*time.Second, func() bool {
+		parked, n := h.fetchersParked()
+		held = n
+		return parked
+	})
+	return held
+}
+
+// fakeClock is a clock.Fake for a server under test, started at a whole
+// second so that ETAs survive their ISO format exactly.
+func fakeClock() *clock.Fake { return clock.NewFake(time.Now().Truncate(time.Second)) }
+
+// armed waits until the worker has a timer armed for at, i.e. waits for
+// that moment.
+func armed(t *testing.T, clk *clock.Fake, at time.Time, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilTimer(ctx, at); err != nil {
+		t.Fatalf("no timer armed for %s at %s; armed: %v", what, at, clk.Timers())
+	}
+}
+
+// stillArmed reports whether a timer for at has not fired yet.
+func stillArmed(clk *clock.Fake, at time.Time) bool {
+	return slices.ContainsFunc(clk.Timers(), at.Equal)
+}
+
 func excOf(t *testing.T, m *protocol.ResultMeta) map[string]any {
 	t.Helper()
 	var exc map[string]any
@@ -127,8 +174,9 @@ func TestServerOutcomes(t *testing.T) {
 	t.Parallel()
 	mux := NewMux()
 	mux.HandleFunc("t.panic", func(context.Context, *Task) (any, error) { panic("kaboom") })
+	hung := make(chan struct{})
 	mux.HandleFunc("t.hang", func(context.Context, *Task) (any, error) {
-		time.Sleep(20 * time.Second) // ignores its context on purpose
+		<-hung // ignores its context on purpose
 		return "late", nil
 	})
 	mux.HandleFunc("t.forward", func(context.Context, *Task) (any, error) { return nil, Forward("elsewhere", "needs a GPU") })
@@ -141,7 +189,9 @@ func TestServerOutcomes(t *testing.T) {
 	})
 	mux.HandleFunc("t.maxretry", func(context.Context, *Task) (any, error) { return nil, Retry(nil, 0, 1) })
 	mux.HandleFunc("t.badresult", func(context.Context, *Task) (any, error) { return func() {}, nil })
-	h := startServer(t, Config{Queues: []string{"out"}, Concurrency: 2, Events: true}, mux)
+	clk := fakeClock()
+	h := startServer(t, Config{Queues: []string{"out"}, Concurrency: 2, Events: true, Clock: clk}, mux)
+	t.Cleanup(func() { close(hung) }) // before the server stops, should the limit not have freed it
 
 	m := h.wait(h.send("t.panic", protocol.SendOptions{}))
 	if exc := excOf(t, m); m.Status != protocol.StateFailure || exc["exc_type"] != "RuntimeError" || !strings.Contains(string(m.Result), "kaboom") {
@@ -155,8 +205,22 @@ func TestServerOutcomes(t *testing.T) {
 		t.Errorf("panic traceback should carry the Go stack as Python frames: %v", *m.Traceback)
 	}
 
+	// The hard limit fires one second of the worker's clock after the
+	// handler starts (the clock has not moved: at its start), not a
+	// nanosecond sooner.
 	start := time.Now()
-	m = h.wait(h.send("t.hang", protocol.SendOptions{TimeLimit: time.Second}))
+	limit := clk.Now().Add(time.Second)
+	id := h.send("t.hang", protocol.SendOptions{TimeLimit: time.Second})
+	armed(t, clk, limit, "the hard time limit")
+	clk.Advance(time.Second - time.Nanosecond)
+	if !stillArmed(clk, limit) {
+		t.Fatal("the hard time limit fired before it was due")
+	}
+	if st, _ := h.client.Result(id).State(context.Background()); st != protocol.StateStarted {
+		t.Errorf("a task within its hard time limit is %s; want STARTED", st)
+	}
+	clk.Advance(time.Nanosecond)
+	m = h.wait(id)
 	exc := excOf(t, m)
 	if m.Status != protocol.StateFailure || exc["exc_type"] != "TimeLimitExceeded" || !strings.Contains(string(m.Result), `"exc_message":[1]`) ||
 		m.Traceback != nil {
@@ -166,7 +230,7 @@ func TestServerOutcomes(t *testing.T) {
 		t.Errorf("the hard time limit did not free the task: took %s", time.Since(start))
 	}
 
-	id := h.send("t.forward", protocol.SendOptions{})
+	id = h.send("t.forward", protocol.SendOptions{})
 	h.waitFor("forwarded copy", 10*time.Second, func() bool { return h.redisInt("LLEN", "elsewhere") == 1 })
 	c := h.redis.Conn()
 	raw, _ := redis.Bytes(c.Do("LINDEX", "elsewhere", 0))
@@ -191,7 +255,9 @@ func TestServerOutcomes(t *testing.T) {
 
 	id = h.send("t.value", protocol.SendOptions{IgnoreResult: true})
 	h.waitFor("ignored task acked", 10*time.Second, func() bool { return h.redisInt("ZCARD", "unacked_index") == 0 && h.redisInt("LLEN", "out") == 0 })
-	time.Sleep(200 * time.Millisecond)
+	// No need to wait longer: every write a task makes (STARTED, custom
+	// states, the result) precedes its ack or lands in the same Lua call,
+	// so a result stored despite ignore_result would be there already.
 	if n := h.redisInt("EXISTS", "celery-task-meta-"+id); n != 0 {
 		t.Errorf("ignore_result task stored a result")
 	}
@@ -247,8 +313,11 @@ func TestServerHonoursPrefetch(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		ids = append(ids, h.send("t.block", protocol.SendOptions{}))
 	}
-	h.waitFor("two messages held", 10*time.Second, func() bool { return h.redisInt("ZCARD", "unacked_index") == 2 })
-	time.Sleep(1500 * time.Millisecond) // a fetch loop that ignored the limit would take more by now
+	// Once the fetch loop waits for room, it takes nothing more until the
+	// running task ends: what is held then is all it will hold.
+	if n := h.waitParked(); n != 2 {
+		t.Errorf("the fetch loop stopped with %d messages held; want 2", n)
+	}
 	if held, waiting := h.redisInt("ZCARD", "unacked_index"), h.redisInt("LLEN", "pf"); held != 2 || waiting != 3 {
 		t.Errorf("held %d, waiting %d; want 1 running + 1 prefetched held and 3 left in the queue", held, waiting)
 	}
@@ -263,11 +332,15 @@ func TestServerHonoursPrefetch(t *testing.T) {
 func TestServerForcedShutdownRequeues(t *testing.T) {
 	t.Parallel()
 	mux := NewMux()
+	stubborn := make(chan struct{})
 	mux.HandleFunc("t.stubborn", func(context.Context, *Task) (any, error) {
-		time.Sleep(30 * time.Second)
+		<-stubborn // ignores its context on purpose
 		return nil, errors.New("should have been abandoned")
 	})
-	h := startServer(t, Config{Queues: []string{"sd"}, ShutdownGrace: 500 * time.Millisecond}, mux)
+	const grace = 500 * time.Millisecond
+	clk := fakeClock()
+	h := startServer(t, Config{Queues: []string{"sd"}, ShutdownGrace: grace, Clock: clk}, mux)
+	t.Cleanup(func() { close(stubborn) }) // before the server stops, should the test end early
 	running := h.send("t.stubborn", protocol.SendOptions{})
 	h.send("t.stubborn", protocol.SendOptions{Countdown: time.Hour})
 	h.waitFor("task started", 10*time.Second, func() bool {
@@ -275,7 +348,23 @@ func TestServerForcedShutdownRequeues(t *testing.T) {
 		return st == protocol.StateStarted
 	})
 	h.waitFor("ETA task held", 10*time.Second, func() bool { return h.redisInt("ZCARD", "unacked_index") == 2 })
+	// The grace period runs on the worker's clock from the shutdown: the
+	// worker keeps waiting for the running task until it is over, not a
+	// nanosecond less.
 	start := time.Now()
+	graceOver := clk.Now().Add(grace)
+	h.cancel()
+	armed(t, clk, graceOver, "the end of the shutdown grace period")
+	clk.Advance(grace - time.Nanosecond)
+	if !stillArmed(clk, graceOver) {
+		t.Fatal("the grace period ended early")
+	}
+	select {
+	case <-h.done:
+		t.Fatal("Run returned within the grace period, with a task still running")
+	default:
+	}
+	clk.Advance(time.Nanosecond)
 	h.stop()
 	if d := time.Since(start); d > 15*time.Second {
 		t.Errorf("shutdown took %s with a 500ms grace", d)
@@ -314,9 +403,10 @@ func TestServerRetryOfUnheldMessagePublishesNothing(t *testing.T) {
 		h.srv.mu.Unlock()
 		return st == protocol.StateRetry && !held
 	})
-	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if n := h.redisInt("LLEN", "rq") + h.redisInt("ZCARD", "unacked_index"); n != 0 {
-			t.Fatalf("%d copies of the retried task were published although the original was no longer held", n)
-		}
+	// No need to watch for longer: the republish and the ack are one step
+	// (Broker.Forward), done before the worker forgets the message, so a
+	// copy published anyway would be there already.
+	if n := h.redisInt("LLEN", "rq") + h.redisInt("ZCARD", "unacked_index"); n != 0 {
+		t.Fatalf("%d copies of the retried task were published although the original was no longer held", n)
 	}
 }
