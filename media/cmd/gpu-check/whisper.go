@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -210,8 +211,16 @@ func speechPCM(ctx context.Context, dir string) (string, float64, error) {
 	}
 	// One 30 s window exactly: whisper.cpp skips a last window under 5 s
 	// (the sample is 33 s), so longer input would be credited audio that
-	// was never transcribed.
-	pcm = pcm[:min(len(pcm), 30*media.SampleRate)]
+	// was never transcribed, and a shorter one (a bundle's recorded
+	// sample) still costs a whole window's encoder pass. A short sample
+	// is repeated to fill the window.
+	if len(pcm) == 0 {
+		return "", 0, errors.New("espeak-ng wrote no audio")
+	}
+	for len(pcm) < 30*media.SampleRate {
+		pcm = append(pcm, pcm[:min(len(pcm), 30*media.SampleRate-len(pcm))]...)
+	}
+	pcm = pcm[:30*media.SampleRate]
 	raw := filepath.Join(dir, "speech.f32")
 	buf := make([]byte, 4*len(pcm))
 	for i, s := range pcm {
