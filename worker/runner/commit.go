@@ -171,7 +171,7 @@ func (c *committer) flush(ctx context.Context, batch []*commitReq, n int) {
 	}
 	var bo protocol.Backoff
 	for attempt := 1; ; attempt++ {
-		status, err := c.s.broker.Commit(ctx, c.s.backend, ops)
+		status, err := c.s.tr.Commit(ctx, ops)
 		if err == nil {
 			i := 0
 			for _, r := range batch {
