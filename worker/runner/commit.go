@@ -199,6 +199,12 @@ func (c *committer) flush(ctx context.Context, batch []*commitReq, n int) {
 				i += len(r.ops)
 			}
 		}
+		if permanent(err) {
+			for _, r := range batch {
+				r.answer(nil, err)
+			}
+			return
+		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("commit task states: %w (gave up: %v)", err, context.Cause(ctx))
 			for _, r := range batch {

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -78,4 +79,11 @@ type TransportConfig struct {
 	VisibilityTimeout time.Duration
 	ResultExpires     time.Duration
 	Logger            zerolog.Logger
+}
+
+// permanent reports whether err says that retrying cannot help: a
+// transport's refusal (the gateway's 403) implements Permanent() bool.
+func permanent(err error) bool {
+	var p interface{ Permanent() bool }
+	return errors.As(err, &p) && p.Permanent()
 }
