@@ -90,6 +90,9 @@ type Config struct {
 	// 25 s); WorkerMaxBody its request bodies (default 64 MiB: results).
 	WorkerMaxWait time.Duration
 	WorkerMaxBody int64
+	// WorkerConfirm is how soon a fetched message whose worker never
+	// confirmed it may be restored (default 30 s; see remote.Options).
+	WorkerConfirm time.Duration
 
 	// TrustedProxies are the addresses or CIDRs whose X-Forwarded-For is
 	// believed (client IP for logs and the credential limiter); none by
@@ -285,7 +288,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	g.control = protocol.NewControl(pool, db, cfg.KeyPrefix)
 	g.remote = remote.NewServer(remote.Options{Pool: pool, DB: db, KeyPrefix: cfg.KeyPrefix, ResultKeyPrefix: cfg.ResultKeyPrefix,
 		ResultExpires: cfg.ResultExpires, VisibilityTimeout: cfg.VisibilityTimeout, MaxWait: cfg.WorkerMaxWait,
-		MaxBody: cfg.WorkerMaxBody, Logger: log})
+		MaxBody: cfg.WorkerMaxBody, Confirm: cfg.WorkerConfirm, Logger: log})
 	g.keys = auth.NewKeyService(pool)
 	g.guard = auth.NewGuard(g.keys, auth.GuardOptions{AdminToken: cfg.AdminToken, Logger: log})
 	g.trusted, _ = parseTrusted(cfg.TrustedProxies)
