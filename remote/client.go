@@ -62,6 +62,9 @@ type Client struct {
 	info     helloReply
 	handlers map[string]protocol.ControlHandler
 	ready    chan struct{}
+	// confirming owns the goroutines confirming fetched messages; Close
+	// waits for them.
+	confirming sync.WaitGroup
 }
 
 type clientFetch struct {
@@ -265,9 +268,9 @@ func (c *Client) DeclareQueue(ctx context.Context, queue string) error {
 
 // FetchN long-polls the gateway for up to max messages. The gateway holds
 // them before it answers, with a lease that expires soon unless confirmed;
-// FetchN confirms it before it returns them, so a message whose answer
-// was lost on the way returns to its queue within the gateway's confirm
-// window. timeout is the runner's short fetch timeout; the long poll
+// FetchN confirms it (in the background, while the tasks start), so a
+// message whose answer was lost on the way returns to its queue within
+// the gateway's confirm window. timeout is the runner's short fetch timeout; the long poll
 // waits ClientOptions.Wait instead.
 func (c *Client) FetchN(ctx context.Context, _ time.Duration, limit int) ([]*protocol.Delivery, error) {
 	c.mu.Lock()
@@ -316,7 +319,9 @@ func (c *Client) FetchN(ctx context.Context, _ time.Duration, limit int) ([]*pro
 	}
 	c.mu.Unlock()
 	if len(tags) > 0 {
-		c.confirm(ctx, tags)
+		// Confirmed beside the tasks' start rather than before it: the
+		// confirm window is long next to a round trip.
+		c.confirming.Go(func() { c.confirm(ctx, tags) })
 	}
 	return out, nil
 }
@@ -579,8 +584,9 @@ func (c *Client) RunControl(ctx context.Context) error {
 // ControlReady is closed at once.
 func (c *Client) ControlReady() <-chan struct{} { return c.ready }
 
-// Close releases idle connections.
+// Close waits for pending confirmations and releases idle connections.
 func (c *Client) Close() error {
+	c.confirming.Wait()
 	c.hc.CloseIdleConnections()
 	return nil
 }

@@ -53,7 +53,7 @@ func runTests(m *testing.M) int {
 }
 
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	r    *testenv.Redis
 	url  string
 	keys map[string]string // user id -> API key
@@ -61,7 +61,7 @@ type env struct {
 
 // start runs Redis and an in-process gateway with the given visibility
 // timeout and confirm window, and makes keys for alice and bob.
-func start(t *testing.T, vt, confirm time.Duration) *env {
+func start(t testing.TB, vt, confirm time.Duration) *env {
 	t.Helper()
 	r := testenv.StartRedis(t)
 	srv := httptest.NewUnstartedServer(nil)
