@@ -17,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"morag-gpu/internal/pyfmt"
 	"morag-gpu/protocol"
 )
 
@@ -54,14 +55,15 @@ type Client struct {
 	events   *protocol.EventDispatcher // encodes events; never connects
 	evPrefix string
 
-	mu       sync.Mutex
-	queues   []string
-	declared []string          // queues the last hello registered
-	tasks    map[string]string // task id -> delivery tag of held messages
-	fetches  map[*clientFetch]struct{}
-	info     helloReply
-	handlers map[string]protocol.ControlHandler
-	ready    chan struct{}
+	mu        sync.Mutex
+	queues    []string
+	declared  []string          // queues the last hello registered
+	tasks     map[string]string // task id -> delivery tag of held messages
+	fetches   map[*clientFetch]struct{}
+	info      helloReply
+	handlers  map[string]protocol.ControlHandler
+	ready     chan struct{}
+	readyOnce sync.Once
 	// confirming owns the goroutines confirming fetched messages; Close
 	// waits for them.
 	confirming sync.WaitGroup
@@ -133,7 +135,6 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		handlers: map[string]protocol.ControlHandler{},
 		ready:    make(chan struct{}),
 	}
-	close(c.ready)
 	return c, nil
 }
 
@@ -567,21 +568,107 @@ func (c *Client) SendEvent(ctx context.Context, typ string, fields map[string]an
 // Clock is the Lamport clock of the worker's events.
 func (c *Client) Clock() int64 { return c.events.Clock() }
 
-// HandleControl registers a remote-control command. Remote control does
-// not reach gateway-mediated workers yet: the handlers are kept, unused.
+// HandleControl registers a remote-control command; the gateway relays
+// requests for this worker's node name to it (RunControl).
 func (c *Client) HandleControl(method string, h protocol.ControlHandler) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.handlers[method] = h
 }
 
-// RunControl waits for ctx: remote control is not relayed yet.
+// RunControl serves remote control through the gateway until ctx ends: it
+// long-polls for the requests the gateway's mailbox for this worker
+// received, runs each handler and posts its reply.
 func (c *Client) RunControl(ctx context.Context) error {
-	<-ctx.Done()
+	var bo protocol.Backoff
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	first := true
+	for ctx.Err() == nil {
+		c.mu.Lock()
+		methods := make([]string, 0, len(c.handlers))
+		for m := range c.handlers {
+			methods = append(methods, m)
+		}
+		c.mu.Unlock()
+		slices.Sort(methods)
+		wait := c.opts.Wait
+		if first {
+			wait = 0 // returns once the gateway's mailbox listens
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
+		var rep controlPollReply
+		err := c.call(pctx, pathControlPoll, controlPollRequest{Methods: methods, WaitMS: wait.Milliseconds()}, &rep)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			d := bo.Next()
+			c.log.Warn().Err(err).Dur("retry_in", d).Msg("remote control poll through the gateway failed; retrying")
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			continue
+		}
+		bo.Reset()
+		if first {
+			first = false
+			c.readyOnce.Do(func() { close(c.ready) })
+		}
+		for _, w := range rep.Requests {
+			wg.Go(func() { c.serveControl(ctx, w) })
+		}
+	}
 	return nil
 }
 
-// ControlReady is closed at once.
+// serveControl runs one relayed request and posts the reply.
+func (c *Client) serveControl(ctx context.Context, w wireControl) {
+	if w.Request == nil {
+		return
+	}
+	c.mu.Lock()
+	h := c.handlers[w.Request.Method]
+	c.mu.Unlock()
+	rep := controlReplyRequest{ID: w.ID}
+	if h == nil {
+		rep.Reply, _ = json.Marshal(map[string]any{"error": "KeyError(" + pyfmt.StrRepr(w.Request.Method) + ")"})
+	} else {
+		reply, err := callControl(ctx, h, w.Request)
+		switch {
+		case errors.Is(err, protocol.ErrNoReply):
+			rep.NoReply = true
+		case err != nil:
+			rep.Error = err.Error()
+		default:
+			if rep.Reply, err = json.Marshal(reply); err != nil {
+				rep.Reply, _ = json.Marshal(map[string]any{"error": "cannot encode reply: " + err.Error()})
+			}
+		}
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := c.call(rctx, pathControlReply, rep, nil); err != nil {
+		c.log.Warn().Err(err).Str("method", w.Request.Method).Msg("cannot send a remote control reply through the gateway")
+	}
+}
+
+// callControl runs h; a panic becomes an error, as in protocol.Mailbox.
+func callControl(ctx context.Context, h protocol.ControlHandler, req *protocol.ControlRequest) (reply any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			reply, err = nil, fmt.Errorf("control handler %q panicked: %v", req.Method, p)
+		}
+	}()
+	return h(ctx, req)
+}
+
+// ControlReady is closed once the gateway relays remote control to this
+// worker.
 func (c *Client) ControlReady() <-chan struct{} { return c.ready }
 
 // Close waits for pending confirmations and releases idle connections.

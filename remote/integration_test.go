@@ -284,6 +284,45 @@ emit({"echo": echo.get(timeout=60), "sleep": sleep.get(timeout=60), "state": sle
 	if !seen {
 		t.Errorf("no worker-heartbeat of remote-alice on /0.celeryev/worker.heartbeat")
 	}
+
+	// Remote control reaches it through the gateway: inspect ping and
+	// active_queues from Python, and the gateway's own worker listing.
+	host, _ := os.Hostname()
+	node := "remote-alice@" + host
+	lines = e.python(`
+import sys
+from diagapp import app, emit
+i = app.control.inspect(timeout=3, destination=[sys.argv[1]])
+emit({"ping": i.ping(), "queues": i.active_queues()})
+`, node)
+	if len(lines) != 1 {
+		t.Fatalf("python printed %v", lines)
+	}
+	if fmt.Sprint(lines[0]["ping"]) != fmt.Sprintf("map[%s:map[ok:pong]]", node) {
+		t.Errorf("inspect ping = %v; want pong from %s", lines[0]["ping"], node)
+	}
+	if !strings.Contains(fmt.Sprint(lines[0]["queues"]), "name:"+q) {
+		t.Errorf("inspect active_queues = %v; want %s", lines[0]["queues"], q)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	var listing string
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(e.url + "/api/v1/status/workers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		listing = string(b)
+		if strings.Contains(listing, node) && strings.Contains(listing, `"queues":["`+q+`"]`) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(listing, node) || !strings.Contains(listing, `"queues":["`+q+`"]`) {
+		t.Errorf("/api/v1/status/workers does not list %s consuming %s:\n%s", node, q, listing)
+	}
+
 	w.Signal(syscall.SIGTERM)
 	if _, ok := w.Wait(30 * time.Second); !ok {
 		t.Errorf("remote worker did not stop on SIGTERM:\n%s", w.Output())
@@ -539,3 +578,25 @@ func TestServerFlagConflicts(t *testing.T) {
 
 // The worker-side client is a runner transport.
 var _ runner.Transport = (*remote.Client)(nil)
+
+// TestRevokeTerminateThroughGateway: Python's revoke(terminate=True)
+// reaches a running task on a gateway-mediated worker.
+func TestRevokeTerminateThroughGateway(t *testing.T) {
+	t.Parallel()
+	e := start(t, time.Hour, 0)
+	e.worker("alice", "revoke")
+	id := e.send(contract.GPUQueue("alice"), "diag.sleep", 60)
+	e.waitState(id, 30*time.Second, "STARTED", "PROGRESS")
+	lines := e.python(`
+import sys
+from diagapp import app, emit
+emit({"reply": app.control.revoke(sys.argv[1], terminate=True, reply=True, timeout=3)})
+`, id)
+	if len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["reply"]), id) {
+		t.Errorf("revoke reply = %v; want one naming %s", lines, id)
+	}
+	m := e.waitState(id, 20*time.Second, "REVOKED", "SUCCESS", "FAILURE")
+	if m["status"] != "REVOKED" {
+		t.Errorf("state after revoke(terminate=True) = %v; want REVOKED", m["status"])
+	}
+}

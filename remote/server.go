@@ -84,6 +84,8 @@ type Server struct {
 
 	restoreMu   sync.Mutex
 	lastRestore time.Time
+
+	relays relays // remote control (control.go)
 }
 
 // backdated is a clock VisibilityTimeout-Confirm behind the wall clock
@@ -158,6 +160,8 @@ func (s *Server) Mount(e *echo.Echo) {
 	g.POST(pathStore, s.store)
 	g.POST(pathPublish, s.publish)
 	g.POST(pathEvents, s.events)
+	g.POST(pathControlPoll, s.controlPoll)
+	g.POST(pathControlReply, s.controlReply)
 }
 
 // caller is the key's user and the queues it may consume.

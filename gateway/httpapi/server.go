@@ -313,6 +313,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	for _, run := range []func(context.Context) error{
 		listener.Run,
 		g.fleet.Run,
+		g.remote.Run,
 		func(ctx context.Context) error { return g.files.Run(ctx, files.DefaultSweepEvery) },
 	} {
 		g.wg.Add(1)
