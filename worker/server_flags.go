@@ -57,6 +57,10 @@ func (f serverFlags) check(fs *flag.FlagSet, log zerolog.Logger) error {
 	if os.Getenv("MORAG_API_KEY") == "" {
 		return errors.New("-server needs an API key: set MORAG_API_KEY to a key of the user whose queues this worker consumes")
 	}
+	if os.Getenv("MAIN_SERVER_URL") == "" {
+		// Results and proxies are uploaded to the same gateway.
+		_ = os.Setenv("MAIN_SERVER_URL", *f.server)
+	}
 	if os.Getenv("REDIS_URL") != "" {
 		log.Warn().Msg("REDIS_URL is ignored with -server: the gateway owns the Redis side")
 	}
