@@ -311,8 +311,11 @@ func (s *Server) fetch(c echo.Context) error {
 		if slice <= 0 {
 			slice = 10 * time.Millisecond // one non-blocking look
 		}
-		// FetchN never abandons a message it popped: it returns it held.
-		ds, err = consumer.FetchN(ctx, slice, limit)
+		// Not cancelled with the request: a pop abandoned half way would
+		// leave messages held under tags nobody knows (restored only after
+		// the whole visibility timeout). A worker that left is noticed
+		// between slices, and what the last slice took is restored below.
+		ds, err = consumer.FetchN(context.WithoutCancel(ctx), slice, limit)
 		if len(ds) > 0 || err != nil || ctx.Err() != nil || !time.Now().Before(deadline) {
 			break
 		}
