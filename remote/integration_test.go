@@ -600,3 +600,50 @@ emit({"reply": app.control.revoke(sys.argv[1], terminate=True, reply=True, timeo
 		t.Errorf("state after revoke(terminate=True) = %v; want REVOKED", m["status"])
 	}
 }
+
+// TestWorkerRefusedAtStart: a bad key, or a queue that is not the key's,
+// stops the worker at once with the gateway's reason.
+func TestWorkerRefusedAtStart(t *testing.T) {
+	t.Parallel()
+	e := start(t, time.Hour, 0)
+	for _, c := range []struct {
+		key, queue, want string
+	}{
+		{"not-a-key", contract.GPUQueue("alice"), "MORAG_API_KEY"},
+		{e.keys["alice"], contract.GPUQueue("bob"), `not "gpu-tasks-bob"`},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, workerBin, "-server", e.url, "-queues", c.queue)
+		cmd.Env = append(os.Environ(), "MORAG_API_KEY="+c.key)
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err == nil || !strings.Contains(string(out), c.want) || !strings.Contains(string(out), "refused") {
+			t.Errorf("worker with queue %s: %v\n%s\nwant a refusal naming %s", c.queue, err, out, c.want)
+		}
+	}
+}
+
+// TestForwardOutsideUserQueuesFailsTask: an unknown task on a
+// gateway-mediated worker would be forwarded to celery, which the key may
+// not publish to: the task fails with the gateway's reason instead of
+// staying in hand, and celery gets nothing.
+func TestForwardOutsideUserQueuesFailsTask(t *testing.T) {
+	t.Parallel()
+	e := start(t, time.Hour, 0)
+	e.worker("alice", "fwd")
+	id := e.send(contract.GPUQueue("alice"), "no.such.task", 1)
+	m := e.waitState(id, 30*time.Second, "FAILURE", "SUCCESS")
+	if m["status"] != "FAILURE" || !strings.Contains(fmt.Sprint(m["result"]), "may forward only to") {
+		t.Errorf("unknown task's result = %v; want FAILURE naming the refusal", m)
+	}
+	if n := e.int("LLEN", contract.DefaultQueue); n != 0 {
+		t.Errorf("celery got %d messages", n)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.int("ZCARD", "unacked_index") != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := e.int("ZCARD", "unacked_index"); n != 0 {
+		t.Errorf("%d messages left held", n)
+	}
+}

@@ -248,6 +248,13 @@ func (s *Server) forward(ctx context.Context, r *request, fe *ForwardError) {
 		held, err = s.tr.Forward(ctx, r.d.Tag, queue, envelope, r.msg.Priority)
 		return err
 	})
+	if err != nil && permanent(err) {
+		// The transport will never take it there (a gateway-mediated
+		// worker may forward only into its user's queues).
+		te := protocol.NewTaskError("RuntimeError", modBuiltins, fmt.Sprintf("cannot forward %s to queue %q: %v", r.msg.Task, queue, err))
+		s.fail(ctx, r, te, traceback(te, ""))
+		return
+	}
 	if err != nil {
 		return
 	}
