@@ -137,6 +137,20 @@ func (s *Server) reapRelays(all bool) {
 	}
 }
 
+// closeRelay stops k.worker's relay, if this gateway runs one for k's user.
+func (s *Server) closeRelay(k caller) {
+	s.relays.mu.Lock()
+	r := s.relays.byID[k.worker]
+	if r == nil || r.user != k.user {
+		s.relays.mu.Unlock()
+		return
+	}
+	delete(s.relays.byID, k.worker)
+	s.relays.mu.Unlock()
+	r.stop()
+	<-r.done
+}
+
 // relayFor returns k.worker's relay, starting its mailbox when needed.
 func (s *Server) relayFor(k caller, methods []string) (*relay, error) {
 	s.relays.mu.Lock()

@@ -396,6 +396,23 @@ func TestForeignQueuesForbidden(t *testing.T) {
 	if code, _ := e.post("alice", "b@h", "/hello", map[string]any{"hostname": "b@h", "queues": []string{contract.GPUQueue("alice")}}); code != http.StatusForbidden {
 		t.Errorf("alice registering bob's worker name: %d; want 403", code)
 	}
+	// Nor send events as another node, or anything but worker/task events.
+	if code, body := e.post("alice", "a@h", "/hello", map[string]any{"hostname": "a@h", "queues": []string{contract.GPUQueue("alice")}}); code != 200 {
+		t.Fatalf("alice's hello: %d %v", code, body)
+	}
+	_, asBob, _ := protocol.NewEventDispatcher(nil, 0, "b@h", "").Encode("worker-heartbeat", nil)
+	_, asAlice, _ := protocol.NewEventDispatcher(nil, 0, "a@h", "").Encode("worker-heartbeat", nil)
+	for _, ev := range []map[string]any{
+		{"rk": "worker.heartbeat", "envelope": asBob},
+		{"rk": "control", "envelope": asAlice},
+	} {
+		if code, body := e.post("alice", "a@h", "/events", map[string]any{"events": []any{ev}}); code != http.StatusForbidden {
+			t.Errorf("alice sending event %v: %d %v; want 403", ev["rk"], code, body)
+		}
+	}
+	if code, body := e.post("alice", "a@h", "/events", map[string]any{"events": []any{map[string]any{"rk": "worker.heartbeat", "envelope": asAlice}}}); code != 200 {
+		t.Errorf("alice's own heartbeat: %d %v", code, body)
+	}
 	// Without a key: 401.
 	req, _ := http.NewRequest(http.MethodPost, e.url+remote.PathPrefix+"/fetch", strings.NewReader(`{"queues":["celery"]}`))
 	resp, err := http.DefaultClient.Do(req)

@@ -788,6 +788,11 @@ func (s *Server) events(c echo.Context) error {
 			return s.unavailable(c, err)
 		}
 	}
+	for _, ev := range req.Events {
+		if ev.RoutingKey == "worker.offline" {
+			s.closeRelay(k) // the worker stopped: nobody polls for control any more
+		}
+	}
 	return c.JSON(http.StatusOK, countReply{N: len(req.Events)})
 }
 
