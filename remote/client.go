@@ -84,8 +84,11 @@ func (e *Refused) Error() string {
 	return fmt.Sprintf("the gateway refused (%d): %s", e.Status, e.Detail)
 }
 
-// Permanent tells the runner not to retry.
-func (e *Refused) Permanent() bool { return true }
+// Permanent tells the runner not to retry, except for 401: the gateway
+// answers a key it could not check (Redis slow or down) as it answers no
+// key, so a 401 mid-run is retried; at start, Hello's 401 still stops the
+// worker.
+func (e *Refused) Permanent() bool { return e.Status != http.StatusUnauthorized }
 
 // ErrChordsUnsupported is returned for chord bookkeeping, which needs the
 // result backend's group keys.
