@@ -90,17 +90,26 @@ type relays struct {
 	ctx  context.Context // Run's; nil before Run
 }
 
-// Run keeps the relays until ctx ends: it starts no mailbox before it
-// runs, and closes idle ones. The gateway runs it with its other
-// background loops.
+// Run keeps the relays until ctx ends (it starts no mailbox before it
+// runs, and closes idle ones) and restores expired messages. The gateway
+// runs it with its other background loops.
 func (s *Server) Run(ctx context.Context) error {
 	s.relays.mu.Lock()
 	s.relays.ctx = ctx
 	s.relays.mu.Unlock()
 	t := time.NewTicker(relayIdle / 3)
 	defer t.Stop()
+	// The gateway restores expired messages itself too, as every kombu
+	// consumer does: an unconfirmed fetch answer comes back within the
+	// confirm window even when no worker is left to ask for a restore.
+	restore := time.NewTicker(min(10*time.Second, max(time.Second, s.opts.Confirm/2)))
+	defer restore.Stop()
 	for {
 		select {
+		case <-restore.C:
+			if _, err := s.broker.RestoreExpired(ctx); err != nil && ctx.Err() == nil {
+				s.log.Debug().Err(err).Msg("could not restore expired messages")
+			}
 		case <-ctx.Done():
 			s.relays.mu.Lock()
 			all := s.relays.byID
