@@ -12,6 +12,9 @@ const (
 	taskOwnerPrefix = "morag:tasks:owner:"
 	resultPrefix    = "morag:results:"
 	transferPrefix  = "morag:transfers:"
+	// remoteWorkerPrefix precedes the node name of a gateway-mediated
+	// worker; the key holds the user id of the key that registered it.
+	remoteWorkerPrefix = "morag:remote_workers:"
 	// URLSecretKey holds the HMAC secret every gateway replica signs file
 	// URLs with.
 	URLSecretKey = "morag:gateway:url_secret"
@@ -31,3 +34,7 @@ func ResultKey(taskID string) string { return resultPrefix + taskID }
 
 // TransferKey holds an upload's metadata in the gateway's file store.
 func TransferKey(transferID string) string { return transferPrefix + transferID }
+
+// RemoteWorkerKey records which user's key registered a gateway-mediated
+// worker's node name, so that no other key can speak for it.
+func RemoteWorkerKey(hostname string) string { return remoteWorkerPrefix + hostname }

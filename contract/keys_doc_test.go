@@ -17,6 +17,7 @@ func TestKeysMatchDoc(t *testing.T) {
 		TaskOwnerKey("<task_id>"),
 		ResultKey("<task_id>"),
 		TransferKey("<transfer_id>"),
+		RemoteWorkerKey("<node name>"),
 		URLSecretKey,
 	}
 	slices.Sort(built)

@@ -41,6 +41,8 @@ func main() {
 	flag.StringVar(&cfg.KeyPrefix, "key-prefix", os.Getenv("MORAG_KEY_PREFIX"), "broker_transport_options global_keyprefix (queues, events, remote control); must match every worker's (env MORAG_KEY_PREFIX)")
 	flag.StringVar(&cfg.ResultKeyPrefix, "result-key-prefix", os.Getenv("MORAG_RESULT_KEY_PREFIX"), "result_backend_transport_options global_keyprefix (Celery 5.3+); must match every worker's (env MORAG_RESULT_KEY_PREFIX)")
 	flag.DurationVar(&cfg.ResultExpires, "result-expires", 24*time.Hour, "result_expires for states the gateway stores; task owners are kept this plus -wait-timeout")
+	flag.DurationVar(&cfg.VisibilityTimeout, "visibility-timeout", time.Hour, "broker visibility_timeout: the lease of messages held for gateway-mediated workers; must equal every worker's")
+	flag.DurationVar(&cfg.WorkerMaxWait, "worker-max-wait", 25*time.Second, "longest long poll of a gateway-mediated worker's fetch")
 	afterParse := limitFlags(&cfg)
 	flag.IntVar(&cfg.MinReplicas, "redis-min-replicas", 0, "each publish waits until this many Redis replicas hold the task (WAIT), so a Sentinel failover cannot lose it (default 0: no wait)")
 	flag.DurationVar(&cfg.ReplicaWait, "redis-replica-wait", time.Second, "longest a publish waits for -redis-min-replicas")

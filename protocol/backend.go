@@ -140,10 +140,17 @@ func (b *Backend) Store(ctx context.Context, req StoreRequest) error {
 	return nil
 }
 
+// EncodeMeta returns the meta JSON Store would write for req, for a
+// writer that hands it to another process (StoreRequest.Encoded).
+func (b *Backend) EncodeMeta(req StoreRequest) ([]byte, error) { return b.encodeMeta(req) }
+
 // encodeMeta builds the meta JSON with _get_result_meta's key order:
 // status, result, traceback, children, date_done, [group_id], [parent_id],
 // [extended fields], task_id.
 func (b *Backend) encodeMeta(req StoreRequest) ([]byte, error) {
+	if req.Encoded != nil {
+		return req.Encoded, nil
+	}
 	result, tb, err := encodeResultValue(req)
 	if err != nil {
 		return nil, err

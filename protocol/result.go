@@ -101,4 +101,8 @@ type StoreRequest struct {
 	// Children are the AsyncResult tuples of tasks this one spawned.
 	Children []any
 	Now      time.Time // zero: time.Now()
+	// Encoded, when set, is the meta JSON exactly as Backend.EncodeMeta
+	// made it (by a worker on the far side of the gateway); it is written
+	// as is, and only TaskID and State are read besides.
+	Encoded []byte
 }

@@ -59,6 +59,7 @@ func run(args []string) error {
 	diagnostics := fs.Bool("diagnostics", false, "register the diag.* tasks")
 	expires := fs.Duration("result-expires", 24*time.Hour, "how long results are kept")
 	mediaOpts := registerMediaFlags(fs)
+	serverOpts := registerServerFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return nil
@@ -90,6 +91,9 @@ func run(args []string) error {
 	}
 
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	if err := serverOpts.check(fs, log); err != nil {
+		return err
+	}
 	// Bound before anything starts, so a busy port fails the start.
 	var obs runner.Observer = runner.NopObserver{}
 	var metricsSrv *metrics.Server
@@ -121,7 +125,7 @@ func run(args []string) error {
 		workerMetrics.SetMedia(mediaStatus(mediaInfo))
 	}
 	var liveConsumers func(context.Context, string) ([]runner.WorkerInfo, error)
-	if *forwardLive {
+	if *forwardLive && serverOpts.direct() {
 		consumers, stopFleet, err := tasks.StartLiveFleet(protocol.WithMasterName(*redisURL, *masterName), *keyPrefix, contract.WorkerSWIdent, log)
 		if err != nil {
 			return err
@@ -138,6 +142,7 @@ func run(args []string) error {
 		SWIdent:           contract.WorkerSWIdent,
 		SWVersion:         contract.WorkerSWVersion,
 		RedisURL:          protocol.WithMasterName(*redisURL, *masterName),
+		NewTransport:      serverOpts.transport(log),
 		VisibilityTimeout: *visibility,
 		ShutdownGrace:     *grace,
 		ResultExpires:     *expires,

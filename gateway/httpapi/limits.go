@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+
+	"morag-gpu/remote"
 )
 
 // Per-route time and size limits on a request, set after routing. The
@@ -73,16 +75,21 @@ func (g *Gateway) requestLimits(next echo.HandlerFunc) echo.HandlerFunc {
 		// read here whole, within -read-timeout, and one larger than a task
 		// may be is a 413 before any handler parses it.
 		_ = rc.SetReadDeadline(now.Add(g.cfg.ReadTimeout))
-		if req.ContentLength > g.cfg.MaxTaskBytes {
+		limit := g.cfg.MaxTaskBytes
+		if strings.HasPrefix(route, remote.PathPrefix+"/") {
+			// A gateway-mediated worker's commit carries results.
+			limit = g.remote.MaxBody()
+		}
+		if req.ContentLength > limit {
 			return g.bodyTooLarge(c)
 		}
-		body, err := io.ReadAll(io.LimitReader(req.Body, g.cfg.MaxTaskBytes+1))
+		body, err := io.ReadAll(io.LimitReader(req.Body, limit+1))
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return inputError(c, http.StatusRequestTimeout, "The request body did not arrive within %s", g.cfg.ReadTimeout)
 		case err != nil:
 			return inputError(c, http.StatusBadRequest, "The request body ended early; send it again")
-		case int64(len(body)) > g.cfg.MaxTaskBytes:
+		case int64(len(body)) > limit:
 			return g.bodyTooLarge(c)
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
@@ -107,6 +114,9 @@ func (g *Gateway) answerWithin(route string) (time.Duration, bool) {
 		return g.cfg.WaitTimeout + time.Minute, true
 	case downloadRoutes[route]:
 		return 0, false
+	case strings.HasPrefix(route, remote.PathPrefix+"/"):
+		// A long poll waits up to its maximum before it answers.
+		return g.remote.MaxWait() + g.cfg.ReadTimeout + g.cfg.WriteTimeout, true
 	}
 	return g.cfg.ReadTimeout + g.cfg.WriteTimeout, true
 }

@@ -62,6 +62,9 @@ func (g *Gateway) routes() *echo.Echo {
 	e.HEAD("/api/v1/files/s/:expires/:token/:transfer_id", g.getSignedFile)
 	e.GET("/api/v1/files/:transfer_id", g.getFile)
 	e.HEAD("/api/v1/files/:transfer_id", g.getFile)
+
+	// Gateway-mediated workers (package remote): API key, no Redis.
+	g.remote.Mount(e)
 	return e
 }
 

@@ -25,6 +25,7 @@ import (
 	"morag-gpu/fleet"
 	"morag-gpu/gateway/files"
 	"morag-gpu/protocol"
+	"morag-gpu/remote"
 )
 
 // File transfer modes (MoRAG's FILE_TRANSFER_MODE).
@@ -80,6 +81,18 @@ type Config struct {
 	MinReplicas int
 	ReplicaWait time.Duration
 	Logger      zerolog.Logger
+
+	// VisibilityTimeout is the broker's visibility_timeout (default 1 h):
+	// the lease of messages the gateway holds for gateway-mediated
+	// workers. It must equal every worker's.
+	VisibilityTimeout time.Duration
+	// WorkerMaxWait bounds a gateway-mediated worker's long poll (default
+	// 25 s); WorkerMaxBody its request bodies (default 64 MiB: results).
+	WorkerMaxWait time.Duration
+	WorkerMaxBody int64
+	// WorkerConfirm is how soon a fetched message whose worker never
+	// confirmed it may be restored (default 30 s; see remote.Options).
+	WorkerConfirm time.Duration
 
 	// TrustedProxies are the addresses or CIDRs whose X-Forwarded-For is
 	// believed (client IP for logs and the credential limiter); none by
@@ -235,6 +248,7 @@ type Gateway struct {
 	guard    *auth.Guard
 	trusted  []netip.Prefix
 	fleet    *fleet.Directory
+	remote   *remote.Server
 	files    *files.Store
 	metrics  *metrics
 	echo     *echo.Echo
@@ -272,6 +286,9 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	listener := g.backend.NewListener()
 	g.client = protocol.NewClient(g.broker, g.backend).WithListener(listener)
 	g.control = protocol.NewControl(pool, db, cfg.KeyPrefix)
+	g.remote = remote.NewServer(remote.Options{Pool: pool, DB: db, KeyPrefix: cfg.KeyPrefix, ResultKeyPrefix: cfg.ResultKeyPrefix,
+		ResultExpires: cfg.ResultExpires, VisibilityTimeout: cfg.VisibilityTimeout, MaxWait: cfg.WorkerMaxWait,
+		MaxBody: cfg.WorkerMaxBody, Confirm: cfg.WorkerConfirm, Logger: log})
 	g.keys = auth.NewKeyService(pool)
 	g.guard = auth.NewGuard(g.keys, auth.GuardOptions{AdminToken: cfg.AdminToken, Logger: log})
 	g.trusted, _ = parseTrusted(cfg.TrustedProxies)
@@ -296,6 +313,7 @@ func New(ctx context.Context, cfg Config) (*Gateway, error) {
 	for _, run := range []func(context.Context) error{
 		listener.Run,
 		g.fleet.Run,
+		g.remote.Run,
 		func(ctx context.Context) error { return g.files.Run(ctx, files.DefaultSweepEvery) },
 	} {
 		g.wg.Add(1)

@@ -37,6 +37,10 @@ func persist(ctx context.Context, log zerolog.Logger, what string, op func(conte
 			}
 			return nil
 		}
+		if permanent(err) {
+			log.Error().Err(err).Msg(what + " was refused; not retrying")
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: %w (gave up: %v)", what, err, context.Cause(ctx))
 		}

@@ -95,7 +95,7 @@ func (s *Server) publishMessage(ctx context.Context, log zerolog.Logger, m *prot
 		return "", err
 	}
 	err = persist(ctx, log, "send canvas continuation", func(ctx context.Context) error {
-		return s.broker.Publish(ctx, m.RoutingKey, envelope, m.Priority)
+		return s.tr.Publish(ctx, m.RoutingKey, envelope, m.Priority)
 	})
 	if err != nil {
 		return "", err

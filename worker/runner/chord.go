@@ -41,7 +41,7 @@ func (s *Server) joinChordPart(ctx context.Context, r *request, part protocol.Ch
 	var join *protocol.ChordJoin
 	err := persist(ctx, log, "record the chord part", func(ctx context.Context) error {
 		var err error
-		join, err = s.backend.ChordPartReturn(ctx, part)
+		join, err = s.tr.ChordPartReturn(ctx, part)
 		return err
 	})
 	if err != nil {
@@ -54,7 +54,7 @@ func (s *Server) joinChordPart(ctx context.Context, r *request, part protocol.Ch
 	bodyID := optString(body.Options, "task_id")
 	log = log.With().Str("chord_body", body.Task).Str("chord_body_id", bodyID).Logger()
 
-	if saved, err := s.backend.SavedGroupResult(ctx, gid); err == nil && saved {
+	if saved, err := s.tr.SavedGroupResult(ctx, gid); err == nil && saved {
 		// Python joins a saved (nested) GroupResult instead of the
 		// flat parts; this worker does not, so say so on the body rather
 		// than hand it a differently shaped result.
@@ -87,7 +87,7 @@ func (s *Server) joinChordPart(ctx context.Context, r *request, part protocol.Ch
 		}
 	}
 	return persist(ctx, log, "delete the joined chord's keys", func(ctx context.Context) error {
-		return s.backend.ChordCleanup(ctx, gid)
+		return s.tr.ChordCleanup(ctx, gid)
 	}) == nil
 }
 

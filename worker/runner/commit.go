@@ -171,7 +171,7 @@ func (c *committer) flush(ctx context.Context, batch []*commitReq, n int) {
 	}
 	var bo protocol.Backoff
 	for attempt := 1; ; attempt++ {
-		status, err := c.s.broker.Commit(ctx, c.s.backend, ops)
+		status, err := c.s.tr.Commit(ctx, ops)
 		if err == nil {
 			i := 0
 			for _, r := range batch {
@@ -198,6 +198,12 @@ func (c *committer) flush(ctx context.Context, batch []*commitReq, n int) {
 				}
 				i += len(r.ops)
 			}
+		}
+		if permanent(err) {
+			for _, r := range batch {
+				r.answer(nil, err)
+			}
+			return
 		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("commit task states: %w (gave up: %v)", err, context.Cause(ctx))

@@ -42,6 +42,10 @@ type Config struct {
 	// RedisURL is the broker and result backend. Default
 	// redis://localhost:6379/0.
 	RedisURL string
+	// NewTransport, when set, replaces the Redis transport: NewServer
+	// calls it once with the settled config, and RedisURL, KeyPrefix and
+	// ResultKeyPrefix are then unused (see Transport).
+	NewTransport func(TransportConfig) (Transport, error)
 	// VisibilityTimeout must equal the broker_transport_options
 	// visibility_timeout of every Python participant. Default 1h.
 	VisibilityTimeout time.Duration

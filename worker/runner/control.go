@@ -55,7 +55,7 @@ func (s *Server) registerControl() {
 		h[name] = unsupported(name)
 	}
 	for name, fn := range h {
-		s.mailbox.Handle(name, fn)
+		s.tr.HandleControl(name, fn)
 	}
 }
 
@@ -70,13 +70,13 @@ func unsupported(name string) protocol.ControlHandler {
 
 // runMailbox serves remote control until ctx ends.
 func (s *Server) runMailbox(ctx context.Context) {
-	if err := s.mailbox.Run(ctx); err != nil && ctx.Err() == nil {
+	if err := s.tr.RunControl(ctx); err != nil && ctx.Err() == nil {
 		s.log.Error().Err(err).Msg("remote control mailbox stopped")
 	}
 }
 
 func (s *Server) ctlClock(context.Context, *protocol.ControlRequest) (any, error) {
-	return map[string]any{"clock": s.events.Clock()}, nil
+	return map[string]any{"clock": s.tr.Clock()}, nil
 }
 
 // requests returns held requests in the given states, oldest first.
@@ -277,7 +277,7 @@ func (s *Server) ctlStats(context.Context, *protocol.ControlRequest) (any, error
 	for k, v := range map[string]any{
 		"total":          total,
 		"pid":            s.pid,
-		"clock":          strconv.FormatInt(s.events.Clock(), 10),
+		"clock":          strconv.FormatInt(s.tr.Clock(), 10),
 		"uptime":         int64(uptime),
 		"pool":           s.poolStats(),
 		"broker":         s.brokerInfo(),
@@ -405,10 +405,10 @@ func (s *Server) ctlAddConsumer(ctx context.Context, req *protocol.ControlReques
 	if q == "" {
 		return nok("add_consumer needs a queue name"), nil
 	}
-	if err := s.broker.DeclareQueue(ctx, q); err != nil {
+	if err := s.tr.DeclareQueue(ctx, q); err != nil {
 		return nok(fmt.Sprintf("cannot declare queue %s: %v", q, err)), nil
 	}
-	s.consumer.AddQueue(q)
+	s.tr.AddQueue(q)
 	s.log.Info().Str("queue", q).Msg("started consuming from queue (remote add_consumer)")
 	return ok("add consumer " + q), nil
 }
@@ -422,7 +422,7 @@ func (s *Server) ctlCancelConsumer(ctx context.Context, req *protocol.ControlReq
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := s.consumer.RemoveQueueWait(wctx, q); err != nil {
+	if _, err := s.tr.RemoveQueueWait(wctx, q); err != nil {
 		s.log.Warn().Err(err).Str("queue", q).Msg("cancel_consumer: a fetch from the queue did not end in time")
 	}
 	s.log.Info().Str("queue", q).Msg("stopped consuming from queue (remote cancel_consumer)")
@@ -478,7 +478,7 @@ func (s *Server) ctlHello(_ context.Context, req *protocol.ControlRequest) (any,
 	for i, id := range ids {
 		revoked[id] = pyFloatNumber(float64(at[i].UnixNano()) / 1e9)
 	}
-	return map[string]any{"revoked": revoked, "clock": s.events.Clock()}, nil
+	return map[string]any{"revoked": revoked, "clock": s.tr.Clock()}, nil
 }
 
 func argString(v any) string {

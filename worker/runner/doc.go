@@ -49,6 +49,12 @@
 // messages, lease refreshes and dead letters as they happen, for metrics
 // (worker/metrics implements it for Prometheus).
 //
+// Everything the server does outside its process goes through one
+// Transport (transport.go): the Redis one by default, or another from
+// Config.NewTransport, such as package remote's client, which reaches
+// Redis only through a gateway with an API key. Handlers cannot tell
+// which one runs them.
+//
 // The worker's identity is the application's to choose: Config.SWIdent and
 // Config.SWVersion go into worker events and `inspect stats` (where
 // monitors tell implementations apart; default "go-celery"), and

@@ -28,12 +28,12 @@ func (s *Server) taskEvent(typ string, fields map[string]any) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
 	defer cancel()
-	if channel, env, err := s.events.Encode(typ, fields); err == nil {
+	if channel, env, err := s.tr.EncodeEvent(typ, fields); err == nil {
 		if s.commits.submit(ctx, &commitReq{ops: []protocol.CommitOp{{Kind: protocol.CommitPublish, Channel: channel, Payload: env}}}) {
 			return
 		}
 	}
-	if err := s.events.Send(ctx, typ, fields); err != nil {
+	if err := s.tr.SendEvent(ctx, typ, fields); err != nil {
 		s.log.Debug().Err(err).Str("event", typ).Msg("could not send event")
 	}
 }
@@ -57,7 +57,7 @@ func (s *Server) workerEvent(ctx context.Context, typ string, freq any) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, eventTimeout)
 	defer cancel()
-	if err := s.events.Send(ctx, typ, fields); err != nil {
+	if err := s.tr.SendEvent(ctx, typ, fields); err != nil {
 		s.log.Debug().Err(err).Str("event", typ).Msg("could not send event")
 	}
 }

@@ -64,7 +64,7 @@ func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 		if !canFetch {
 			return
 		}
-		ds, err := s.consumer.FetchN(ioCtx, fetchTimeout, want)
+		ds, err := s.tr.FetchN(ioCtx, fetchTimeout, want)
 		for _, d := range ds {
 			s.receive(stopCtx, ioCtx, d)
 		}
@@ -193,7 +193,7 @@ func (s *Server) waitETA(stopCtx, ioCtx context.Context, r *request, until time.
 	var held bool
 	err := persist(stopCtx, r.log, "check the lease of an ETA task", func(ctx context.Context) error {
 		var err error
-		held, err = s.broker.Held(ctx, r.d.Tag)
+		held, err = s.tr.Held(ctx, r.d.Tag)
 		return err
 	})
 	if err != nil {
@@ -222,7 +222,7 @@ func (s *Server) deadLetter(ctx context.Context, d *protocol.Delivery) {
 	log := s.log.With().Str("queue", d.Queue).Str("delivery_tag", d.Tag).Logger()
 	log.Error().Err(d.Err).Str("reason", reason).Msg("message cannot be decoded; moving it to the dead-letter list")
 	if persist(ctx, log, "dead-letter an undecodable message", func(ctx context.Context) error {
-		return s.broker.DeadLetter(ctx, d, reason)
+		return s.tr.DeadLetter(ctx, d, reason)
 	}) == nil {
 		s.cfg.Observer.DeadLettered(reason)
 	}

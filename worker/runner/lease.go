@@ -57,7 +57,7 @@ func (s *Server) touchHeld(ctx context.Context) bool {
 	for len(tags) > 0 {
 		n := min(len(tags), touchBatch)
 		tctx, cancel := context.WithTimeout(ctx, s.cfg.VisibilityTimeout/3)
-		err := s.broker.Touch(tctx, tags[:n]...)
+		err := s.tr.Touch(tctx, tags[:n]...)
 		cancel()
 		s.cfg.Observer.LeaseRefreshed(n, err)
 		if err != nil {
@@ -81,7 +81,7 @@ func (s *Server) restoreLoop(ctx context.Context) {
 		case <-t.C():
 			s.restoreExpired(ctx)
 			for _, q := range s.queues() {
-				if err := s.broker.DeclareQueue(ctx, q); err != nil {
+				if err := s.tr.DeclareQueue(ctx, q); err != nil {
 					s.log.Debug().Err(err).Str("queue", q).Msg("could not declare queue")
 					break
 				}
@@ -91,7 +91,7 @@ func (s *Server) restoreLoop(ctx context.Context) {
 }
 
 func (s *Server) restoreExpired(ctx context.Context) {
-	n, err := s.broker.RestoreExpired(ctx)
+	n, err := s.tr.RestoreExpired(ctx)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		s.log.Warn().Err(err).Msg("could not restore expired unacked messages; retrying in 10s")

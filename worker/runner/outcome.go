@@ -175,7 +175,7 @@ func (s *Server) retry(ctx context.Context, r *request, re *RetryError, cause er
 	var held bool
 	err = persist(ctx, r.log, "republish the task for retry", func(ctx context.Context) error {
 		var err error
-		held, err = s.broker.Forward(ctx, r.d.Tag, r.d.Queue, envelope, next.Priority)
+		held, err = s.tr.Forward(ctx, r.d.Tag, r.d.Queue, envelope, next.Priority)
 		return err
 	})
 	if err != nil {
@@ -245,9 +245,16 @@ func (s *Server) forward(ctx context.Context, r *request, fe *ForwardError) {
 	var held bool
 	err = persist(ctx, r.log, "forward the task", func(ctx context.Context) error {
 		var err error
-		held, err = s.broker.Forward(ctx, r.d.Tag, queue, envelope, r.msg.Priority)
+		held, err = s.tr.Forward(ctx, r.d.Tag, queue, envelope, r.msg.Priority)
 		return err
 	})
+	if err != nil && permanent(err) {
+		// The transport will never take it there (a gateway-mediated
+		// worker may forward only into its user's queues).
+		te := protocol.NewTaskError("RuntimeError", modBuiltins, fmt.Sprintf("cannot forward %s to queue %q: %v", r.msg.Task, queue, err))
+		s.fail(ctx, r, te, traceback(te, ""))
+		return
+	}
 	if err != nil {
 		return
 	}
@@ -323,7 +330,7 @@ func (s *Server) revoke(ctx context.Context, r *request, reason string, terminat
 
 // store writes a state, retrying through Redis outages.
 func (s *Server) store(ctx context.Context, r *request, what string, req protocol.StoreRequest) error {
-	return persist(ctx, r.log, what, func(ctx context.Context) error { return s.backend.Store(ctx, req) })
+	return persist(ctx, r.log, what, func(ctx context.Context) error { return s.tr.Store(ctx, req) })
 }
 
 // ack removes the message from the broker's unacked set and forgets it.
@@ -416,7 +423,7 @@ func (s *Server) finishAsync(ctx context.Context, r *request, what string, ops [
 
 // appendEvent adds a task event to a commit when task events are on.
 func (s *Server) appendEvent(ops []protocol.CommitOp, typ string, fields map[string]any) []protocol.CommitOp {
-	channel, env, err := s.events.Encode(typ, fields)
+	channel, env, err := s.tr.EncodeEvent(typ, fields)
 	if err != nil {
 		s.log.Debug().Err(err).Str("event", typ).Msg("could not encode event")
 		return ops

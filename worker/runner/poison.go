@@ -30,7 +30,7 @@ func (s *Server) poison(ctx context.Context, r *request) {
 	te := protocol.NewTaskError("WorkerLostError", modBilliard, fmt.Sprintf(
 		"Task %s[%s] was delivered %d times and killed or hung the worker each time; not running it again "+
 			"(-max-deliveries %d). The message is in the dead-letter list %s.",
-		msg.Task, msg.ID, d.Starts, s.cfg.MaxDeliveries, s.broker.Options().DeadLetterKey))
+		msg.Task, msg.ID, d.Starts, s.cfg.MaxDeliveries, s.tr.DeadLetterList()))
 	tb := traceback(te, "")
 	req := &protocol.StoreRequest{
 		TaskID:    msg.ID,
@@ -43,7 +43,7 @@ func (s *Server) poison(ctx context.Context, r *request) {
 	var held bool
 	err := persist(ctx, r.log, "fail a poison message", func(ctx context.Context) error {
 		var err error
-		held, err = s.broker.Poison(ctx, s.backend, d, req, reason)
+		held, err = s.tr.Poison(ctx, d, req, reason)
 		return err
 	})
 	if err != nil {
@@ -60,6 +60,6 @@ func (s *Server) poison(ctx context.Context, r *request) {
 		"traceback": tb,
 	})
 	r.log.Error().Int("deliveries", d.Starts).Int("max_deliveries", s.cfg.MaxDeliveries).
-		Str("dead_letter_list", s.broker.Options().DeadLetterKey).
+		Str("dead_letter_list", s.tr.DeadLetterList()).
 		Msg("poison message: it killed or hung a worker every time it ran; failed it as WorkerLostError instead of running it again")
 }

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gomodule/redigo/redis"
 	"github.com/rs/zerolog"
 
 	"morag-gpu/protocol"
@@ -24,13 +23,9 @@ type Server struct {
 	pid int
 	db  int
 
-	pool     *redis.Pool
-	broker   *protocol.Broker
-	backend  *protocol.Backend
-	consumer *protocol.Consumer
-	events   *protocol.EventDispatcher
-	mailbox  *protocol.Mailbox
-	commits  *committer
+	// tr is the broker, backend, events and remote control (transport.go).
+	tr      Transport
+	commits *committer
 
 	revoked    *revokedSet
 	limiter    *rateLimiter
@@ -89,22 +84,11 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := protocol.NewPool(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
-	}
-	db, err := protocol.ParseDB(cfg.RedisURL)
-	if err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
-	}
 	s := &Server{
 		cfg:       cfg,
 		mux:       mux,
 		log:       cfg.Logger.With().Str("worker", cfg.Hostname).Logger(),
 		pid:       os.Getpid(),
-		db:        db,
-		pool:      pool,
 		revoked:   newRevokedSet(revokedMax, revokedMaxBytes, revokedExpires),
 		limiter:   newRateLimiter(),
 		abortCh:   make(chan struct{}),
@@ -114,14 +98,24 @@ func NewServer(cfg Config, mux *Mux) (*Server, error) {
 		held:      map[string]*request{},
 		total:     map[string]int64{},
 	}
-	s.broker = protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: cfg.VisibilityTimeout, KeyPrefix: cfg.KeyPrefix, Logger: s.log, Clock: cfg.Clock})
-	s.backend = protocol.NewBackend(pool, protocol.BackendOptions{Expires: cfg.ResultExpires, KeyPrefix: cfg.ResultKeyPrefix, Logger: s.log})
-	s.consumer = s.broker.NewConsumer(cfg.Queues...)
-	// One Lamport clock for events and remote control, as Python's
-	// app.clock.
-	clock := new(protocol.LamportClock)
-	s.events = protocol.NewEventDispatcher(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
-	s.mailbox = protocol.NewMailbox(pool, db, cfg.Hostname, cfg.KeyPrefix, protocol.WithClock(clock), protocol.WithLogger(s.log))
+	if cfg.NewTransport != nil {
+		tr, err := cfg.NewTransport(TransportConfig{Hostname: cfg.Hostname, Queues: cfg.Queues,
+			VisibilityTimeout: cfg.VisibilityTimeout, ResultExpires: cfg.ResultExpires, Logger: s.log})
+		if err != nil {
+			return nil, err
+		}
+		s.tr = tr
+	} else {
+		pool, err := protocol.NewPool(cfg.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
+		}
+		if s.db, err = protocol.ParseDB(cfg.RedisURL); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("runner: redis URL %q: %w", redactURL(cfg.RedisURL), err)
+		}
+		s.tr = newRedisTransport(cfg, pool, s.db)
+	}
 	s.commits = newCommitter(s)
 	s.initPoolLocked()
 	s.taskEvents.Store(cfg.Events)
@@ -141,7 +135,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if !s.running.CompareAndSwap(false, true) {
 		return errors.New("runner: Server.Run called twice; create a new Server")
 	}
-	defer s.pool.Close()
+	defer s.tr.Close()
 
 	stopCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -192,7 +186,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// `celery inspect` sent right after "ready." must not be missed.
 	subscribed := s.cfg.Clock.NewTimer(10 * time.Second)
 	select {
-	case <-s.mailbox.Ready():
+	case <-s.tr.ControlReady():
 	case <-stopCtx.Done():
 	case <-subscribed.C():
 		s.log.Warn().Msg("remote control is not subscribed yet; starting anyway (it keeps retrying)")
@@ -285,7 +279,7 @@ func (s *Server) abort() {
 func (s *Server) startup(ctx context.Context) bool {
 	err := persist(ctx, s.log, "connect to Redis and declare queues", func(ctx context.Context) error {
 		for _, q := range s.queues() {
-			if err := s.broker.DeclareQueue(ctx, q); err != nil {
+			if err := s.tr.DeclareQueue(ctx, q); err != nil {
 				return err
 			}
 		}
@@ -299,7 +293,7 @@ func (s *Server) startup(ctx context.Context) bool {
 }
 
 // queues lists the queues consumed right now.
-func (s *Server) queues() []string { return s.consumer.Queues() }
+func (s *Server) queues() []string { return s.tr.Queues() }
 
 // broadcastLocked wakes everything waiting for a state change.
 func (s *Server) broadcastLocked() {
@@ -405,7 +399,7 @@ func (s *Server) requeueWaiting(ctx context.Context) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := s.broker.Restore(ctx, r.d.Tag); err != nil {
+		if err := s.tr.Restore(ctx, r.d.Tag); err != nil {
 			r.log.Error().Err(err).Msg("could not requeue task on shutdown; it returns to its queue after the visibility timeout")
 		} else {
 			n++
@@ -430,12 +424,12 @@ func (s *Server) requeueRemaining() {
 		var err error
 		switch {
 		case stored:
-			_, err = s.broker.Ack(ctx, r.d.Tag)
+			_, err = s.tr.Ack(ctx, r.d.Tag)
 		case counted:
 			// Given back alive: this start says nothing about poison.
-			err = s.broker.RestoreStarted(ctx, r.d.Tag)
+			err = s.tr.RestoreStarted(ctx, r.d.Tag)
 		default:
-			err = s.broker.Restore(ctx, r.d.Tag)
+			err = s.tr.Restore(ctx, r.d.Tag)
 		}
 		if err == nil && !stored {
 			r.log.Warn().Msg("requeued unfinished task on shutdown")

@@ -52,7 +52,7 @@ func (t *Task) SetState(ctx context.Context, state protocol.State, meta map[stri
 	if t.Message.IgnoreResult {
 		return nil
 	}
-	err := t.srv.backend.Store(ctx, protocol.StoreRequest{
+	err := t.srv.tr.Store(ctx, protocol.StoreRequest{
 		TaskID:  t.ID,
 		State:   state,
 		Result:  meta,
