@@ -101,12 +101,13 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	// Count the start (poison-message detection) and store STARTED
 	// (task_track_started) in the group commit, before the handler runs: a
 	// handler that kills the process at once must already be counted.
+	// With no Result, protocol stores Celery's {"pid", "hostname"} (this
+	// process's pid and Worker) without a map to build and sort per task.
 	startOp := protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts}
 	if !msg.IgnoreResult {
 		startOp.Store = &protocol.StoreRequest{
 			TaskID:  msg.ID,
 			State:   protocol.StateStarted,
-			Result:  map[string]any{"pid": s.pid, "hostname": s.cfg.Hostname},
 			Message: msg,
 			Worker:  s.cfg.Hostname,
 		}

@@ -20,6 +20,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf16"
@@ -123,11 +124,18 @@ func Unwrap(v any) (any, bool, error) {
 	case map[string]any:
 		found := false
 		for k, e := range x {
+			switch e.(type) {
+			case []any, map[string]any:
+			default:
+				continue // a scalar is never an envelope
+			}
 			n, f, err := Unwrap(e)
 			if err != nil {
 				return nil, false, err
 			}
-			x[k] = n
+			if f {
+				x[k] = n // unchanged otherwise: no write
+			}
 			found = found || f
 		}
 		if isKombuEnvelope(x) {
@@ -655,7 +663,15 @@ const jsonMaxDepth = 10000
 // speed: task bodies are mostly long strings, which it copies with one scan
 // instead of encoding/json's byte-by-byte state machine, run twice.
 func Parse(data []byte) (any, error) {
-	p := jsonParser{data: data}
+	pairs := jsonPairPool.Get().(*[]jsonPair)
+	p := jsonParser{data: data, pairs: (*pairs)[:0]}
+	defer func() {
+		if cap(p.pairs) <= 1024 {
+			clear(p.pairs[:cap(p.pairs)])
+			*pairs = p.pairs[:0]
+			jsonPairPool.Put(pairs)
+		}
+	}()
 	p.ws()
 	v, err := p.value()
 	if err != nil {
@@ -672,6 +688,16 @@ type jsonParser struct {
 	data  []byte
 	i     int
 	depth int
+	// pairs holds the members of the objects being read, innermost last,
+	// so that each map is made once at its final size.
+	pairs []jsonPair
+}
+
+var jsonPairPool = sync.Pool{New: func() any { s := make([]jsonPair, 0, 32); return &s }}
+
+type jsonPair struct {
+	k string
+	v any
 }
 
 func (p *jsonParser) errorf(format string, args ...any) error {
@@ -734,18 +760,18 @@ func (p *jsonParser) object() (any, error) {
 		return nil, err
 	}
 	p.i++ // {
-	m := make(map[string]any)
 	p.ws()
 	if p.i < len(p.data) && p.data[p.i] == '}' {
 		p.i++
 		p.depth--
-		return m, nil
+		return make(map[string]any), nil
 	}
+	base := len(p.pairs) // an error leaves pairs behind: the parse ends there
 	for {
 		if p.i >= len(p.data) || p.data[p.i] != '"' {
 			return nil, p.errorf("expected a string key")
 		}
-		k, err := p.str()
+		k, err := p.key()
 		if err != nil {
 			return nil, err
 		}
@@ -759,7 +785,7 @@ func (p *jsonParser) object() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		m[k] = v
+		p.pairs = append(p.pairs, jsonPair{k, v})
 		p.ws()
 		if p.i >= len(p.data) {
 			return nil, p.errorf("unexpected end of input in an object")
@@ -771,6 +797,12 @@ func (p *jsonParser) object() (any, error) {
 		case '}':
 			p.i++
 			p.depth--
+			m := make(map[string]any, len(p.pairs)-base)
+			for _, kv := range p.pairs[base:] {
+				m[kv.k] = kv.v // a repeated key keeps its last value, as encoding/json
+			}
+			clear(p.pairs[base:])
+			p.pairs = p.pairs[:base]
 			return m, nil
 		default:
 			return nil, p.errorf("expected ',' or '}' in an object")
@@ -830,6 +862,120 @@ func (p *jsonParser) number() (any, error) {
 		return nil, p.errorf("invalid number %q", s)
 	}
 	return json.Number(s), nil
+}
+
+// key reads an object key starting at its opening quote. The keys of
+// Celery's envelopes, headers and result metas are returned as constants,
+// without an allocation each.
+func (p *jsonParser) key() (string, error) {
+	if end := bytes.IndexByte(p.data[p.i+1:], '"'); end >= 0 {
+		seg := p.data[p.i+1 : p.i+1+end]
+		if k, ok := knownKey(seg); ok {
+			p.i += end + 2
+			return k, nil
+		}
+	}
+	return p.str()
+}
+
+// knownKey returns the constant for a key Celery messages use (the switch
+// compares without converting seg).
+func knownKey(seg []byte) (string, bool) {
+	switch string(seg) {
+	case "body":
+		return "body", true
+	case "content-encoding":
+		return "content-encoding", true
+	case "content-type":
+		return "content-type", true
+	case "headers":
+		return "headers", true
+	case "properties":
+		return "properties", true
+	case "lang":
+		return "lang", true
+	case "task":
+		return "task", true
+	case "id":
+		return "id", true
+	case "shadow":
+		return "shadow", true
+	case "eta":
+		return "eta", true
+	case "expires":
+		return "expires", true
+	case "group":
+		return "group", true
+	case "group_index":
+		return "group_index", true
+	case "retries":
+		return "retries", true
+	case "timelimit":
+		return "timelimit", true
+	case "root_id":
+		return "root_id", true
+	case "parent_id":
+		return "parent_id", true
+	case "argsrepr":
+		return "argsrepr", true
+	case "kwargsrepr":
+		return "kwargsrepr", true
+	case "origin":
+		return "origin", true
+	case "ignore_result":
+		return "ignore_result", true
+	case "stamped_headers":
+		return "stamped_headers", true
+	case "stamps":
+		return "stamps", true
+	case "replaced_task_nesting":
+		return "replaced_task_nesting", true
+	case "correlation_id":
+		return "correlation_id", true
+	case "reply_to":
+		return "reply_to", true
+	case "delivery_mode":
+		return "delivery_mode", true
+	case "delivery_info":
+		return "delivery_info", true
+	case "exchange":
+		return "exchange", true
+	case "routing_key":
+		return "routing_key", true
+	case "priority":
+		return "priority", true
+	case "body_encoding":
+		return "body_encoding", true
+	case "delivery_tag":
+		return "delivery_tag", true
+	case "redelivered":
+		return "redelivered", true
+	case "callbacks":
+		return "callbacks", true
+	case "errbacks":
+		return "errbacks", true
+	case "chain":
+		return "chain", true
+	case "chord":
+		return "chord", true
+	case "status":
+		return "status", true
+	case "result":
+		return "result", true
+	case "traceback":
+		return "traceback", true
+	case "children":
+		return "children", true
+	case "date_done":
+		return "date_done", true
+	case "task_id":
+		return "task_id", true
+	case "__type__":
+		return "__type__", true
+	case "__value__":
+		return "__value__", true
+	}
+	return "", false
 }
 
 // str reads a string starting at the opening quote.

@@ -1,0 +1,91 @@
+package runner
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/rs/zerolog"
+
+	"morag-gpu/internal/testenv"
+	"morag-gpu/protocol"
+)
+
+// BenchmarkServerDrain is the runtime's cost per task: a Server at the
+// worker's defaults (-concurrency 8, log level warn, no task events) on a
+// private redis-server drains b.N no-op tasks that were queued before the
+// timer started. One op is one task, so -benchmem's allocs/op is the
+// allocations per task of the whole process while it drains (the runner,
+// the protocol codec and redigo; the benchmark's own polling is a few
+// allocations per millisecond).
+//
+//	go test ./worker/runner -run '^$' -bench ServerDrain -benchmem -benchtime 20000x
+func BenchmarkServerDrain(b *testing.B) {
+	r := testenv.StartRedis(b)
+	const queue = "bench.drain"
+	mux := NewMux()
+	mux.HandleFunc("bench.noop", func(context.Context, *Task) (any, error) { return nil, nil })
+	srv, err := NewServer(Config{
+		Queues:      []string{queue},
+		Concurrency: 8,
+		RedisURL:    r.URL(),
+		Logger:      zerolog.New(io.Discard).Level(zerolog.WarnLevel),
+	}, mux)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Errorf("Run returned %v", err)
+		}
+	}()
+
+	c := r.Conn()
+	defer c.Close()
+	// The tasks go to a staging list and are renamed onto the queue at
+	// once, so the drain runs at full speed from its first task.
+	const staging = "bench.drain.staging"
+	for i := 0; i < b.N; i++ {
+		m, err := protocol.NewTaskMessage("bench.noop", nil, nil, protocol.SendOptions{Queue: queue}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		env, err := protocol.Encode(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Send("LPUSH", staging, env); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := c.Do(""); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	if _, err := c.Do("RENAME", staging, queue); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		n, err := redis.Int(c.Do("EVAL", "return redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])", 2, queue, "unacked_index"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			b.Fatalf("%d tasks still queued or held after 5 minutes", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
+}
