@@ -239,12 +239,7 @@ func (r *relay) handler(ctx context.Context, req *protocol.ControlRequest) (any,
 
 var methodRe = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,63}$`)
 
-func (s *Server) controlPoll(c echo.Context) error {
-	k := s.caller(c)
-	var req controlPollRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) controlPoll(c echo.Context, k caller, req *controlPollRequest) error {
 	if len(req.Methods) > maxMethods {
 		return badRequest(c, "at most %d methods", maxMethods)
 	}
@@ -299,12 +294,7 @@ func (s *Server) controlPoll(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func (s *Server) controlReply(c echo.Context) error {
-	k := s.caller(c)
-	var req controlReplyRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) controlReply(c echo.Context, k caller, req *controlReplyRequest) error {
 	s.relays.mu.Lock()
 	r := s.relays.byID[k.worker]
 	s.relays.mu.Unlock()

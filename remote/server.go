@@ -146,22 +146,35 @@ func (s *Server) MaxWait() time.Duration { return s.opts.MaxWait }
 // key.
 func (s *Server) Mount(e *echo.Echo) {
 	g := e.Group(PathPrefix, auth.RequireUser)
-	g.POST(pathHello, s.hello)
-	g.POST(pathFetch, s.fetch)
-	g.POST(pathLease, s.lease)
-	g.POST(pathHeld, s.held)
+	g.POST(pathHello, route(s, s.hello))
+	g.POST(pathFetch, route(s, s.fetch))
+	g.POST(pathLease, route(s, s.lease))
+	g.POST(pathHeld, route(s, s.held))
 	g.POST(pathRestoreExp, s.restoreExpired)
-	g.POST(pathCommit, s.commit)
-	g.POST(pathAck, s.ack)
-	g.POST(pathRestore, s.restore)
-	g.POST(pathForward, s.forward)
-	g.POST(pathDeadLetter, s.deadLetter)
-	g.POST(pathPoison, s.poison)
-	g.POST(pathStore, s.store)
-	g.POST(pathPublish, s.publish)
-	g.POST(pathEvents, s.events)
-	g.POST(pathControlPoll, s.controlPoll)
-	g.POST(pathControlReply, s.controlReply)
+	g.POST(pathCommit, route(s, s.commit))
+	g.POST(pathAck, route(s, s.ack))
+	g.POST(pathRestore, route(s, s.restore))
+	g.POST(pathForward, route(s, s.forward))
+	g.POST(pathDeadLetter, route(s, s.deadLetter))
+	g.POST(pathPoison, route(s, s.poison))
+	g.POST(pathStore, route(s, s.store))
+	g.POST(pathPublish, route(s, s.publish))
+	g.POST(pathEvents, route(s, s.events))
+	g.POST(pathControlPoll, route(s, s.controlPoll))
+	g.POST(pathControlReply, route(s, s.controlReply))
+}
+
+// route adapts a worker route to echo: every one acts for the key's
+// caller on a JSON body of its own type, and a body that is not that JSON
+// is a 400 before the handler runs.
+func route[T any](s *Server, h func(c echo.Context, k caller, req *T) error) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		req := new(T)
+		if err := bind(c, req); err != nil {
+			return badRequest(c, "%v", err)
+		}
+		return h(c, s.caller(c), req)
+	}
 }
 
 // caller is the key's user and the queues it may consume.
@@ -221,12 +234,7 @@ func bind(c echo.Context, v any) error {
 
 var nodeNameRe = regexp.MustCompile(`^[A-Za-z0-9_.@%+:-]{1,200}$`)
 
-func (s *Server) hello(c echo.Context) error {
-	k := s.caller(c)
-	var req helloRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) hello(c echo.Context, k caller, req *helloRequest) error {
 	if !nodeNameRe.MatchString(req.Hostname) || !strings.Contains(req.Hostname, "@") {
 		return badRequest(c, "hostname %q is not a Celery node name (name@host, up to 200 of A-Z a-z 0-9 _ . @ %% + : -)", req.Hostname)
 	}
@@ -285,12 +293,7 @@ func (s *Server) claim(ctx context.Context, k caller) error {
 	return nil
 }
 
-func (s *Server) fetch(c echo.Context) error {
-	k := s.caller(c)
-	var req fetchRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) fetch(c echo.Context, k caller, req *fetchRequest) error {
 	if len(req.Queues) == 0 || len(req.Queues) > 16 {
 		return badRequest(c, "give 1 to 16 queues")
 	}
@@ -472,12 +475,7 @@ func storeRequest(k caller, ws *wireStore, held map[string]*heldMessage) (*proto
 	return &protocol.StoreRequest{TaskID: ws.TaskID, State: protocol.State(ws.State), Encoded: ws.Meta}, nil
 }
 
-func (s *Server) lease(c echo.Context) error {
-	k := s.caller(c)
-	var req tagsRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) lease(c echo.Context, k caller, req *tagsRequest) error {
 	if len(req.Tags) > maxTags {
 		return badRequest(c, "at most %d tags per lease refresh", maxTags)
 	}
@@ -498,12 +496,7 @@ func (s *Server) lease(c echo.Context) error {
 	return c.JSON(http.StatusOK, countReply{N: len(tags)})
 }
 
-func (s *Server) held(c echo.Context) error {
-	k := s.caller(c)
-	var req tagRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) held(c echo.Context, k caller, req *tagRequest) error {
 	ctx := c.Request().Context()
 	held, err := s.owned(ctx, k, req.Tag)
 	if err != nil {
@@ -536,12 +529,7 @@ func (s *Server) restoreExpired(c echo.Context) error {
 	return c.JSON(http.StatusOK, countReply{N: n})
 }
 
-func (s *Server) commit(c echo.Context) error {
-	k := s.caller(c)
-	var req commitRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) commit(c echo.Context, k caller, req *commitRequest) error {
 	if len(req.Ops) == 0 || len(req.Ops) > maxOps {
 		return badRequest(c, "give 1 to %d ops", maxOps)
 	}
@@ -602,12 +590,7 @@ func (s *Server) commit(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
-func (s *Server) ack(c echo.Context) error {
-	k := s.caller(c)
-	var req tagRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) ack(c echo.Context, k caller, req *tagRequest) error {
 	ctx := c.Request().Context()
 	if _, err := s.owned(ctx, k, req.Tag); err != nil {
 		return s.answer(c, k, err)
@@ -619,12 +602,7 @@ func (s *Server) ack(c echo.Context) error {
 	return c.JSON(http.StatusOK, heldReply{Held: ok})
 }
 
-func (s *Server) restore(c echo.Context) error {
-	k := s.caller(c)
-	var req tagRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) restore(c echo.Context, k caller, req *tagRequest) error {
 	ctx := c.Request().Context()
 	if _, err := s.owned(ctx, k, req.Tag); err != nil {
 		return s.answer(c, k, err)
@@ -639,12 +617,7 @@ func (s *Server) restore(c echo.Context) error {
 	return c.JSON(http.StatusOK, heldReply{})
 }
 
-func (s *Server) forward(c echo.Context) error {
-	k := s.caller(c)
-	var req forwardRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) forward(c echo.Context, k caller, req *forwardRequest) error {
 	if !k.may(req.Queue) {
 		return s.forbidden(c, k, "the key of user %q may forward only to %s, not %q", k.user, strings.Join(k.allowed, " and "), req.Queue)
 	}
@@ -659,12 +632,7 @@ func (s *Server) forward(c echo.Context) error {
 	return c.JSON(http.StatusOK, heldReply{Held: ok})
 }
 
-func (s *Server) publish(c echo.Context) error {
-	k := s.caller(c)
-	var req publishRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) publish(c echo.Context, k caller, req *publishRequest) error {
 	if !k.may(req.Queue) {
 		return s.forbidden(c, k, "the key of user %q may publish only to %s, not %q", k.user, strings.Join(k.allowed, " and "), req.Queue)
 	}
@@ -677,12 +645,7 @@ func (s *Server) publish(c echo.Context) error {
 	return c.JSON(http.StatusOK, heldReply{})
 }
 
-func (s *Server) deadLetter(c echo.Context) error {
-	k := s.caller(c)
-	var req deadLetterRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) deadLetter(c echo.Context, k caller, req *deadLetterRequest) error {
 	ctx := c.Request().Context()
 	held, err := s.owned(ctx, k, req.Tag)
 	if err != nil {
@@ -698,12 +661,7 @@ func (s *Server) deadLetter(c echo.Context) error {
 	return c.JSON(http.StatusOK, heldReply{Held: true})
 }
 
-func (s *Server) poison(c echo.Context) error {
-	k := s.caller(c)
-	var req poisonRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) poison(c echo.Context, k caller, req *poisonRequest) error {
 	if req.Store != nil && req.Store.Tag != req.Tag {
 		return badRequest(c, "a poison request stores through its own tag only")
 	}
@@ -729,12 +687,7 @@ func (s *Server) poison(c echo.Context) error {
 
 // store writes a state (progress, RETRY, REVOKED ...) of the task of a
 // held message.
-func (s *Server) store(c echo.Context) error {
-	k := s.caller(c)
-	var req wireStore
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) store(c echo.Context, k caller, req *wireStore) error {
 	ctx := c.Request().Context()
 	held, err := s.owned(ctx, k, req.Tag)
 	if err != nil {
@@ -743,7 +696,7 @@ func (s *Server) store(c echo.Context) error {
 	if held[req.Tag] == nil {
 		return s.forbidden(c, k, "message %s is not held, so a result for task %q cannot be checked against it", req.Tag, req.TaskID)
 	}
-	st, err := storeRequest(k, &req, held)
+	st, err := storeRequest(k, req, held)
 	if err != nil {
 		return s.answer(c, k, err)
 	}
@@ -755,12 +708,7 @@ func (s *Server) store(c echo.Context) error {
 
 // events publishes the worker's events (heartbeats, task events) on the
 // events channel, on its behalf. A heartbeat renews its node name.
-func (s *Server) events(c echo.Context) error {
-	k := s.caller(c)
-	var req eventsRequest
-	if err := bind(c, &req); err != nil {
-		return badRequest(c, "%v", err)
-	}
+func (s *Server) events(c echo.Context, k caller, req *eventsRequest) error {
 	if len(req.Events) == 0 || len(req.Events) > maxOps {
 		return badRequest(c, "give 1 to %d events", maxOps)
 	}

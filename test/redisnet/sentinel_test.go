@@ -74,9 +74,19 @@ sentinel parallel-syncs mymaster 1
 	}
 	// A failover needs every sentinel to know the replica and the other
 	// two (they find each other through the master, every 2 s).
-	waitFor(t, 30*time.Second, "sentinels to discover the replica and each other", func() bool {
-		for _, p := range s.sentinelPorts {
-			c, err := redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	waitDiscovery(t, s.sentinelPorts, func(port int) (redis.Conn, error) {
+		return redis.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	})
+	return s
+}
+
+// waitDiscovery waits until every sentinel knows both replicas and the
+// other two sentinels, which a failover needs.
+func waitDiscovery(t *testing.T, ports []int, dial func(port int) (redis.Conn, error)) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "sentinels to discover the replicas and each other", func() bool {
+		for _, port := range ports {
+			c, err := dial(port)
 			if err != nil {
 				return false
 			}
@@ -89,7 +99,6 @@ sentinel parallel-syncs mymaster 1
 		}
 		return true
 	})
-	return s
 }
 
 // startGateway runs the HTTP gateway on redisURL until the test ends and

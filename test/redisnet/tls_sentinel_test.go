@@ -71,21 +71,7 @@ func startTLSSentinels(t *testing.T) *tlsSentinels {
 		}
 		s.sentinelPorts = append(s.sentinelPorts, port)
 	}
-	waitFor(t, 30*time.Second, "TLS sentinels to discover the replicas and each other", func() bool {
-		for _, port := range s.sentinelPorts {
-			c, err := s.dial(port)
-			if err != nil {
-				return false
-			}
-			reps, _ := redis.Values(c.Do("SENTINEL", "REPLICAS", "mymaster"))
-			sens, _ := redis.Values(c.Do("SENTINEL", "SENTINELS", "mymaster"))
-			c.Close()
-			if len(reps) < 2 || len(sens) < 2 {
-				return false
-			}
-		}
-		return true
-	})
+	waitDiscovery(t, s.sentinelPorts, s.dial)
 	return s
 }
 
