@@ -396,9 +396,11 @@ func (b *Broker) lookup(c redis.Conn, exchange, rk string) []string {
 	return out
 }
 
-// Touch refreshes the unacked_index score of held messages to now (ZADD XX)
-// so that no restorer treats them as lost while they run. This is what
-// keeps a task longer than the visibility timeout from running twice.
+// Touch refreshes the unacked_index score of held messages to now
+// (touchLeases: forward only, so a refresh delayed in the network cannot
+// age the lease of whoever holds the message since) so that no restorer
+// treats them as lost while they run. This is what keeps a task longer
+// than the visibility timeout from running twice.
 func (b *Broker) Touch(ctx context.Context, tags ...string) error {
 	if len(tags) == 0 {
 		return nil
@@ -408,13 +410,12 @@ func (b *Broker) Touch(ctx context.Context, tags ...string) error {
 		return err
 	}
 	defer c.Close()
-	now := unixScore(b.opts.Clock.Now())
-	args := make([]any, 0, 2+2*len(tags))
-	args = append(args, b.key(unackedIndexKey), "XX")
+	args := make([]any, 0, 2+len(tags))
+	args = append(args, b.key(unackedIndexKey), unixScore(b.opts.Clock.Now()))
 	for _, t := range tags {
-		args = append(args, now, t)
+		args = append(args, t)
 	}
-	if _, err := redis.DoContext(c, ctx, "ZADD", args...); err != nil {
+	if _, err := touchLeases.DoContext(ctx, c, args...); err != nil {
 		return fmt.Errorf("protocol: refresh lease: %w", err)
 	}
 	return nil

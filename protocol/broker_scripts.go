@@ -25,6 +25,8 @@ import "github.com/gomodule/redigo/redis"
 //	                   celery-task-meta-<id>, never over a SUCCESS
 //	chordPartScript    Backend.ChordPartReturn: join a chord part, return
 //	                   every part when the chord is complete
+//	touchLeases        Broker.Touch: lease refresh, moving scores only
+//	                   forward
 //	releaseMutex       Broker.RestoreExpired: drop unacked_mutex if ours
 //
 // MULTI/EXEC blocks (broker.go):
@@ -44,8 +46,7 @@ import "github.com/gomodule/redigo/redis"
 //
 // Single commands:
 //
-//	broker.go    DeclareQueue SADD binding; Touch ZADD unacked_index (lease
-//	             refresh); RestoreExpired SET NX PX unacked_mutex;
+//	broker.go    DeclareQueue SADD binding; RestoreExpired SET NX PX unacked_mutex;
 //	             restoreByTag ZREM of an index entry without a payload
 //	consumer.go  BRPOP of one message (then holdPopped); pushBack RPUSH of
 //	             a popped message that could not be held
@@ -350,6 +351,24 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[5])
 return 1`)
+
+// touchLeases is Broker.Touch: it moves each held tag's lease score
+// forward to now, never back. A refresh delayed in the network (sent
+// before a partition, delivered after it) would otherwise write its old
+// time over the lease of the worker that has held the message since, and
+// make a restorer take that worker's message from under it. (ZADD GT does
+// this in one command, but only from Redis 6.2.)
+//
+// KEYS[1] unacked_index; ARGV[1] now (score), then the tags.
+var touchLeases = redis.NewScript(1, `
+local now = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if cur and tonumber(cur) < now then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+  end
+end
+return 0`)
 
 // releaseMutex deletes the mutex only if it still holds our token, like
 // redis-py's Lock.release.

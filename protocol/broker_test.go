@@ -310,3 +310,78 @@ func TestFetchBlocksThenHolds(t *testing.T) {
 		t.Fatal("message fetched through BRPOP is not in unacked")
 	}
 }
+
+// A lease refresh delayed in the network (computed before a partition,
+// delivered after another worker holds the message again) must not write
+// its old time over the newer lease: a restorer would then take the
+// message from its new holder.
+func TestStaleTouchDoesNotAgeANewerLease(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Now())
+	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: 2 * time.Second, Clock: clk})
+	s.publish(t, "touchq", "wire.sleep", 0)
+	d := fetch(t, s.broker.NewConsumer("touchq"))
+	score := func() float64 {
+		v, err := redis.Float64(s.r.Do("ZSCORE", "unacked_index", d.Tag), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	held := score()
+	// A broker whose clock is 3 s behind: the refresh that left before the
+	// partition.
+	stale := protocol.NewBroker(s.pool, protocol.BrokerOptions{VisibilityTimeout: 2 * time.Second, Clock: clock.NewFake(clk.Now().Add(-3 * time.Second))})
+	if err := stale.Touch(ctx, d.Tag); err != nil {
+		t.Fatal(err)
+	}
+	if got := score(); got != held {
+		t.Fatalf("a stale refresh moved the lease from %f back to %f", held, got)
+	}
+	if n, err := s.broker.RestoreExpired(ctx); err != nil || n != 0 {
+		t.Fatalf("RestoreExpired after the stale refresh = %d, %v; want 0", n, err)
+	}
+	// A current refresh still moves it forward; an unknown tag is not added.
+	clk.Advance(time.Second)
+	if err := s.broker.Touch(ctx, d.Tag, "not-held"); err != nil {
+		t.Fatal(err)
+	}
+	if got := score(); got <= held {
+		t.Fatalf("a current refresh left the lease at %f (was %f)", got, held)
+	}
+	if n, _ := redis.Int(s.r.Do("ZCARD", "unacked_index"), nil); n != 1 {
+		t.Fatalf("unacked_index holds %d entries, want 1: Touch added a tag nobody holds", n)
+	}
+}
+
+// SetFirstLease: a message fetched by such a consumer expires that long
+// after the fetch unless refreshed, written in the step that holds it; a
+// refresh gives it the whole visibility timeout.
+func TestConsumerFirstLease(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Now())
+	s := newBrStack(t, protocol.BrokerOptions{VisibilityTimeout: time.Hour, Clock: clk})
+	s.publish(t, "firstq", "wire.sleep", 0)
+	s.publish(t, "firstq", "wire.sleep", 0)
+	c := s.broker.NewConsumer("firstq")
+	c.SetFirstLease(time.Second)
+	lost, kept := fetch(t, c), fetch(t, c)
+	clk.Advance(500 * time.Millisecond)
+	if err := s.broker.Touch(ctx, kept.Tag); err != nil { // the confirmation
+		t.Fatal(err)
+	}
+	clk.Advance(500*time.Millisecond - time.Microsecond)
+	if n, err := s.broker.RestoreExpired(ctx); err != nil || n != 0 {
+		t.Fatalf("1 µs before the first lease ends RestoreExpired = %d, %v; want 0", n, err)
+	}
+	clk.Advance(time.Microsecond)
+	if n, err := s.broker.RestoreExpired(ctx); err != nil || n != 1 {
+		t.Fatalf("when the first lease ends RestoreExpired = %d, %v; want 1 (the unconfirmed one)", n, err)
+	}
+	if held, _ := s.broker.Held(ctx, lost.Tag); held {
+		t.Error("the unconfirmed message is still held")
+	}
+	if held, _ := s.broker.Held(ctx, kept.Tag); !held {
+		t.Error("the confirmed message was restored")
+	}
+}

@@ -23,6 +23,9 @@ type Consumer struct {
 	// removal does not start a BRPOP after it.
 	gen      uint64
 	inflight map[*fetchCall]struct{}
+	// firstLease, when set, is how long a fetched message's lease lasts
+	// before its first refresh (SetFirstLease).
+	firstLease time.Duration
 }
 
 // fetchCall is one FetchN in progress, so that RemoveQueueWait can wait for
@@ -41,6 +44,29 @@ func (b *Broker) NewConsumer(queues ...string) *Consumer {
 		c.AddQueue(q)
 	}
 	return c
+}
+
+// SetFirstLease makes the messages this consumer fetches expire d after
+// the fetch unless their lease is refreshed (Broker.Touch), instead of
+// after the whole visibility timeout: the score is back-dated in the same
+// atomic step that holds them. A relay that hands messages on (the
+// gateway to its remote workers) uses it, so that a message whose hand-off
+// was lost comes back in d. Call it before fetching.
+func (c *Consumer) SetFirstLease(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.firstLease = min(d, c.b.opts.VisibilityTimeout)
+}
+
+// leaseScore is the unacked_index score a message held at now gets.
+func (c *Consumer) leaseScore(now time.Time) string {
+	c.mu.Lock()
+	first := c.firstLease
+	c.mu.Unlock()
+	if first > 0 {
+		now = now.Add(-(c.b.opts.VisibilityTimeout - first))
+	}
+	return unixScore(now)
 }
 
 // AddQueue starts consuming queue too.
@@ -251,7 +277,7 @@ func (c *Consumer) FetchN(ctx context.Context, timeout time.Duration, limit int)
 		args = append(args, l)
 	}
 	args = append(args, b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-		unixScore(now), pyfmt.ISOFormat(now), limit, b.key(deliveryCountPrefix), len(queues))
+		c.leaseScore(now), pyfmt.ISOFormat(now), limit, b.key(deliveryCountPrefix), len(queues))
 	for _, q := range queues {
 		args = append(args, q)
 	}
@@ -356,7 +382,7 @@ func (c *Consumer) deliver(ctx context.Context, queue string, raw []byte) (*Deli
 		now := b.opts.Clock.Now()
 		res, err := redis.Values(holdPopped.DoContext(ctx, conn,
 			b.key(unackedKey), b.key(unackedIndexKey), b.key(b.opts.DeadLetterKey),
-			unixScore(now), pyfmt.ISOFormat(now), b.key(deliveryCountPrefix), raw, queue))
+			c.leaseScore(now), pyfmt.ISOFormat(now), b.key(deliveryCountPrefix), raw, queue))
 		if err != nil {
 			return fmt.Errorf("protocol: hold a message from %s: %w", queue, err)
 		}

@@ -20,7 +20,6 @@ import (
 
 	"morag-gpu/auth"
 	"morag-gpu/contract"
-	"morag-gpu/internal/clock"
 	"morag-gpu/protocol"
 )
 
@@ -73,29 +72,17 @@ type Options struct {
 // X's own queues (contract.GPUQueue, contract.CPUQueue) and touch only
 // messages held from them; anything else is 403, logged with the user id.
 type Server struct {
-	opts    Options
-	broker  *protocol.Broker
-	backend *protocol.Backend
-	// confirmBroker writes back-dated leases: a fetched message's lease
-	// starts Confirm short of expiring until the worker confirms it.
-	confirmBroker *protocol.Broker
-	eventPrefix   string // the events channel before the routing key
-	log           zerolog.Logger
+	opts        Options
+	broker      *protocol.Broker
+	backend     *protocol.Backend
+	eventPrefix string // the events channel before the routing key
+	log         zerolog.Logger
 
 	restoreMu   sync.Mutex
 	lastRestore time.Time
 
 	relays relays // remote control (control.go)
 }
-
-// backdated is a clock VisibilityTimeout-Confirm behind the wall clock
-// (only its Now is read, for lease scores).
-type backdated struct {
-	clock.Real
-	by time.Duration
-}
-
-func (b backdated) Now() time.Time { return time.Now().Add(-b.by) }
 
 // NewServer builds the handlers on opts.Pool. It starts no goroutines.
 func NewServer(opts Options) *Server {
@@ -118,8 +105,6 @@ func NewServer(opts Options) *Server {
 	bo := protocol.BrokerOptions{VisibilityTimeout: opts.VisibilityTimeout, KeyPrefix: opts.KeyPrefix, Logger: opts.Logger}
 	s := &Server{opts: opts, log: opts.Logger.With().Str("component", "remote-workers").Logger()}
 	s.broker = protocol.NewBroker(opts.Pool, bo)
-	bo.Clock = backdated{by: opts.VisibilityTimeout - opts.Confirm}
-	s.confirmBroker = protocol.NewBroker(opts.Pool, bo)
 	s.backend = protocol.NewBackend(opts.Pool, protocol.BackendOptions{Expires: opts.ResultExpires, KeyPrefix: opts.ResultKeyPrefix, Logger: opts.Logger})
 	s.eventPrefix = eventChannelPrefix(opts.DB, opts.KeyPrefix)
 	return s
@@ -305,7 +290,13 @@ func (s *Server) fetch(c echo.Context, k caller, req *fetchRequest) error {
 	limit := min(max(req.Max, 1), s.opts.MaxBatch)
 	wait := min(max(time.Duration(req.WaitMS)*time.Millisecond, 0), s.opts.MaxWait)
 	ctx := c.Request().Context()
+	// Until the worker confirms (its first lease refresh), a message's
+	// lease is Confirm from expiring: if this answer never arrives, the
+	// restorer brings the messages back soon rather than after the whole
+	// visibility timeout. The short lease is written in the step that
+	// holds them.
 	consumer := s.broker.NewConsumer(req.Queues...)
+	consumer.SetFirstLease(s.opts.Confirm)
 	deadline := time.Now().Add(wait)
 	var ds []*protocol.Delivery
 	var err error
@@ -329,14 +320,6 @@ func (s *Server) fetch(c echo.Context, k caller, req *fetchRequest) error {
 		out.Deliveries = append(out.Deliveries, wireDelivery{Queue: d.Queue, Tag: d.Tag, Raw: d.Raw, Starts: d.Starts, DeadLettered: d.Tag == ""})
 		if d.Tag != "" {
 			tags = append(tags, d.Tag)
-		}
-	}
-	if len(tags) > 0 {
-		// Until the worker confirms, the lease is Confirm from expiring:
-		// if this answer never arrives, the restorer brings the messages
-		// back soon rather than after the whole visibility timeout.
-		if berr := s.confirmBroker.Touch(context.WithoutCancel(ctx), tags...); berr != nil {
-			s.log.Warn().Err(berr).Int("messages", len(tags)).Msg("could not shorten the unconfirmed leases; they expire after the visibility timeout")
 		}
 	}
 	if len(ds) == 0 && err != nil {
