@@ -33,6 +33,8 @@ type proxy struct {
 	conns   map[net.Conn]struct{}
 	dropped int
 	moved   atomic.Int64 // bytes written, both directions
+	cutAt   atomic.Int64 // CutAt's threshold; 0: none
+	cuts    chan int     // CutAt's report
 }
 
 // startProxy serves on ln, forwarding each connection to what dial
@@ -93,6 +95,18 @@ func (p *proxy) Cut() int {
 		delete(p.conns, c)
 	}
 	return n
+}
+
+// CutAt arms a Cut for the moment the proxy has passed on n more bytes
+// than now (both directions), and returns a channel that receives how many
+// ends it closed. One at a time.
+func (p *proxy) CutAt(n int64) <-chan int {
+	ch := make(chan int, 1)
+	p.mu.Lock()
+	p.cuts = ch
+	p.mu.Unlock()
+	p.cutAt.Store(p.moved.Load() + n)
+	return ch
 }
 
 // Close stops the proxy and every connection, and waits for its
@@ -207,7 +221,14 @@ func (p *proxy) pipe(dst, src net.Conn) {
 		if _, err := dst.Write(c.data); err != nil {
 			return
 		}
-		p.moved.Add(int64(len(c.data)))
+		moved := p.moved.Add(int64(len(c.data)))
+		if at := p.cutAt.Load(); at > 0 && moved >= at && p.cutAt.CompareAndSwap(at, 0) {
+			n := p.Cut()
+			p.mu.Lock()
+			p.cuts <- n
+			p.mu.Unlock()
+			return
+		}
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,12 +59,12 @@ func newRemoteLab(t testing.TB, vt, delay time.Duration, loss float64) *remoteLa
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newRemoteLabOn(t, ln, vt, delay, loss)
+	return newRemoteLabOn(t, ln, vt, vt, delay, loss)
 }
 
 // newRemoteLabOn is newRemoteLab with the proxy serving on ln (in another
-// network namespace, say).
-func newRemoteLabOn(t testing.TB, ln net.Listener, vt, delay time.Duration, loss float64) *remoteLab {
+// network namespace, say) and the gateway's confirm window.
+func newRemoteLabOn(t testing.TB, ln net.Listener, vt, confirm, delay time.Duration, loss float64) *remoteLab {
 	t.Helper()
 	t.Cleanup(func() { ln.Close() })
 	r := testenv.StartRedis(t)
@@ -78,7 +77,7 @@ func newRemoteLabOn(t testing.TB, ln net.Listener, vt, delay time.Duration, loss
 	l.px = startProxy(t, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", gw) }, delay, loss)
 	l.url = "http://" + l.px.Addr()
 	cfg := httpapi.Config{RedisURL: r.URL(), UploadDir: t.TempDir(), PublicURL: l.url, WaitTimeout: 5 * time.Minute,
-		MaxUpload: 1 << 30, VisibilityTimeout: vt, WorkerConfirm: vt, WorkerMaxWait: 5 * time.Second,
+		MaxUpload: 1 << 30, VisibilityTimeout: vt, WorkerConfirm: confirm, WorkerMaxWait: 5 * time.Second,
 		Logger: zerolog.New(io.Discard)}
 	ctx, cancel := context.WithCancel(context.Background())
 	g, err := httpapi.New(ctx, cfg)
@@ -271,6 +270,62 @@ func TestRemotePartitionShorterThanVisibility(t *testing.T) {
 	}
 }
 
+// TestRemotePartitionRightAfterFetch partitions the worker from the
+// gateway just after the gateway took a message for it (its fetch answer
+// on the way), for longer than the gateway's confirm window but less than
+// the visibility timeout. The gateway restores the unconfirmed message and
+// a spare worker runs it; when the held answer finally reaches the first
+// worker, too late to be confirmed in time, it must not run it: one
+// started run, one SUCCESS.
+func TestRemotePartitionRightAfterFetch(t *testing.T) {
+	const vt, confirm = 30 * time.Second, 2 * time.Second
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newRemoteLabOn(t, ln, vt, confirm, 40*time.Millisecond, 0)
+	rs := newRuns()
+	states := recordStates(t, func() (redis.Conn, error) { return redis.Dial("tcp", l.r.Addr()) })
+	logsA := l.worker(t, "behind-proxy", true, rs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := l.client(t).Send(ctx, "netsafe.echo", []any{"once", 2}, nil, protocol.SendOptions{Queue: contract.GPUQueue("alice")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The answer needs 40 ms to cross the proxy: pause as soon as the
+	// gateway holds the message.
+	waitHeld := time.Now().Add(20 * time.Second)
+	for l.held() == 0 {
+		if time.Now().After(waitHeld) {
+			t.Fatal("the gateway never took the message for the worker")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	l.px.Pause()
+	if rs.get(rs.started, res.ID) != 0 {
+		t.Skip("SKIP: the worker started the task before the partition (the machine was too slow to pause within 40 ms)")
+	}
+	l.worker(t, "spare", false, rs, nil)
+	time.Sleep(3 * confirm)
+	l.px.Resume()
+	raw, err := res.Get(ctx)
+	if err != nil || string(raw) != `"once"` {
+		t.Fatalf("result %s, %v", raw, err)
+	}
+	waitFor(t, 20*time.Second, "nothing left held", func() bool { return l.held() == 0 })
+	time.Sleep(3 * time.Second) // a run the first worker started late would end now
+	if n := rs.get(rs.started, res.ID); n != 1 {
+		t.Errorf("the task started %d times, want 1", n)
+	}
+	if n := states.count(res.ID, "SUCCESS"); n != 1 {
+		t.Errorf("SUCCESS published %d times, want 1 (states %v)", n, states.of(res.ID))
+	}
+	if !logsA.contains("could not confirm fetched messages") {
+		t.Errorf("the first worker did not say it dropped the late fetch answer")
+	}
+}
+
 // testVideo returns a video of about mb megabytes (testsrc2 with noise,
 // no audio, so no transcriber is needed), made with ffmpeg once and kept
 // in the temporary directory for later runs.
@@ -411,21 +466,18 @@ func TestRemoteWorkerUploadDownloadResumes(t *testing.T) {
 	logs := l.worker(t, "media", true, rs, l.mediaTasks(t, l.url))
 	l.waitRemoteWorkerListed(t)
 	st, _ := os.Stat(video)
-	before := l.px.Moved()
+	cuts := l.px.CutAt(st.Size() / 5)
 	id, queue := l.uploadAsync(t, video)
 	if queue != contract.GPUQueue("alice") {
 		t.Fatalf("the upload went to %q, want %s", queue, contract.GPUQueue("alice"))
 	}
 	// Cut once a fifth of the file has crossed the link.
-	var cutOnce sync.Once
 	cut := 0
-	waitFor(t, 2*time.Minute, "a fifth of the video to cross the link", func() bool {
-		if l.px.Moved()-before > st.Size()/5 {
-			cutOnce.Do(func() { cut = l.px.Cut() })
-			return true
-		}
-		return false
-	})
+	select {
+	case cut = <-cuts:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("a fifth of the video never crossed the link")
+	}
 	m := l.resultMeta(t, id, 3*time.Minute)
 	if m["status"] != "SUCCESS" {
 		t.Fatalf("result %v\nworker log:\n%s", m, logs)
@@ -435,9 +487,9 @@ func TestRemoteWorkerUploadDownloadResumes(t *testing.T) {
 		t.Errorf("download %+v; want %d bytes, sha256 verified", d, st.Size())
 	}
 	if d.Resumes < 1 {
-		t.Errorf("download %+v after cutting %d connections mid-transfer; want at least one Range resume", d, cut)
+		t.Errorf("download %+v after closing %d connection ends mid-transfer; want at least one Range resume", d, cut)
 	}
-	t.Logf("%d MB video: %d connections cut at a fifth, download %+v, %d chunks delayed by a retransmission", st.Size()>>20, cut, d, l.px.Lost())
+	t.Logf("%d MB video: %d connection ends closed at a fifth, download %+v, %d chunks delayed by a retransmission", st.Size()>>20, cut, d, l.px.Lost())
 }
 
 // download is a media result's metadata.download.

@@ -47,7 +47,7 @@ func TestRemoteRealNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 	const vt = 4 * time.Second
-	l := newRemoteLabOn(t, ln, vt, 40*time.Millisecond, 0.01)
+	l := newRemoteLabOn(t, ln, vt, vt, 40*time.Millisecond, 0.01)
 	q := contract.GPUQueue("alice")
 	a := nl.start(nl.nsW, "env", "MORAG_API_KEY="+l.keys["alice"], "REDIS_URL=", nl.workerBin, "-server", l.url,
 		"-queues", q, "-hostname", "netns-remote@%h", "-concurrency", "4", "-visibility-timeout", vt.String(),
@@ -109,16 +109,20 @@ func TestRemoteRealNetwork(t *testing.T) {
 		video := testVideo(t, 25)
 		st, _ := os.Stat(video)
 		l.waitRemoteWorkerListed(t)
-		before := l.px.Moved()
+		cuts := l.px.CutAt(st.Size() / 5)
 		id, queue := l.uploadAsync(t, video)
 		if queue != q {
 			t.Fatalf("the upload went to %q, want %s", queue, q)
 		}
-		waitFor(t, 2*time.Minute, "a fifth of the video to cross the link", func() bool { return l.px.Moved()-before > st.Size()/5 })
-		// The link goes down for a moment, and the connections through it
-		// are dropped.
+		// Once a fifth of the video has crossed, the connections through
+		// the link are dropped and the link goes down for a moment.
+		cut := 0
+		select {
+		case cut = <-cuts:
+		case <-time.After(2 * time.Minute):
+			t.Fatal("a fifth of the video never crossed the link")
+		}
 		nl.linkDown()
-		cut := l.px.Cut()
 		time.Sleep(time.Second)
 		nl.linkUp()
 		m := l.resultMeta(t, id, 3*time.Minute)
@@ -127,9 +131,9 @@ func TestRemoteRealNetwork(t *testing.T) {
 		}
 		d := downloadMeta(t, m)
 		if d.Bytes != st.Size() || !d.Verified || d.Resumes < 1 {
-			t.Errorf("download %+v after cutting %d connections; want %d bytes, sha256 verified, at least one Range resume", d, cut, st.Size())
+			t.Errorf("download %+v after closing %d connection ends; want %d bytes, sha256 verified, at least one Range resume", d, cut, st.Size())
 		}
-		t.Logf("%d MB video through the link: %d connections cut, download %+v", st.Size()>>20, cut, d)
+		t.Logf("%d MB video through the link: %d connection ends closed, download %+v", st.Size()>>20, cut, d)
 	})
 
 	t.Run("partition longer than the visibility timeout", func(t *testing.T) {
