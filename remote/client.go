@@ -64,9 +64,6 @@ type Client struct {
 	handlers  map[string]protocol.ControlHandler
 	ready     chan struct{}
 	readyOnce sync.Once
-	// confirming owns the goroutines confirming fetched messages; Close
-	// waits for them.
-	confirming sync.WaitGroup
 }
 
 type clientFetch struct {
@@ -271,15 +268,22 @@ func (c *Client) DeclareQueue(ctx context.Context, queue string) error {
 }
 
 // FetchN long-polls the gateway for up to max messages. The gateway holds
-// them before it answers, with a lease that expires soon unless confirmed;
-// FetchN confirms it (in the background, while the tasks start), so a
-// message whose answer was lost on the way returns to its queue within
-// the gateway's confirm window. timeout is the runner's short fetch timeout; the long poll
-// waits ClientOptions.Wait instead.
+// them before it answers, with a lease that expires soon (its confirm
+// window) unless confirmed, so that a message whose answer was lost on the
+// way returns to its queue quickly. FetchN confirms them (a lease refresh)
+// before it hands them to the runner, and hands over none whose
+// confirmation did not arrive within the confirm window (which starts when
+// the gateway takes them, HeldAfterMS into the long poll): the
+// gateway may have restored those and another worker taken them, with the
+// same delivery tag, so running them here would run them twice (and this
+// worker's result and ack would land on the other worker's hold). They
+// stay with the gateway's restore. timeout is the runner's short fetch
+// timeout; the long poll waits ClientOptions.Wait instead.
 func (c *Client) FetchN(ctx context.Context, _ time.Duration, limit int) ([]*protocol.Delivery, error) {
 	c.mu.Lock()
 	f := &clientFetch{queues: slices.Clone(c.queues), done: make(chan struct{})}
 	c.fetches[f] = struct{}{}
+	confirmWindow := time.Duration(c.info.ConfirmS * float64(time.Second))
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
@@ -297,16 +301,31 @@ func (c *Client) FetchN(ctx context.Context, _ time.Duration, limit int) ([]*pro
 			return nil, nil
 		}
 	}
+	if confirmWindow <= 0 {
+		confirmWindow = DefaultConfirm
+	}
 	wait := c.opts.Wait
 	rctx, cancel := context.WithTimeout(ctx, wait+30*time.Second)
 	defer cancel()
+	sent := time.Now()
 	var rep fetchReply
 	if err := c.call(rctx, pathFetch, fetchRequest{Queues: f.queues, Max: limit, WaitMS: wait.Milliseconds()}, &rep); err != nil {
 		return nil, err
 	}
+	// The gateway started the confirm window HeldAfterMS after the
+	// request reached it, which is no earlier than sent + HeldAfterMS
+	// here: a confirmation answered before that + the window was applied
+	// in time. A quarter of the window is left for clock differences
+	// between the restorers. (A gateway that does not say: from the
+	// answer's arrival.)
+	windowFrom := time.Now()
+	if rep.HeldAfterMS != nil {
+		if at := sent.Add(time.Duration(*rep.HeldAfterMS) * time.Millisecond); at.Before(windowFrom) {
+			windowFrom = at
+		}
+	}
 	out := make([]*protocol.Delivery, 0, len(rep.Deliveries))
 	tags := make([]string, 0, len(rep.Deliveries))
-	c.mu.Lock()
 	for _, w := range rep.Deliveries {
 		d := &protocol.Delivery{Queue: w.Queue, Raw: w.Raw, Tag: w.Tag, Starts: w.Starts}
 		if w.Tag == "" {
@@ -314,41 +333,68 @@ func (c *Client) FetchN(ctx context.Context, _ time.Duration, limit int) ([]*pro
 			d.Err = &protocol.DecodeError{Reason: "unholdable", Err: errors.New("the gateway could not hold the envelope and dead-lettered it")}
 		} else {
 			d.Message, d.Err = protocol.Decode(w.Raw)
-			if d.Message != nil {
-				c.tasks[d.Message.ID] = w.Tag
-			}
 			tags = append(tags, w.Tag)
 		}
 		out = append(out, d)
 	}
-	c.mu.Unlock()
 	if len(tags) > 0 {
-		// Confirmed beside the tasks' start rather than before it: the
-		// confirm window is long next to a round trip.
-		c.confirming.Go(func() { c.confirm(ctx, tags) })
+		if err := c.confirm(ctx, tags, windowFrom.Add(confirmWindow*3/4)); err != nil {
+			c.log.Warn().Err(err).Int("messages", len(tags)).Dur("confirm_window", confirmWindow).
+				Msg("could not confirm fetched messages within the gateway's confirm window; not running them: the gateway restores them to their queue")
+			kept := out[:0]
+			for _, d := range out {
+				if d.Tag == "" {
+					kept = append(kept, d)
+				}
+			}
+			return kept, err
+		}
 	}
+	c.mu.Lock()
+	for _, d := range out {
+		if d.Message != nil && d.Tag != "" {
+			c.tasks[d.Message.ID] = d.Tag
+		}
+	}
+	c.mu.Unlock()
 	return out, nil
 }
 
-// confirm refreshes the leases of messages just received, retrying a few
-// times: unconfirmed, they return to their queues after the gateway's
-// confirm window, and the runner's lease loop (which would refresh them)
-// comes only every visibility timeout / 3.
-func (c *Client) confirm(ctx context.Context, tags []string) {
+// confirm refreshes the leases of messages just received, retrying until
+// by; it fails when that passes first, or when the gateway no longer holds
+// one of them.
+func (c *Client) confirm(ctx context.Context, tags []string, by time.Time) error {
+	// Not cancelled with a warm shutdown: confirmed messages go to the
+	// runner, which restores what it will not run at once.
+	if !time.Now().Before(by) {
+		return errors.New("remote: the fetch answer arrived after the gateway's confirm window")
+	}
+	cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), by)
+	defer cancel()
 	var bo protocol.Backoff
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		err := c.Touch(cctx, tags...)
-		cancel()
+	for {
+		n, err := c.touch(cctx, tags)
+		if err == nil && n == len(tags) {
+			return nil
+		}
 		if err == nil {
-			return
+			return fmt.Errorf("remote: the gateway holds %d of the %d messages just fetched (restored already?)", n, len(tags))
 		}
-		if attempt == 5 {
-			c.log.Warn().Err(err).Int("messages", len(tags)).
-				Msg("could not confirm fetched messages; the gateway may restore them to their queues, and another worker run them")
-			return
+		var refused *Refused
+		if errors.As(err, &refused) && refused.Permanent() {
+			return err
 		}
-		time.Sleep(bo.Next())
+		d := bo.Next()
+		if time.Now().Add(d).After(by) {
+			return fmt.Errorf("remote: confirming a fetch: %w", err)
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-cctx.Done():
+			t.Stop()
+			return fmt.Errorf("remote: confirming a fetch: %w", err)
+		case <-t.C:
+		}
 	}
 }
 
@@ -365,14 +411,24 @@ func (c *Client) forget(tags ...string) {
 
 // Touch refreshes the leases of held messages.
 func (c *Client) Touch(ctx context.Context, tags ...string) error {
+	_, err := c.touch(ctx, tags)
+	return err
+}
+
+// touch refreshes the leases of tags and returns how many the gateway
+// holds.
+func (c *Client) touch(ctx context.Context, tags []string) (int, error) {
+	held := 0
 	for len(tags) > 0 {
 		n := min(len(tags), maxTags)
-		if err := c.call(ctx, pathLease, tagsRequest{Tags: tags[:n]}, nil); err != nil {
-			return err
+		var rep countReply
+		if err := c.call(ctx, pathLease, tagsRequest{Tags: tags[:n]}, &rep); err != nil {
+			return held, err
 		}
+		held += rep.N
 		tags = tags[n:]
 	}
-	return nil
+	return held, nil
 }
 
 // Held reports whether tag is still held.
@@ -674,9 +730,8 @@ func callControl(ctx context.Context, h protocol.ControlHandler, req *protocol.C
 // worker.
 func (c *Client) ControlReady() <-chan struct{} { return c.ready }
 
-// Close waits for pending confirmations and releases idle connections.
+// Close releases idle connections.
 func (c *Client) Close() error {
-	c.confirming.Wait()
 	c.hc.CloseIdleConnections()
 	return nil
 }

@@ -17,6 +17,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -674,4 +676,188 @@ func TestForwardOutsideUserQueuesFailsTask(t *testing.T) {
 	if n := e.int("ZCARD", "unacked_index"); n != 0 {
 		t.Errorf("%d messages left held", n)
 	}
+}
+
+// blockLease is an http.RoundTripper that holds every lease request
+// (/lease: the confirmation of a fetch, and refreshes) until open is
+// closed, as a link that fails right after a fetch answer arrives would.
+type blockLease struct {
+	open <-chan struct{}
+	held atomic.Int64
+}
+
+func (b *blockLease) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.HasSuffix(req.URL.Path, "/lease") {
+		b.held.Add(1)
+		select {
+		case <-b.open:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestUnconfirmedFetchNotRun: a worker whose confirmation of a fetch
+// cannot reach the gateway within the confirm window must not run the
+// message: by then the gateway may have restored it and another worker
+// taken it (with the same delivery tag, so the late confirmation, the
+// first worker's result and its ack would land on the other worker's
+// hold). Before the fix the task ran on both workers.
+func TestUnconfirmedFetchNotRun(t *testing.T) {
+	t.Parallel()
+	const vt, confirm = 20 * time.Second, time.Second
+	e := start(t, vt, confirm)
+	q := contract.GPUQueue("alice")
+	var mu sync.Mutex
+	started, finished := map[string]int{}, map[string]int{}
+	mux := runner.NewMux()
+	mux.HandleFunc("late.task", func(ctx context.Context, task *runner.Task) (any, error) {
+		mu.Lock()
+		started[task.Hostname]++
+		mu.Unlock()
+		select {
+		case <-time.After(4 * time.Second):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		mu.Lock()
+		finished[task.Hostname]++
+		mu.Unlock()
+		return "done", nil
+	})
+	run := func(name string, hc *http.Client) {
+		cfg := runner.Config{Queues: []string{q}, Concurrency: 1, Hostname: name + "@h", VisibilityTimeout: vt,
+			Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+			NewTransport: func(tc runner.TransportConfig) (runner.Transport, error) {
+				c, err := remote.NewClient(remote.ClientOptions{Server: e.url, APIKey: e.keys["alice"], Hostname: tc.Hostname,
+					Queues: tc.Queues, Wait: 2 * time.Second, HTTPClient: hc, Logger: tc.Logger})
+				if err != nil {
+					return nil, err
+				}
+				_, err = c.Hello(context.Background())
+				return c, err
+			}}
+		srv, err := runner.NewServer(cfg, mux)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = srv.Run(ctx); close(done) }() // owner: this test; stopped by the cleanup
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	open := make(chan struct{})
+	bl := &blockLease{open: open}
+	run("cut", &http.Client{Transport: bl})
+	pool, _ := protocol.NewPool(e.r.URL())
+	defer pool.Close()
+	client := protocol.NewClient(protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: vt}), protocol.NewBackend(pool, protocol.BackendOptions{}))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := client.Send(ctx, "late.task", nil, nil, protocol.SendOptions{Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for bl.held.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if bl.held.Load() == 0 {
+		t.Fatal("the worker never confirmed a fetch")
+	}
+	// The gateway restores the unconfirmed message after the confirm
+	// window; a second worker with a working link takes it.
+	deadline = time.Now().Add(20 * time.Second)
+	for e.int("LLEN", q) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	run("spare", http.DefaultClient)
+	time.Sleep(2 * time.Second)
+	close(open) // the late confirmation arrives
+	raw, err := res.Get(ctx)
+	if err != nil || string(raw) != `"done"` {
+		t.Fatalf("result %s, %v", raw, err)
+	}
+	time.Sleep(5 * time.Second) // the first worker's run, if it ran, ends now
+	mu.Lock()
+	defer mu.Unlock()
+	if started["cut@h"] != 0 || finished["spare@h"] != 1 {
+		t.Errorf("runs started %v, finished %v; want only the spare to run it (once)", started, finished)
+	}
+	if n := e.int("ZCARD", "unacked_index"); n != 0 {
+		t.Errorf("%d messages left held", n)
+	}
+}
+
+// TestLongPollLateMessageRuns: a message that arrives late in a long poll
+// (after more than the confirm window of waiting) is confirmed and run at
+// once: the confirm window starts when the gateway takes the message, not
+// when the worker asked.
+func TestLongPollLateMessageRuns(t *testing.T) {
+	t.Parallel()
+	e := start(t, 20*time.Second, time.Second)
+	q := contract.GPUQueue("alice")
+	logs := &syncBuf{}
+	mux := runner.NewMux()
+	mux.HandleFunc("late.echo", func(context.Context, *runner.Task) (any, error) { return "ran", nil })
+	cfg := runner.Config{Queues: []string{q}, Concurrency: 1, Hostname: "late@h", VisibilityTimeout: 20 * time.Second,
+		Logger: zerolog.New(logs).Level(zerolog.WarnLevel),
+		NewTransport: func(tc runner.TransportConfig) (runner.Transport, error) {
+			c, err := remote.NewClient(remote.ClientOptions{Server: e.url, APIKey: e.keys["alice"], Hostname: tc.Hostname,
+				Queues: tc.Queues, Wait: 5 * time.Second, Logger: tc.Logger})
+			if err != nil {
+				return nil, err
+			}
+			_, err = c.Hello(context.Background())
+			return c, err
+		}}
+	srv, err := runner.NewServer(cfg, mux)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }() // owner: this test
+	defer func() { cancel(); <-done }()
+	pool, _ := protocol.NewPool(e.r.URL())
+	defer pool.Close()
+	client := protocol.NewClient(protocol.NewBroker(pool, protocol.BrokerOptions{}), protocol.NewBackend(pool, protocol.BackendOptions{}))
+	for i := range 3 {
+		time.Sleep(3 * time.Second) // well into the worker's 5 s long poll
+		t0 := time.Now()
+		res, err := client.Send(context.Background(), "late.echo", nil, nil, protocol.SendOptions{Queue: q})
+		if err != nil {
+			t.Fatal(err)
+		}
+		gctx, gcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		raw, err := res.Get(gctx)
+		gcancel()
+		if err != nil || string(raw) != `"ran"` {
+			t.Fatalf("round %d: result %s, %v\n%s", i, raw, err, logs)
+		}
+		if d := time.Since(t0); d > 4*time.Second {
+			t.Errorf("round %d: the result took %s: the message was dropped and restored, not run at once\n%s", i, d, logs)
+		}
+	}
+	if strings.Contains(logs.String(), "could not confirm") {
+		t.Errorf("the worker dropped a long-polled message:\n%s", logs)
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -279,6 +279,7 @@ func (s *Server) claim(ctx context.Context, k caller) error {
 }
 
 func (s *Server) fetch(c echo.Context, k caller, req *fetchRequest) error {
+	arrived := time.Now()
 	if len(req.Queues) == 0 || len(req.Queues) > 16 {
 		return badRequest(c, "give 1 to 16 queues")
 	}
@@ -321,6 +322,12 @@ func (s *Server) fetch(c echo.Context, k caller, req *fetchRequest) error {
 		if d.Tag != "" {
 			tags = append(tags, d.Tag)
 		}
+	}
+	if len(tags) > 0 {
+		// The worker runs them only if it confirms them within Confirm of
+		// their hold, which came at most a Redis round trip before this.
+		ms := time.Since(arrived).Milliseconds()
+		out.HeldAfterMS = &ms
 	}
 	if len(ds) == 0 && err != nil {
 		return s.unavailable(c, err)

@@ -70,6 +70,12 @@ type wireDelivery struct {
 
 type fetchReply struct {
 	Deliveries []wireDelivery `json:"deliveries"`
+	// HeldAfterMS is how long after the request arrived the gateway held
+	// Deliveries, with a first lease of its confirm window: the window
+	// ends ConfirmS after that. The worker counts it from when it sent
+	// the request, which can only make its deadline early. Absent from
+	// gateways before it.
+	HeldAfterMS *int64 `json:"held_after_ms,omitempty"`
 }
 
 type tagsRequest struct {

@@ -52,6 +52,7 @@ func BenchmarkSideBySide(b *testing.B) {
 		{"gateway", gatewayKeys, benchGateway},
 		{"upload", func() []string { return uploadKeys }, benchUpload},
 		{"media", func() []string { return nil }, benchMedia},
+		{"remote", func() []string { return nil }, benchRemote},
 		{"whisper", func() []string { return nil }, benchWhisper},
 	}
 	start := time.Now()

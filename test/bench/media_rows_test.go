@@ -23,21 +23,7 @@ func benchMedia(b *testing.B, e *env) {
 	cmd := exec.CommandContext(ctx, e.gocmd, "test", "./media", "-run", "^$", "-bench", mediaBench, "-benchtime", "1x", "-count", "1")
 	cmd.Dir = e.root
 	out, err := cmd.CombinedOutput()
-	var lines []string
-	for _, l := range strings.Split(string(out), "\n") {
-		t := strings.TrimSpace(l)
-		if t == "" || t == "PASS" || strings.HasPrefix(t, "goos:") || strings.HasPrefix(t, "goarch:") ||
-			strings.HasPrefix(t, "pkg:") || strings.HasPrefix(t, "cpu:") || strings.HasPrefix(t, "ok ") {
-			continue
-		}
-		lines = append(lines, strings.TrimRight(l, " \t"))
-	}
-	hasBench := false
-	for _, l := range lines {
-		if strings.HasPrefix(l, "Benchmark") {
-			hasBench = true
-		}
-	}
+	lines, hasBench := benchLines(string(out))
 	switch {
 	case ctx.Err() != nil:
 		e.tab.section(mediaTitle, []string{"n/a (media benchmarks did not finish within BENCH_MEDIA_SECONDS=" + e.cfg.MediaTimeout.String() + ")"})
@@ -48,6 +34,23 @@ func benchMedia(b *testing.B, e *env) {
 	default:
 		e.tab.section(mediaTitle, lines)
 	}
+}
+
+// benchLines keeps go test -bench output without its header and footer,
+// and reports whether it has a benchmark line.
+func benchLines(out string) (lines []string, hasBench bool) {
+	for _, l := range strings.Split(out, "\n") {
+		t := strings.TrimSpace(l)
+		if t == "" || t == "PASS" || strings.HasPrefix(t, "goos:") || strings.HasPrefix(t, "goarch:") ||
+			strings.HasPrefix(t, "pkg:") || strings.HasPrefix(t, "cpu:") || strings.HasPrefix(t, "ok ") {
+			continue
+		}
+		lines = append(lines, strings.TrimRight(l, " \t"))
+		if strings.HasPrefix(t, "Benchmark") {
+			hasBench = true
+		}
+	}
+	return lines, hasBench
 }
 
 func tail(ls []string, n int) []string {

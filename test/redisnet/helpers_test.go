@@ -115,7 +115,18 @@ func (l *logBuf) waitLog(s string, timeout time.Duration) bool {
 // the other settings.
 func startWorker(t *testing.T, redisURL, queue string, delay time.Duration, rs *runs, cfg runner.Config) *logBuf {
 	t.Helper()
+	return startWorkerMux(t, redisURL, queue, delay, rs, cfg, nil)
+}
+
+// startWorkerMux is startWorker with more tasks: register adds them to the
+// worker's mux (nil: none). With cfg.NewTransport set (a gateway-mediated
+// worker), redisURL only labels the worker.
+func startWorkerMux(t *testing.T, redisURL, queue string, delay time.Duration, rs *runs, cfg runner.Config, register func(*runner.Mux)) *logBuf {
+	t.Helper()
 	mux := runner.NewMux()
+	if register != nil {
+		register(mux)
+	}
 	mux.HandleFunc("netsafe.echo", func(ctx context.Context, task *runner.Task) (any, error) {
 		rs.count(rs.started, task.ID)
 		d := delay

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -31,11 +32,14 @@ type proxy struct {
 	open    chan struct{} // closed while traffic flows; replaced on Pause
 	conns   map[net.Conn]struct{}
 	dropped int
+	moved   atomic.Int64 // bytes written, both directions
+	cutAt   atomic.Int64 // CutAt's threshold; 0: none
+	cuts    chan int     // CutAt's report
 }
 
 // startProxy serves on ln, forwarding each connection to what dial
 // returns, until the test ends.
-func startProxy(t *testing.T, ln net.Listener, dial func(ctx context.Context) (net.Conn, error), delay time.Duration, loss float64) *proxy {
+func startProxy(t testing.TB, ln net.Listener, dial func(ctx context.Context) (net.Conn, error), delay time.Duration, loss float64) *proxy {
 	t.Helper()
 	p := &proxy{Delay: delay, Loss: loss, RTO: 200 * time.Millisecond, ln: ln, dial: dial, conns: map[net.Conn]struct{}{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
@@ -74,6 +78,35 @@ func (p *proxy) Lost() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.dropped
+}
+
+// Moved returns the bytes the proxy has passed on, both directions.
+func (p *proxy) Moved() int64 { return p.moved.Load() }
+
+// Cut closes every connection open now (both sides see it end, as when
+// a NAT or a middlebox drops them) and returns how many ends it closed;
+// new connections are accepted.
+func (p *proxy) Cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.conns)
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+	return n
+}
+
+// CutAt arms a Cut for the moment the proxy has passed on n more bytes
+// than now (both directions), and returns a channel that receives how many
+// ends it closed. One at a time.
+func (p *proxy) CutAt(n int64) <-chan int {
+	ch := make(chan int, 1)
+	p.mu.Lock()
+	p.cuts = ch
+	p.mu.Unlock()
+	p.cutAt.Store(p.moved.Load() + n)
+	return ch
 }
 
 // Close stops the proxy and every connection, and waits for its
@@ -125,6 +158,10 @@ func (p *proxy) serve(in net.Conn) {
 	both.Go(func() { p.pipe(out, in) })
 	both.Go(func() { p.pipe(in, out) })
 	both.Wait()
+	p.mu.Lock()
+	delete(p.conns, in)
+	delete(p.conns, out)
+	p.mu.Unlock()
 }
 
 type chunk struct {
@@ -182,6 +219,14 @@ func (p *proxy) pipe(dst, src net.Conn) {
 			return
 		}
 		if _, err := dst.Write(c.data); err != nil {
+			return
+		}
+		moved := p.moved.Add(int64(len(c.data)))
+		if at := p.cutAt.Load(); at > 0 && moved >= at && p.cutAt.CompareAndSwap(at, 0) {
+			n := p.Cut()
+			p.mu.Lock()
+			p.cuts <- n
+			p.mu.Unlock()
 			return
 		}
 	}
