@@ -34,7 +34,17 @@ const (
 	// relayQueue bounds the requests waiting for the worker's next poll.
 	relayQueue = 64
 	maxMethods = 64
+	// Each relay holds a Redis subscription (the worker's pidbox) and a
+	// goroutine, so they are counted: per user, and in all, well below the
+	// Redis pool's 512 connections that every request shares.
+	maxRelaysPerUser = 16
+	maxRelays        = 256
 )
+
+// errTooMany is a request over a count limit: 429, with what to do.
+type errTooMany struct{ msg string }
+
+func (e *errTooMany) Error() string { return e.msg }
 
 type controlPollRequest struct {
 	// Methods are the commands the worker answers.
@@ -174,6 +184,18 @@ func (s *Server) relayFor(k caller, methods []string) (*relay, error) {
 	if r == nil {
 		if s.relays.byID == nil {
 			s.relays.byID = map[string]*relay{}
+		}
+		mine := 0
+		for _, o := range s.relays.byID {
+			if o.user == k.user {
+				mine++
+			}
+		}
+		switch {
+		case mine >= maxRelaysPerUser:
+			return nil, &errTooMany{fmt.Sprintf("user %q already has %d gateway-mediated workers under remote control (the most one user may have); stop one, or give workers fewer distinct names", k.user, mine)}
+		case len(s.relays.byID) >= maxRelays:
+			return nil, &errTooMany{fmt.Sprintf("this gateway relays remote control for %d workers, its most; retry later or run another gateway", len(s.relays.byID))}
 		}
 		ctx, cancel := context.WithCancel(s.relays.ctx)
 		r = &relay{user: k.user, hostname: k.worker, stop: cancel, done: make(chan struct{}),

@@ -861,3 +861,27 @@ func (s *syncBuf) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestControlRelaysAreCounted: each relay holds a Redis subscription, so
+// one user may have at most 16 under remote control; the 17th name gets a
+// 429 saying so, and another user is not held back by it.
+func TestControlRelaysAreCounted(t *testing.T) {
+	e := start(t, time.Hour, 30*time.Second)
+	poll := map[string]any{"methods": []string{"ping"}, "wait_ms": 0}
+	for i := range 16 {
+		if code, body := e.post("alice", fmt.Sprintf("w%d@h", i), "/control/poll", poll); code != 200 {
+			t.Fatalf("relay %d: %d %v", i, code, body)
+		}
+	}
+	code, body := e.post("alice", "w16@h", "/control/poll", poll)
+	if detail, _ := body["detail"].(string); code != http.StatusTooManyRequests || !strings.Contains(detail, "16") {
+		t.Fatalf("the 17th relay of one user: %d %v, want 429 naming the limit", code, body)
+	}
+	// A name already relayed keeps working; another user is not held back.
+	if code, body := e.post("alice", "w3@h", "/control/poll", poll); code != 200 {
+		t.Fatalf("an existing relay after the limit: %d %v", code, body)
+	}
+	if code, body := e.post("bob", "b@h", "/control/poll", poll); code != 200 {
+		t.Fatalf("another user's first relay: %d %v", code, body)
+	}
+}

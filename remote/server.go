@@ -205,6 +205,11 @@ func (s *Server) answer(c echo.Context, k caller, err error) error {
 	if errors.As(err, &fe) {
 		return s.forbidden(c, k, "%s", fe.msg)
 	}
+	var tm *errTooMany
+	if errors.As(err, &tm) {
+		s.log.Warn().Str("user_id", k.user).Str("worker", k.worker).Msg("remote worker refused: " + tm.msg)
+		return c.JSON(http.StatusTooManyRequests, errorReply{Detail: tm.msg, Code: "too_many"})
+	}
 	return s.unavailable(c, err)
 }
 
