@@ -218,3 +218,23 @@ func echoRoundTrips(t *testing.T, c *protocol.Client, queue string, n int, timeo
 		}
 	}
 }
+
+// finishedOnce checks that each task finished once across two workers'
+// counts, with one SUCCESS and no FAILURE or REVOKED stored: the run that
+// lost its lease stored nothing.
+func finishedOnce(t *testing.T, ids []string, doneA, doneB map[string]int, states *stateLog) {
+	t.Helper()
+	for _, id := range ids {
+		if doneA[id]+doneB[id] != 1 {
+			t.Errorf("task %s finished %d times (first worker %d, second %d), want once", id, doneA[id]+doneB[id], doneA[id], doneB[id])
+		}
+		if n := states.count(id, "SUCCESS"); n != 1 {
+			t.Errorf("task %s: SUCCESS published %d times, want 1 (states %v)", id, n, states.of(id))
+		}
+		for _, st := range states.of(id) {
+			if st == "FAILURE" || st == "REVOKED" {
+				t.Errorf("task %s: %s published; the abandoned run must store nothing (states %v)", id, st, states.of(id))
+			}
+		}
+	}
+}

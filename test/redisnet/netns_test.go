@@ -305,19 +305,7 @@ func TestRealNetwork(t *testing.T) {
 		})
 		time.Sleep(2 * time.Second) // anything worker A still meant to write would land now
 		doneA, doneB := count(a, "task succeeded"), count(b, "task succeeded")
-		for _, id := range ids {
-			if doneA[id]+doneB[id] != 1 {
-				t.Errorf("task %s finished %d times (A %d, B %d), want once", id, doneA[id]+doneB[id], doneA[id], doneB[id])
-			}
-			if n := states.count(id, "SUCCESS"); n != 1 {
-				t.Errorf("task %s: SUCCESS published %d times, want 1 (states %v)", id, n, states.of(id))
-			}
-			for _, st := range states.of(id) {
-				if st == "FAILURE" || st == "REVOKED" {
-					t.Errorf("task %s: %s published; the abandoned run must store nothing (states %v)", id, st, states.of(id))
-				}
-			}
-		}
+		finishedOnce(t, ids, doneA, doneB, states)
 		b.Signal(syscall.SIGTERM)
 		b.Wait(30 * time.Second)
 	})

@@ -170,19 +170,7 @@ func TestRemoteRealNetwork(t *testing.T) {
 		waitFor(t, 30*time.Second, "nothing left held", func() bool { return l.held() == 0 })
 		time.Sleep(2 * time.Second) // anything the remote worker still meant to send lands now
 		doneA, doneB := count(a, "task succeeded"), count(b, "task succeeded")
-		for _, id := range ids {
-			if doneA[id]+doneB[id] != 1 {
-				t.Errorf("task %s finished %d times (remote %d, spare %d), want once", id, doneA[id]+doneB[id], doneA[id], doneB[id])
-			}
-			if n := states.count(id, "SUCCESS"); n != 1 {
-				t.Errorf("task %s: SUCCESS published %d times, want 1 (states %v)", id, n, states.of(id))
-			}
-			for _, s := range states.of(id) {
-				if s == "FAILURE" || s == "REVOKED" {
-					t.Errorf("task %s: %s published; the abandoned run must store nothing (states %v)", id, s, states.of(id))
-				}
-			}
-		}
+		finishedOnce(t, ids, doneA, doneB, states)
 		b.Signal(syscall.SIGTERM)
 		b.Wait(30 * time.Second)
 	})
