@@ -184,12 +184,11 @@ func count(p *testenv.Process, msg string) map[string]int {
 	return out
 }
 
-// TestRealNetwork runs the Go worker in its own network namespace, with
-// Redis in another behind an 80 ms RTT, 1 % loss link: tasks complete;
-// a partition longer than the visibility timeout mid-task leaves each
-// task with exactly one finished run and one result; a shorter one runs
-// nothing twice.
-func TestRealNetwork(t *testing.T) {
+// newWorkerNetLab is newNetLab with the worker binary built, for the
+// tests that run it in a namespace of its own (they take about a minute
+// each, so -short skips them).
+func newWorkerNetLab(t *testing.T) *netLab {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("SKIP: -short: the real-network test takes about a minute")
 	}
@@ -201,6 +200,16 @@ func TestRealNetwork(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", l.workerBin, "morag-gpu/worker").CombinedOutput(); err != nil {
 		t.Fatalf("build the worker: %v\n%s", err, out)
 	}
+	return l
+}
+
+// TestRealNetwork runs the Go worker in its own network namespace, with
+// Redis in another behind an 80 ms RTT, 1 % loss link: tasks complete;
+// a partition longer than the visibility timeout mid-task leaves each
+// task with exactly one finished run and one result; a shorter one runs
+// nothing twice.
+func TestRealNetwork(t *testing.T) {
+	l := newWorkerNetLab(t)
 	l.redisPort = 6379 // nsR is this test's own: nothing else listens there
 	rp := l.start(l.nsR, "redis-server", "--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", t.TempDir(), "--loglevel", "notice")

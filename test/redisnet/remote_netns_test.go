@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,17 +27,7 @@ import (
 // visibility timeout mid-task, each task finishes once with one result;
 // shorter, nothing runs twice.
 func TestRemoteRealNetwork(t *testing.T) {
-	if testing.Short() {
-		t.Skip("SKIP: -short: the real-network test takes about a minute")
-	}
-	nl := newNetLab(t)
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skipf("SKIP: redis-server not installed (%v); run scripts/setup or `make test`", err)
-	}
-	nl.workerBin = filepath.Join(t.TempDir(), "worker")
-	if out, err := exec.Command("go", "build", "-o", nl.workerBin, "morag-gpu/worker").CombinedOutput(); err != nil {
-		t.Fatalf("build the worker: %v\n%s", err, out)
-	}
+	nl := newWorkerNetLab(t)
 	// The gateway's front door is nsR's veth address: the worker's traffic
 	// crosses the veth link, then the proxy.
 	ln, err := inNetns(nl.nsR, func() (net.Listener, error) { return net.Listen("tcp", nl.addrR+":0") })
