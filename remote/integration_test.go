@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"morag-gpu/contract"
 	"morag-gpu/gateway/httpapi"
 	"morag-gpu/internal/testenv"
+	"morag-gpu/internal/testgateway"
 	"morag-gpu/protocol"
 	"morag-gpu/remote"
 	"morag-gpu/worker/runner"
@@ -66,25 +66,10 @@ type env struct {
 func start(t testing.TB, vt, confirm time.Duration) *env {
 	t.Helper()
 	r := testenv.StartRedis(t)
-	srv := httptest.NewUnstartedServer(nil)
-	base := "http://" + srv.Listener.Addr().String()
-	cfg := httpapi.Config{RedisURL: r.URL(), UploadDir: t.TempDir(), PublicURL: base, WaitTimeout: time.Minute,
+	srv, base := testgateway.Unstarted()
+	testgateway.Start(t, srv, httpapi.Config{RedisURL: r.URL(), UploadDir: t.TempDir(), PublicURL: base, WaitTimeout: time.Minute,
 		VisibilityTimeout: vt, WorkerConfirm: confirm, WorkerMaxWait: 5 * time.Second,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := httpapi.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	srv.Config.Handler = g.Handler()
-	srv.Start()
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		g.Wait()
-	})
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
 	pool, err := protocol.NewPool(r.URL())
 	if err != nil {
 		t.Fatal(err)

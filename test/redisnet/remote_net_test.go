@@ -14,7 +14,6 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +28,7 @@ import (
 	"morag-gpu/contract"
 	"morag-gpu/gateway/httpapi"
 	"morag-gpu/internal/testenv"
+	"morag-gpu/internal/testgateway"
 	"morag-gpu/media"
 	"morag-gpu/protocol"
 	"morag-gpu/remote"
@@ -69,30 +69,16 @@ func newRemoteLabOn(t testing.TB, ln net.Listener, vt, confirm, delay time.Durat
 	t.Cleanup(func() { ln.Close() })
 	r := testenv.StartRedis(t)
 	l := &remoteLab{r: r, vt: vt, keys: map[string]string{}}
-	srv := httptest.NewUnstartedServer(nil)
-	l.direct = "http://" + srv.Listener.Addr().String()
+	srv, direct := testgateway.Unstarted()
+	l.direct = direct
 	var err error
 	var d net.Dialer
 	gw := srv.Listener.Addr().String()
 	l.px = startProxy(t, ln, func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", gw) }, delay, loss)
 	l.url = "http://" + l.px.Addr()
-	cfg := httpapi.Config{RedisURL: r.URL(), UploadDir: t.TempDir(), PublicURL: l.url, WaitTimeout: 5 * time.Minute,
+	testgateway.Start(t, srv, httpapi.Config{RedisURL: r.URL(), UploadDir: t.TempDir(), PublicURL: l.url, WaitTimeout: 5 * time.Minute,
 		MaxUpload: 1 << 30, VisibilityTimeout: vt, WorkerConfirm: confirm, WorkerMaxWait: 5 * time.Second,
-		Logger: zerolog.New(io.Discard)}
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := httpapi.New(ctx, cfg)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	srv.Config.Handler = g.Handler()
-	srv.Start()
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		g.Wait()
-	})
+		Logger: zerolog.New(io.Discard)})
 	if l.pool, err = protocol.NewPool(r.URL()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 
 	"morag-gpu/gateway/httpapi"
 	"morag-gpu/internal/testenv"
+	"morag-gpu/internal/testgateway"
 	"morag-gpu/protocol"
 	"morag-gpu/worker/runner"
 )
@@ -105,23 +105,9 @@ func waitDiscovery(t *testing.T, ports []int, dial func(port int) (redis.Conn, e
 // returns its base URL.
 func startGateway(t *testing.T, redisURL string) string {
 	t.Helper()
-	srv := httptest.NewUnstartedServer(nil)
-	base := "http://" + srv.Listener.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	g, err := httpapi.New(ctx, httpapi.Config{RedisURL: redisURL, UploadDir: t.TempDir(), PublicURL: base,
+	srv, base := testgateway.Unstarted()
+	testgateway.Start(t, srv, httpapi.Config{RedisURL: redisURL, UploadDir: t.TempDir(), PublicURL: base,
 		WaitTimeout: 30 * time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	srv.Config.Handler = g.Handler()
-	srv.Start()
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-		cancel()
-		g.Wait()
-	})
 	return base
 }
 
