@@ -5,7 +5,6 @@ package remote_test
 // Python Celery 5.2.6 publishing and reading results.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -199,23 +198,6 @@ func (e *env) waitState(id string, timeout time.Duration, states ...string) map[
 	}
 	e.t.Fatalf("task %s did not reach %v within %s; last meta %v", id, states, timeout, last)
 	return nil
-}
-
-// logLines counts the worker's JSON log lines with message (and task id).
-func logLines(p *testenv.Process, message, taskID string) int {
-	n := 0
-	sc := bufio.NewScanner(strings.NewReader(p.Output()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) != nil {
-			continue
-		}
-		if line["message"] == message && (taskID == "" || line["task_id"] == taskID) {
-			n++
-		}
-	}
-	return n
 }
 
 // TestRemoteWorkerCompletesTask: a worker with only a gateway URL and
@@ -430,10 +412,10 @@ func TestSIGKILLedRemoteWorkerTaskRunsOnceElsewhere(t *testing.T) {
 	if m["status"] != "SUCCESS" || m["result"] != float64(4) {
 		t.Errorf("result after the kill = %v; want SUCCESS 4", m)
 	}
-	if n := logLines(second, "task succeeded", id); n != 1 {
+	if n := second.LogLines("task succeeded", id); n != 1 {
 		t.Errorf("second worker completed the task %d times; want 1", n)
 	}
-	if n := logLines(first, "task succeeded", id); n != 0 {
+	if n := first.LogLines("task succeeded", id); n != 0 {
 		t.Errorf("killed worker completed it %d times", n)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -565,7 +547,7 @@ func TestLeaseRefreshThroughGatewayKeepsLongTask(t *testing.T) {
 	if m["status"] != "SUCCESS" {
 		t.Errorf("result = %v", m)
 	}
-	if n := logLines(w, "task started", id); n != 1 {
+	if n := w.LogLines("task started", id); n != 1 {
 		t.Errorf("task started %d times; want 1", n)
 	}
 }

@@ -1,7 +1,6 @@
 package redisnet
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -173,7 +172,7 @@ func (l *netLab) startWorker(ns, redisURL, hostname string, args ...string) *tes
 // SUCCESS, and a logged no lease loss since it had logged lostBefore.
 func ranOnceKeepingLease(t *testing.T, a *testenv.Process, id string, states *stateLog, lostBefore int) {
 	t.Helper()
-	if n := count(a, "task started")[id]; n != 1 {
+	if n := a.LogsByTask("task started")[id]; n != 1 {
 		t.Errorf("task started %d times, want 1", n)
 	}
 	if n := states.count(id, "SUCCESS"); n != 1 {
@@ -182,22 +181,6 @@ func ranOnceKeepingLease(t *testing.T, a *testenv.Process, id string, states *st
 	if strings.Count(a.Output(), "lease lost") != lostBefore {
 		t.Errorf("the worker gave up the lease after a partition shorter than the visibility timeout")
 	}
-}
-
-// count returns, per task id, the worker's log lines with message msg.
-func count(p *testenv.Process, msg string) map[string]int {
-	out := map[string]int{}
-	sc := bufio.NewScanner(strings.NewReader(p.Output()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line["message"] == msg {
-			if id, ok := line["task_id"].(string); ok {
-				out[id]++
-			}
-		}
-	}
-	return out
 }
 
 // newWorkerNetLab is newNetLab with the worker binary built, for the
@@ -305,7 +288,7 @@ func TestRealNetwork(t *testing.T) {
 			ids = append(ids, r.ID)
 		}
 		waitFor(t, 20*time.Second, "worker A to start both tasks", func() bool {
-			s := count(a, "task started")
+			s := a.LogsByTask("task started")
 			return s[ids[0]] == 1 && s[ids[1]] == 1
 		})
 		l.linkDown()
@@ -329,7 +312,7 @@ func TestRealNetwork(t *testing.T) {
 			return err == nil && n == 0
 		})
 		time.Sleep(2 * time.Second) // anything worker A still meant to write would land now
-		doneA, doneB := count(a, "task succeeded"), count(b, "task succeeded")
+		doneA, doneB := a.LogsByTask("task succeeded"), b.LogsByTask("task succeeded")
 		finishedOnce(t, ids, doneA, doneB, states)
 		b.Signal(syscall.SIGTERM)
 		b.Wait(30 * time.Second)
@@ -341,7 +324,7 @@ func TestRealNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "worker A to start the task", func() bool { return count(a, "task started")[r.ID] == 1 })
+		waitFor(t, 20*time.Second, "worker A to start the task", func() bool { return a.LogsByTask("task started")[r.ID] == 1 })
 		l.linkDown()
 		time.Sleep(vt / 2)
 		l.linkUp()

@@ -134,7 +134,7 @@ func TestRemoteRealNetwork(t *testing.T) {
 			ids = append(ids, r.ID)
 		}
 		waitFor(t, 30*time.Second, "the remote worker to start both tasks", func() bool {
-			s := count(a, "task started")
+			s := a.LogsByTask("task started")
 			return s[ids[0]] == 1 && s[ids[1]] == 1
 		})
 		nl.linkDown()
@@ -157,7 +157,7 @@ func TestRemoteRealNetwork(t *testing.T) {
 		}
 		waitFor(t, 30*time.Second, "nothing left held", func() bool { return l.held() == 0 })
 		time.Sleep(2 * time.Second) // anything the remote worker still meant to send lands now
-		doneA, doneB := count(a, "task succeeded"), count(b, "task succeeded")
+		doneA, doneB := a.LogsByTask("task succeeded"), b.LogsByTask("task succeeded")
 		finishedOnce(t, ids, doneA, doneB, states)
 		b.Signal(syscall.SIGTERM)
 		b.Wait(30 * time.Second)
@@ -169,7 +169,7 @@ func TestRemoteRealNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "the remote worker to start the task", func() bool { return count(a, "task started")[r.ID] == 1 })
+		waitFor(t, 30*time.Second, "the remote worker to start the task", func() bool { return a.LogsByTask("task started")[r.ID] == 1 })
 		nl.linkDown()
 		time.Sleep(vt / 2)
 		nl.linkUp()

@@ -136,7 +136,7 @@ func TestChordHeaderSplitBetweenGoAndPython(t *testing.T) {
 	t.Run("PythonBodyGoJoins", func(t *testing.T) {
 		cr := runChord(t, r.URL(), "chord", [][]any{echo(0, "py"), echo(1, "go"), echo(2, "py"), sleep("go")}, "py", "")
 		checkBody(t, cr, pyName, []string{pyName, goName, pyName, "sleep"})
-		if n := logLines(goW, "chord complete: body sent", ""); n < 1 {
+		if n := goW.LogLines("chord complete: body sent", ""); n < 1 {
 			t.Errorf("the Go worker did not join the chord (its part finished last)")
 		}
 	})
@@ -282,7 +282,7 @@ func TestChordSurvivesSIGKILLedGoWorker(t *testing.T) {
 	if len(results) != 2 || results[1] != float64(3) {
 		t.Errorf("body got %v; want [echo(0), 3]", cr.Result["args"])
 	}
-	if n := logLines(second, "task succeeded", cr.Parts[1]); n != 1 {
+	if n := second.LogLines("task succeeded", cr.Parts[1]); n != 1 {
 		t.Errorf("restarted Go worker finished the killed part %d times; want 1", n)
 	}
 	if n := redisInt(t, r, "GET", "diag:runs:"+cr.ID); n != 1 {

@@ -5,7 +5,6 @@ package integration_test
 // celery CLI and an event receiver), each test on a private Redis.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -55,40 +54,6 @@ func startWorker(t *testing.T, redisURL string, args ...string) *testenv.Process
 		t.Fatalf("Go worker did not become ready:\n%s", p.Output())
 	}
 	return p
-}
-
-// logLines returns the worker's JSON log lines with the given message and
-// task id.
-func logLines(p *testenv.Process, message, taskID string) int {
-	n := 0
-	sc := bufio.NewScanner(strings.NewReader(p.Output()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) != nil {
-			continue
-		}
-		if line["message"] == message && (taskID == "" || line["task_id"] == taskID) {
-			n++
-		}
-	}
-	return n
-}
-
-// startsByTask counts "task started" log lines per task id.
-func startsByTask(p *testenv.Process) map[string]int {
-	out := map[string]int{}
-	sc := bufio.NewScanner(strings.NewReader(p.Output()))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line["message"] == "task started" {
-			if id, ok := line["task_id"].(string); ok {
-				out[id]++
-			}
-		}
-	}
-	return out
 }
 
 // python runs a script with the diagapp fixture and decodes each JSON line
@@ -427,7 +392,7 @@ for res in results:
 	}
 	host, _ := os.Hostname()
 	byWorker := map[string]int{}
-	goStarts := startsByTask(goW)
+	goStarts := goW.LogsByTask("task started")
 	for i, l := range lines {
 		id := l["id"].(string)
 		res := l["result"].(map[string]any)
@@ -462,10 +427,10 @@ func TestSIGKILLDuringTaskRerunsItOnce(t *testing.T) {
 	if m["status"] != "SUCCESS" || m["result"] != float64(5) {
 		t.Errorf("result after the crash = %v; want SUCCESS 5", m)
 	}
-	if n := logLines(second, "task succeeded", id); n != 1 {
+	if n := second.LogLines("task succeeded", id); n != 1 {
 		t.Errorf("restarted worker completed the task %d times; want 1", n)
 	}
-	if n := logLines(first, "task succeeded", id); n != 0 {
+	if n := first.LogLines("task succeeded", id); n != 0 {
 		t.Errorf("killed worker completed the task %d times; want 0", n)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -553,7 +518,7 @@ emit({"id": res.id})
 	if n := redisInt(t, r, "GET", "diag:runs:"+id); n != 0 {
 		t.Errorf("the Python worker ran the Go worker's long task %d times: its lease was not kept", n)
 	}
-	if n := startsByTask(goW)[id]; n != 1 {
+	if n := goW.LogsByTask("task started")[id]; n != 1 {
 		t.Errorf("the Go worker started the long task %d times; want 1", n)
 	}
 	_ = py
