@@ -390,7 +390,7 @@ func (s *Server) settle(r *request, st protocol.CommitStatus) bool {
 // finishAsync queues ops (a CommitFinish for r first, then events) in the
 // group commit without waiting; done runs once they are in, unless the
 // message was restored elsewhere meanwhile. Until then r stays held and
-// counts against the prefetch limit. If a forced shutdown stops the commit,
+// counts against the committing allowance (fetchLoop). If a forced shutdown stops the commit,
 // r stays held and Run requeues it.
 func (s *Server) finishAsync(ctx context.Context, r *request, what string, ops []protocol.CommitOp, done func()) {
 	s.mu.Lock()

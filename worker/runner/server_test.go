@@ -34,7 +34,13 @@ type harness struct {
 // startServer runs a Server on a private Redis until the test ends.
 func startServer(t *testing.T, cfg Config, mux *Mux) *harness {
 	t.Helper()
-	r := testenv.StartRedis(t)
+	return startServerOn(t, testenv.StartRedis(t), cfg, mux)
+}
+
+// startServerOn is startServer on a Redis the test started (for a
+// transport of its own that must talk to the same one).
+func startServerOn(t *testing.T, r *testenv.Redis, cfg Config, mux *Mux) *harness {
+	t.Helper()
 	cfg.RedisURL = r.URL()
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
 	srv, err := NewServer(cfg, mux)
@@ -322,6 +328,78 @@ func TestServerHonoursPrefetch(t *testing.T) {
 		t.Errorf("held %d, waiting %d; want 1 running + 1 prefetched held and 3 left in the queue", held, waiting)
 	}
 	close(release)
+	for _, id := range ids {
+		if m := h.wait(id); m.Status != protocol.StateSuccess {
+			t.Errorf("task %s: %s", id, m.Status)
+		}
+	}
+}
+
+// finishGate is the Redis transport with every commit that settles a
+// task (CommitFinish) held until release is closed: finished tasks pile
+// up waiting for their result and ack, as they would behind a slow Redis.
+type finishGate struct {
+	Transport
+	release chan struct{}
+}
+
+func (g *finishGate) Commit(ctx context.Context, ops []protocol.CommitOp) ([]protocol.CommitStatus, error) {
+	if slices.ContainsFunc(ops, func(op protocol.CommitOp) bool { return op.Kind == protocol.CommitFinish }) {
+		select {
+		case <-g.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.Transport.Commit(ctx, ops)
+}
+
+// Finished tasks whose commit is still in flight do not hold back the next
+// fetch (they hoard no work), but only up to an allowance as large as the
+// prefetch limit, so a stalled commit cannot make the worker take the
+// whole queue.
+func TestServerFinishingTasksHaveTheirOwnAllowance(t *testing.T) {
+	t.Parallel()
+	gate := &finishGate{release: make(chan struct{})}
+	r := testenv.StartRedis(t)
+	mux := NewMux()
+	mux.HandleFunc("t.noop", func(context.Context, *Task) (any, error) { return "done", nil })
+	cfg := Config{Queues: []string{"allow"}, Concurrency: 1, Prefetch: -1}
+	cfg.NewTransport = func(tc TransportConfig) (Transport, error) {
+		pool, err := protocol.NewPool(r.URL())
+		if err != nil {
+			return nil, err
+		}
+		inner := Config{Hostname: tc.Hostname, Queues: tc.Queues, VisibilityTimeout: tc.VisibilityTimeout,
+			ResultExpires: tc.ResultExpires, Logger: tc.Logger}
+		gate.Transport = newRedisTransport(inner, pool, 0)
+		return gate, nil
+	}
+	h := startServerOn(t, r, cfg, mux)
+	var ids []string
+	for range 5 {
+		ids = append(ids, h.send("t.noop", protocol.SendOptions{}))
+	}
+	// The limit is 1 (one slot, no prefetch). The first task finishes and
+	// waits for its commit; a second is fetched and runs meanwhile; once it
+	// too waits, two finishing tasks are over the allowance of one, and
+	// the fetch loop waits.
+	var held int
+	h.waitFor("two finished tasks awaiting their commit, and the fetch loop waiting for room", 10*time.Second, func() bool {
+		parked, n := h.fetchersParked()
+		h.srv.mu.Lock()
+		finishing := h.srv.committing
+		h.srv.mu.Unlock()
+		held = n
+		return parked && finishing == 2
+	})
+	if held != 2 {
+		t.Errorf("the fetch loop stopped with %d messages held; want 2 (two finished, awaiting their commit)", held)
+	}
+	if held, waiting := h.redisInt("ZCARD", "unacked_index"), h.redisInt("LLEN", "allow"); held != 2 || waiting != 3 {
+		t.Errorf("held %d, waiting %d; want 2 held and 3 left in the queue", held, waiting)
+	}
+	close(gate.release)
 	for _, id := range ids {
 		if m := h.wait(id); m.Status != protocol.StateSuccess {
 			t.Errorf("task %s: %s", id, m.Status)
