@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"morag-gpu/protocol"
 )
@@ -37,7 +38,23 @@ type commitReq struct {
 	ops  []protocol.CommitOp
 	done chan commitReply
 	then func([]protocol.CommitStatus, error)
+	// state lets the submitter withdraw a request no committer has taken
+	// yet (withdraw); a committer skips a withdrawn one (take).
+	state atomic.Uint32
 }
+
+const (
+	reqQueued uint32 = iota
+	reqTaken
+	reqWithdrawn
+)
+
+// take claims req for a commit; false: its submitter withdrew it.
+func (r *commitReq) take() bool { return r.state.CompareAndSwap(reqQueued, reqTaken) }
+
+// withdraw cancels req if no committer has taken it yet; false: it is
+// being or has been committed, and will be answered.
+func (r *commitReq) withdraw() bool { return r.state.CompareAndSwap(reqQueued, reqWithdrawn) }
 
 // answer hands a request its outcome.
 func (r *commitReq) answer(status []protocol.CommitStatus, err error) {
@@ -143,6 +160,9 @@ func (c *committer) loop(ctx context.Context) {
 		if !ok {
 			return
 		}
+		if !req.take() {
+			continue
+		}
 		batch = append(batch[:0], req)
 		n := len(req.ops)
 	drain:
@@ -151,6 +171,9 @@ func (c *committer) loop(ctx context.Context) {
 			case r, ok := <-c.in:
 				if !ok {
 					break drain
+				}
+				if !r.take() {
+					continue
 				}
 				batch = append(batch, r)
 				n += len(r.ops)

@@ -21,7 +21,8 @@
 //   - STARTED, results with their acks, and task events go to Redis in
 //     group commits (commit.go): one Lua call for whatever queued up
 //     during the previous one. A task's start is committed, and counted,
-//     before its handler runs; a message that already started
+//     before its handler runs, and its STARTED in a later commit while it
+//     runs (withdrawn if it ends first); a message that already started
 //     Config.MaxDeliveries times without finishing is failed as a poison
 //     message instead (poison.go).
 //   - Every fetched message stays in kombu's unacked bookkeeping until its

@@ -98,27 +98,22 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	s.countStart(msg.Task)
 	s.cfg.Observer.TaskStarted(msg.Task)
 
-	// Count the start (poison-message detection) and store STARTED
-	// (task_track_started) in the group commit, before the handler runs: a
-	// handler that kills the process at once must already be counted.
-	// With no Result, protocol stores Celery's {"pid", "hostname"} (this
-	// process's pid and Worker) without a map to build and sort per task.
-	startOp := protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts}
-	if !msg.IgnoreResult {
-		startOp.Store = &protocol.StoreRequest{
-			TaskID:  msg.ID,
-			State:   protocol.StateStarted,
-			Message: msg,
-			Worker:  s.cfg.Hostname,
-		}
-	}
-	st, err := s.commits.commit(ioCtx, startOp)
+	// Count the start (poison-message detection) in the group commit
+	// before the handler runs: a handler that kills the process at once
+	// must already be counted. STARTED (task_track_started) follows in a
+	// later commit while the handler runs; a task that ends before that
+	// commit goes out withdraws it (settleStarted), so that a no-op task
+	// costs one result write, not two. A poller then sees PENDING and the
+	// final state, as it may for any task shorter than its polling
+	// interval; a task that runs longer than a commit shows STARTED.
+	st, err := s.commits.commit(ioCtx, protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts})
+	var started *commitReq
 	switch {
 	case err != nil && ioCtx.Err() != nil:
 		cancel(ErrShutdown)
 		return // still held: Run requeues it
 	case err != nil:
-		r.log.Warn().Err(err).Msg("could not store STARTED; running the task anyway")
+		r.log.Warn().Err(err).Msg("could not count the start; running the task anyway")
 	case st[0] != protocol.CommitHeld:
 		// Redis lost it (restarted empty) or another consumer restored
 		// it: running it is the only way a lost task still gets done.
@@ -127,6 +122,9 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 		r.mu.Lock()
 		r.counted = true
 		r.mu.Unlock()
+		if !msg.IgnoreResult {
+			started = s.storeStarted(ioCtx, r)
+		}
 	}
 	s.taskEvent("task-started", map[string]any{"uuid": msg.ID})
 	r.log.Info().Msg("task started")
@@ -175,9 +173,11 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	case <-r.terminate:
 		o = outcome{terminated: true}
 	case <-ioCtx.Done():
+		s.settleStarted(r, started)
 		cancel(ErrShutdown)
 		return // still held: Run requeues it
 	}
+	s.settleStarted(r, started)
 	if r.terminated() {
 		o = outcome{terminated: true}
 	}
@@ -190,6 +190,43 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 		cancel(nil)
 	}
 	s.finish(ioCtx, r, o, s.cfg.Clock.Now().Sub(start))
+}
+
+// storeStarted queues r's STARTED without waiting for it. It is a
+// CommitStart again, with the count it already recorded, so the count
+// stays as it is and nothing is written once r is no longer held. With no
+// Result, protocol stores Celery's {"pid", "hostname"} (this process's
+// pid and Worker) without a map to build and sort per task.
+func (s *Server) storeStarted(ctx context.Context, r *request) *commitReq {
+	req := &commitReq{
+		ops: []protocol.CommitOp{{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts, Store: &protocol.StoreRequest{
+			TaskID:  r.msg.ID,
+			State:   protocol.StateStarted,
+			Message: r.msg,
+			Worker:  s.cfg.Hostname,
+		}}},
+		done: make(chan commitReply, 1),
+	}
+	if !s.commits.submit(ctx, req) {
+		return nil
+	}
+	return req
+}
+
+// settleStarted keeps r's STARTED from landing after its outcome: it
+// withdraws the request if no commit has taken it yet, else waits until
+// it is in.
+func (s *Server) settleStarted(r *request, req *commitReq) {
+	if req == nil || req.withdraw() {
+		return
+	}
+	select {
+	case rep := <-req.done:
+		if rep.err != nil {
+			r.log.Warn().Err(rep.err).Msg("could not store STARTED")
+		}
+	case <-s.commits.stopped:
+	}
 }
 
 // call runs the handler, turning a panic into an outcome.

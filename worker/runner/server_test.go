@@ -11,6 +11,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -486,5 +487,117 @@ func TestServerRetryOfUnheldMessagePublishesNothing(t *testing.T) {
 	// copy published anyway would be there already.
 	if n := h.redisInt("LLEN", "rq") + h.redisInt("ZCARD", "unacked_index"); n != 0 {
 		t.Fatalf("%d copies of the retried task were published although the original was no longer held", n)
+	}
+}
+
+// STARTED goes out in a commit of its own while the handler runs, and a
+// task that ends first withdraws it; either way it never lands after the
+// outcome. A STARTED written after a FAILURE would replace it (only a
+// SUCCESS is kept over a later state), so failing tasks show a slip at
+// once: each task's published states must be [final] or [STARTED, final],
+// and the stored state the final one.
+func TestServerStartedNeverFollowsTheOutcome(t *testing.T) {
+	t.Parallel()
+	mux := NewMux()
+	mux.HandleFunc("t.ok", func(context.Context, *Task) (any, error) { return "ok", nil })
+	mux.HandleFunc("t.fail", func(context.Context, *Task) (any, error) { return nil, errors.New("failed at once") })
+	h := startServer(t, Config{Queues: []string{"order"}, Concurrency: 8}, mux)
+
+	c := h.redis.Conn()
+	psc := redis.PubSubConn{Conn: c}
+	if err := psc.PSubscribe("celery-task-meta-*"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := psc.Receive().(redis.Subscription); !ok {
+		t.Fatal("no psubscribe confirmation")
+	}
+	seen := map[string][]protocol.State{}
+	const n = 400
+	final := map[string]protocol.State{}
+	for i := range n {
+		name, want := "t.ok", protocol.StateSuccess
+		if i%2 == 1 {
+			name, want = "t.fail", protocol.StateFailure
+		}
+		final[h.send(name, protocol.SendOptions{})] = want
+	}
+	for done := 0; done < n; {
+		m, ok := psc.ReceiveWithTimeout(30 * time.Second).(redis.Message)
+		if !ok {
+			t.Fatalf("%d of %d tasks ended before the results stopped coming", done, n)
+		}
+		var meta struct {
+			Status protocol.State
+			TaskID string `json:"task_id"`
+		}
+		if err := json.Unmarshal(m.Data, &meta); err != nil {
+			t.Fatal(err)
+		}
+		seen[meta.TaskID] = append(seen[meta.TaskID], meta.Status)
+		if meta.Status != protocol.StateStarted {
+			done++
+		}
+	}
+	c.Close()
+	withStarted := 0
+	for id, want := range final {
+		got := seen[id]
+		switch {
+		case slices.Equal(got, []protocol.State{want}):
+		case slices.Equal(got, []protocol.State{protocol.StateStarted, want}):
+			withStarted++
+		default:
+			t.Errorf("task %s published %v; want [%s] or [STARTED %s]", id, got, want, want)
+		}
+		if m := h.wait(id); m.Status != want {
+			t.Errorf("task %s is stored as %s; want %s", id, m.Status, want)
+		}
+	}
+	t.Logf("%d of %d tasks published STARTED before their outcome; the rest ended before it went out", withStarted, n)
+}
+
+// commitRecorder is a Transport that records each commit's ops.
+type commitRecorder struct {
+	Transport
+	mu  sync.Mutex
+	ops []protocol.CommitOp
+}
+
+func (c *commitRecorder) Commit(_ context.Context, ops []protocol.CommitOp) ([]protocol.CommitStatus, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ops = append(c.ops, ops...)
+	return make([]protocol.CommitStatus, len(ops)), nil
+}
+
+// A request withdrawn before a committer takes it is never committed nor
+// answered; one taken cannot be withdrawn and is answered.
+func TestCommitterSkipsWithdrawnRequests(t *testing.T) {
+	rec := &commitRecorder{}
+	c := newCommitter(&Server{tr: rec, log: zerolog.Nop()})
+	ctx := context.Background()
+	withdrawn := &commitReq{ops: []protocol.CommitOp{{Kind: protocol.CommitStart, Tag: "withdrawn"}}, done: make(chan commitReply, 1)}
+	kept := &commitReq{ops: []protocol.CommitOp{{Kind: protocol.CommitStart, Tag: "kept"}}, done: make(chan commitReply, 1)}
+	for _, r := range []*commitReq{withdrawn, kept} {
+		if !c.submit(ctx, r) {
+			t.Fatal("submit refused before stop")
+		}
+	}
+	if !withdrawn.withdraw() {
+		t.Fatal("a queued request could not be withdrawn")
+	}
+	c.start(ctx)
+	if rep := <-kept.done; rep.err != nil {
+		t.Fatal(rep.err)
+	}
+	if kept.withdraw() {
+		t.Error("a committed request was withdrawn")
+	}
+	c.stop()
+	if len(withdrawn.done) != 0 {
+		t.Error("the withdrawn request was answered")
+	}
+	if len(rec.ops) != 1 || rec.ops[0].Tag != "kept" {
+		t.Errorf("committed %v; want only the kept request's op", rec.ops)
 	}
 }
