@@ -65,29 +65,29 @@ func (r *resultReader) loop(psc redis.PubSubConn) {
 		switch m := psc.ReceiveWithTimeout(0).(type) {
 		case redis.Message:
 			now := time.Now()
-			if st, ok := quickStatus(m.Data); ok && string(st) != "SUCCESS" && string(st) != "FAILURE" && string(st) != "REVOKED" {
-				continue // STARTED, RETRY: skipped without decoding, so the reader costs the workers less CPU
+			// The status is read in place and the id taken from the
+			// channel (the key's name), so a result costs the reader no
+			// decoding and the workers it measures less CPU.
+			status, ok := quickStatus(m.Data)
+			if !ok {
+				var meta struct {
+					Status string `json:"status"`
+				}
+				if json.Unmarshal(m.Data, &meta) != nil {
+					continue
+				}
+				status = []byte(meta.Status)
 			}
-			var meta struct {
-				Status string `json:"status"`
-				TaskID string `json:"task_id"`
+			if string(status) != "SUCCESS" && string(status) != "FAILURE" && string(status) != "REVOKED" {
+				continue // STARTED, RETRY
 			}
-			if json.Unmarshal(m.Data, &meta) != nil {
-				continue
-			}
-			if meta.Status != "SUCCESS" && meta.Status != "FAILURE" && meta.Status != "REVOKED" {
-				continue
-			}
-			id := meta.TaskID
-			if id == "" {
-				id = strings.TrimPrefix(m.Channel, "celery-task-meta-")
-			}
+			id := strings.TrimPrefix(m.Channel, "celery-task-meta-")
 			r.mu.Lock()
 			ch := r.want[id]
 			delete(r.want, id)
 			r.mu.Unlock()
 			if ch != nil {
-				ch <- outcome{at: now, status: meta.Status, raw: m.Data}
+				ch <- outcome{at: now, status: string(status), raw: m.Data}
 			}
 		case error:
 			r.err = m
