@@ -38,7 +38,7 @@ func run(args []string) error {
 	gpus := detectGPUs()
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	queues := fs.String("queues", contract.DefaultQueue, "comma-separated queues to consume from")
-	concurrency := fs.Int("concurrency", max(1, len(gpus)), "tasks run at once (number of GPUs found by nvidia-smi, else 1)")
+	concurrency := fs.Int("concurrency", max(1, len(gpus)), "tasks run at once (number of GPUs nvidia-smi lists within CUDA_VISIBLE_DEVICES, else 1)")
 	prefetch := fs.Int("prefetch", 0, "fetched tasks that may wait for a free slot (0: same as -concurrency, -1: none)")
 	hostname := fs.String("hostname", contract.WorkerHostname, "node name; %h, %n, %d expand as in Celery")
 	redisURL := fs.String("redis", envOr("REDIS_URL", "redis://localhost:6379/0"), "Redis broker and result backend URL (env REDIS_URL)")
@@ -190,9 +190,50 @@ func envOr(key, def string) string {
 	return def
 }
 
-// detectGPUs lists the GPUs `nvidia-smi -L` reports; none when it is
-// missing or fails.
+// detectGPUs lists the GPUs `nvidia-smi -L` reports that this process
+// may use (CUDA_VISIBLE_DEVICES); none when it is missing or fails.
 func detectGPUs() []string {
+	env, set := os.LookupEnv("CUDA_VISIBLE_DEVICES")
+	return visibleGPUs(listGPUs(), env, set)
+}
+
+// visibleGPUs keeps the GPUs of `nvidia-smi -L` that CUDA_VISIBLE_DEVICES
+// lets CUDA see, in its order, as CUDA reads it: indices or GPU-/MIG-
+// UUID prefixes, separated by commas, up to the first entry that names
+// no device; set but empty hides them all. nvidia-smi itself ignores
+// the variable.
+func visibleGPUs(all []string, env string, set bool) []string {
+	if !set {
+		return all
+	}
+	var out []string
+	for _, e := range strings.Split(env, ",") {
+		e = strings.TrimSpace(e)
+		i, err := strconv.Atoi(e)
+		switch {
+		case err == nil && i >= 0 && i < len(all):
+			out = append(out, all[i])
+			continue
+		case err == nil || (!strings.HasPrefix(e, "GPU-") && !strings.HasPrefix(e, "MIG-")):
+			return out
+		}
+		found := false
+		for _, g := range all {
+			if strings.Contains(g, "UUID: "+e) {
+				out, found = append(out, g), true
+				break
+			}
+		}
+		if !found {
+			return out
+		}
+	}
+	return out
+}
+
+// listGPUs lists the GPUs `nvidia-smi -L` reports; none when it is
+// missing or fails.
+func listGPUs() []string {
 	if _, err := exec.LookPath("nvidia-smi"); err != nil {
 		return nil
 	}

@@ -43,7 +43,7 @@ func registerMediaFlags(fs *flag.FlagSet) *mediaFlags {
 	fs.StringVar(&f.modelDir, "whisper-model-dir", transcribe.DefaultModelDir(), "where named whisper models are downloaded")
 	fs.StringVar(&f.modelURL, "whisper-model-url", os.Getenv(transcribe.ModelURLEnv), "mirror holding ggml-<name>.bin files (env WHISPER_MODEL_URL; default: where whisper.cpp publishes them)")
 	fs.BoolVar(&f.whisperGPU, "whisper-gpu", true, "let whisper.cpp use the GPU when libwhisper was built with CUDA")
-	fs.StringVar(&f.whisperGPUs, "whisper-gpus", "", "comma-separated CUDA devices: one model copy on each, slots spread over them (default: device 0)")
+	fs.StringVar(&f.whisperGPUs, "whisper-gpus", "", "comma-separated CUDA devices (numbered within CUDA_VISIBLE_DEVICES): one model copy on each, transcription streams spread over them (default: every GPU whisper.cpp can use)")
 	fs.IntVar(&f.streams, "transcribe-streams", 0, "transcriptions run at once, each on its own whisper state (0: same as -concurrency); set -concurrency above it so other tasks download, probe and cut thumbnails meanwhile")
 	fs.StringVar(&f.noTranscriber, "no-transcriber", string(tasks.NoTranscriberForward), "without a transcriber, audio/video needing a transcript are: forward (to -forward-unknown's queue) or fail")
 	fs.BoolVar(&f.allowPrivate, "allow-private-urls", false, "let process_url_task_remote fetch loopback, private and link-local addresses")

@@ -3,6 +3,7 @@ package transcribe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"runtime"
 )
@@ -24,11 +25,10 @@ type WhisperConfig struct {
 	Threads int
 	// NoGPU keeps whisper.cpp on the CPU even in a CUDA build.
 	NoGPU bool
-	// GPUDevice is the CUDA device the model is placed on.
-	GPUDevice int
-	// GPUDevices, when set, places one copy of the model on each of these
-	// CUDA devices and spreads the slots over them round-robin (GPUDevice
-	// is then ignored).
+	// GPUDevices places one copy of the model on each of these CUDA
+	// devices (numbered within CUDA_VISIBLE_DEVICES, as CUDA numbers
+	// them) and spreads the slots over them round-robin. Empty: every GPU
+	// whisper.cpp can use.
 	GPUDevices []int
 	// NoFlashAttn turns flash attention off (it is on by default, as in
 	// whisper.cpp).
@@ -74,10 +74,31 @@ func (c WhisperConfig) resolve(ctx context.Context) (WhisperConfig, error) {
 	return c, nil
 }
 
-// devices lists the devices a model is loaded on.
-func (c WhisperConfig) devices() []int {
-	if len(c.GPUDevices) > 0 {
-		return c.GPUDevices
+// placement lists the devices a copy of the model is loaded on, given
+// how many GPUs whisper.cpp can use: GPUDevices, else every GPU, else one
+// copy on the CPU (device 0, which a CPU build ignores). Listed devices
+// are kept without a GPU too, each copy then on the CPU: the same code
+// path as on several GPUs, which is how it is tested here.
+func (c WhisperConfig) placement(gpus int) ([]int, error) {
+	if len(c.GPUDevices) == 0 {
+		if c.NoGPU || gpus == 0 {
+			return []int{0}, nil
+		}
+		all := make([]int, gpus)
+		for i := range all {
+			all[i] = i
+		}
+		return all, nil
 	}
-	return []int{c.GPUDevice}
+	seen := map[int]bool{}
+	for _, d := range c.GPUDevices {
+		if d < 0 || (!c.NoGPU && gpus > 0 && d >= gpus) {
+			return nil, fmt.Errorf("transcribe: GPU device %d does not exist: whisper.cpp sees %d GPU(s), numbered 0 to %d within CUDA_VISIBLE_DEVICES", d, gpus, gpus-1)
+		}
+		if seen[d] {
+			return nil, fmt.Errorf("transcribe: GPU device %d is listed twice; one model copy per device", d)
+		}
+		seen[d] = true
+	}
+	return c.GPUDevices, nil
 }

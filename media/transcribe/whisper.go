@@ -27,10 +27,11 @@ func Available() (bool, string) {
 func GPUMemory() []DeviceMemory { return gpuMemory() }
 
 type whisperTranscriber struct {
-	cfg    WhisperConfig
-	models []*model // one per placement device; slot i uses models[i%len]
-	tdrz   bool
-	slots  chan int // the free slot numbers
+	cfg     WhisperConfig
+	devices []int    // where each model copy is: CUDA device numbers
+	models  []*model // one per device; slot i uses models[i%len]
+	tdrz    bool
+	slots   chan int // the free slot numbers
 	// running counts jobs between taking a slot and freeing their state;
 	// Close waits for it after closing `closing`.
 	running sync.WaitGroup
@@ -40,11 +41,11 @@ type whisperTranscriber struct {
 	once    sync.Once
 }
 
-// NewWhisper loads the model once per placement device (once, without
-// GPUDevices); cfg.Slots transcriptions run at once, slot i on device
-// i mod len(devices), each on its own whisper state (KV cache and buffers,
-// tens of MB for the small models), so memory grows by a state per slot,
-// not a model.
+// NewWhisper loads the model once per placement device (GPUDevices, else
+// every GPU whisper.cpp can use, else once on the CPU); cfg.Slots
+// transcriptions run at once, slot i on device i mod len(devices), each
+// on its own whisper state (KV cache and buffers, tens of MB for the small
+// models), so memory grows by a state per slot, not a model.
 func NewWhisper(cfg WhisperConfig) (Transcriber, error) {
 	return NewWhisperContext(context.Background(), cfg)
 }
@@ -62,7 +63,10 @@ func NewWhisperContext(ctx context.Context, cfg WhisperConfig) (Transcriber, err
 		slots:   make(chan int, cfg.Slots),
 		closing: make(chan struct{}),
 	}
-	for _, dev := range cfg.devices() {
+	if w.devices, err = cfg.placement(len(gpuDevices())); err != nil {
+		return nil, err
+	}
+	for _, dev := range w.devices {
 		m, err := loadModel(cfg.Model, modelParams{useGPU: !cfg.NoGPU, flashAttn: !cfg.NoFlashAttn, gpuDevice: dev, verbose: cfg.Verbose})
 		if err != nil {
 			for _, m := range w.models {
@@ -81,13 +85,12 @@ func NewWhisperContext(ctx context.Context, cfg WhisperConfig) (Transcriber, err
 // Info describes the loaded model for the worker's health and inspect
 // output: which device each slot transcribes on, among others.
 func (w *whisperTranscriber) Info() map[string]any {
-	devs := w.cfg.devices()
-	names := make([]string, len(devs))
+	names := make([]string, len(w.devices))
 	gpus := gpuDevices()
-	for i, d := range devs {
+	for i, d := range w.devices {
 		names[i] = "cpu"
-		if len(gpus) > 0 && !w.cfg.NoGPU {
-			names[i] = gpus[min(d, len(gpus)-1)]
+		if d < len(gpus) && !w.cfg.NoGPU {
+			names[i] = gpus[d]
 		}
 	}
 	slotDevices := make([]string, w.cfg.Slots)
