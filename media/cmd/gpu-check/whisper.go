@@ -292,8 +292,10 @@ func whisperChild(ctx context.Context, out io.Writer, raw string, cc childConfig
 		slots = max(slots, n)
 	}
 	before := usedVRAM()
+	// Device 0 only: the table is per GPU, and the worker's default would
+	// spread the streams over every GPU of a multi-GPU box.
 	tr, err := transcribe.NewWhisper(transcribe.WhisperConfig{Slots: slots, NoFlashAttn: cc.noFA, BeamSize: cc.beam, Threads: cc.threads,
-		Verbose: os.Getenv("GPU_CHECK_LOG_DIR") != ""})
+		GPUDevices: []int{0}, Verbose: os.Getenv("GPU_CHECK_LOG_DIR") != ""})
 	if err != nil {
 		return err
 	}
