@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -55,10 +56,15 @@ type Client struct {
 	events   *protocol.EventDispatcher // encodes events; never connects
 	evPrefix string
 
-	mu        sync.Mutex
-	queues    []string
-	declared  []string          // queues the last hello registered
-	tasks     map[string]string // task id -> delivery tag of held messages
+	mu       sync.Mutex
+	queues   []string
+	declared []string          // queues the last hello registered
+	tasks    map[string]string // task id -> delivery tag of held messages
+	// leases: per held tag, a time on the gateway's clock no later than
+	// its last refresh (the send time of the refresh the gateway
+	// confirmed), for HeaderLeaseUntil.
+	leases    map[string]time.Time
+	clock     gatewayClock
 	fetches   map[*clientFetch]struct{}
 	info      helloReply
 	handlers  map[string]protocol.ControlHandler
@@ -75,6 +81,7 @@ type clientFetch struct {
 type Refused struct {
 	Status int
 	Detail string
+	Code   string // the gateway's error code, e.g. "lease_expired"
 }
 
 func (e *Refused) Error() string {
@@ -131,6 +138,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		evPrefix: eventChannelPrefix(0, ""),
 		queues:   slices.Clone(opts.Queues),
 		tasks:    map[string]string{},
+		leases:   map[string]time.Time{},
 		fetches:  map[*clientFetch]struct{}{},
 		handlers: map[string]protocol.ControlHandler{},
 		ready:    make(chan struct{}),
@@ -164,6 +172,11 @@ func (c *Client) Hello(ctx context.Context) (visibility time.Duration, err error
 
 // call POSTs req as JSON and decodes the answer into rep.
 func (c *Client) call(ctx context.Context, path string, req, rep any) error {
+	return c.do(ctx, path, time.Time{}, req, rep)
+}
+
+// do is call with HeaderLeaseUntil set to until (none when zero).
+func (c *Client) do(ctx context.Context, path string, until time.Time, req, rep any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("remote: encode %s: %w", path, err)
@@ -180,11 +193,18 @@ func (c *Client) call(ctx context.Context, path string, req, rep any) error {
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Authorization", "Bearer "+c.opts.APIKey)
 	hreq.Header.Set(HeaderWorker, c.opts.Hostname)
+	if !until.IsZero() {
+		hreq.Header.Set(HeaderLeaseUntil, strconv.FormatInt(until.UnixMilli(), 10))
+	}
+	sent := time.Now()
 	resp, err := c.hc.Do(hreq)
 	if err != nil {
 		return fmt.Errorf("remote: %s: %w", path, err)
 	}
 	defer resp.Body.Close()
+	if ms, err := strconv.ParseInt(resp.Header.Get(HeaderTime), 10, 64); err == nil {
+		c.clock.sample(sent, time.Now(), ms)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
 	if err != nil {
 		return fmt.Errorf("remote: %s: reading the answer: %w", path, err)
@@ -199,7 +219,7 @@ func (c *Client) call(ctx context.Context, path string, req, rep any) error {
 			if resp.StatusCode == http.StatusUnauthorized {
 				er.Detail += " (is MORAG_API_KEY a valid, active key?)"
 			}
-			return &Refused{Status: resp.StatusCode, Detail: er.Detail}
+			return &Refused{Status: resp.StatusCode, Detail: er.Detail, Code: er.Code}
 		}
 		return fmt.Errorf("remote: %s: the gateway answered %d: %s", path, resp.StatusCode, er.Detail)
 	}
@@ -371,9 +391,12 @@ func (c *Client) confirm(ctx context.Context, tags []string, by time.Time) error
 	}
 	cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), by)
 	defer cancel()
+	// Fenced by the confirm window itself: a confirmation that reaches the
+	// gateway after it could refresh another worker's hold of the same tag.
+	until, _ := c.clock.earliest(by)
 	var bo protocol.Backoff
 	for {
-		n, err := c.touch(cctx, tags)
+		n, err := c.touch(cctx, tags, until)
 		if err == nil && n == len(tags) {
 			return nil
 		}
@@ -398,7 +421,8 @@ func (c *Client) confirm(ctx context.Context, tags []string, by time.Time) error
 	}
 }
 
-// forget drops the task -> tag entry of a settled message.
+// forget drops what the client keeps of messages that are settled or no
+// longer its own: their task -> tag entries and lease records.
 func (c *Client) forget(tags ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -407,23 +431,53 @@ func (c *Client) forget(tags ...string) {
 			delete(c.tasks, id)
 		}
 	}
+	for _, t := range tags {
+		delete(c.leases, t)
+	}
 }
 
-// Touch refreshes the leases of held messages.
+// Touch refreshes the leases of held messages. Those whose lease may
+// have lapsed already (no refresh confirmed within the visibility timeout
+// less a tenth) are not sent: a refresh arriving now could land on another
+// worker's hold of the same tag. They are forgotten, so that every later
+// request for them is refused, and reported as an error.
 func (c *Client) Touch(ctx context.Context, tags ...string) error {
-	_, err := c.touch(ctx, tags)
+	live, gone := c.lapsed(tags)
+	if len(gone) > 0 {
+		c.forget(gone...)
+	}
+	_, err := c.touch(ctx, live, time.Time{})
+	if err == nil && len(gone) > 0 {
+		err = fmt.Errorf("remote: the lease of %d held message(s) may have lapsed (no refresh confirmed for 0.9 x the visibility timeout): the gateway will take nothing more for them; another worker may run them", len(gone))
+	}
 	return err
 }
 
 // touch refreshes the leases of tags and returns how many the gateway
-// holds.
-func (c *Client) touch(ctx context.Context, tags []string) (int, error) {
+// holds; until is the lease bound to send, zero for the tags' own.
+func (c *Client) touch(ctx context.Context, tags []string, until time.Time) (int, error) {
 	held := 0
 	for len(tags) > 0 {
 		n := min(len(tags), maxTags)
+		chunk := tags[:n]
+		u := until
+		if u.IsZero() {
+			u = c.leaseUntil(chunk...)
+		}
+		at, _ := c.clock.earliest(time.Now())
 		var rep countReply
-		if err := c.call(ctx, pathLease, tagsRequest{Tags: tags[:n]}, &rep); err != nil {
+		if err := c.do(ctx, pathLease, u, tagsRequest{Tags: chunk}, &rep); err != nil {
+			var refused *Refused
+			if errors.As(err, &refused) && refused.Code == codeLeaseExpired {
+				c.forget(chunk...)
+			}
 			return held, err
+		}
+		switch {
+		case rep.Tags != nil:
+			c.refreshed(at, rep.Tags)
+		case rep.N == n:
+			c.refreshed(at, chunk)
 		}
 		held += rep.N
 		tags = tags[n:]
@@ -434,7 +488,7 @@ func (c *Client) touch(ctx context.Context, tags []string) (int, error) {
 // Held reports whether tag is still held.
 func (c *Client) Held(ctx context.Context, tag string) (bool, error) {
 	var rep heldReply
-	err := c.call(ctx, pathHeld, tagRequest{Tag: tag}, &rep)
+	err := c.fenced(ctx, pathHeld, []string{tag}, tagRequest{Tag: tag}, &rep)
 	return rep.Held, err
 }
 
@@ -465,7 +519,7 @@ func (c *Client) Commit(ctx context.Context, ops []protocol.CommitOp) ([]protoco
 		return nil, nil
 	}
 	req := commitRequest{Ops: make([]wireOp, len(ops))}
-	var finished []string
+	var tags, finished []string
 	for i, op := range ops {
 		switch op.Kind {
 		case protocol.CommitPublish:
@@ -482,6 +536,7 @@ func (c *Client) Commit(ctx context.Context, ops []protocol.CommitOp) ([]protoco
 				return nil, &protocol.CommitEncodeError{Op: i, Err: err}
 			}
 			req.Ops[i] = wireOp{Kind: string(op.Kind), Tag: op.Tag, Store: st, Starts: op.Starts}
+			tags = append(tags, op.Tag)
 			if op.Kind == protocol.CommitFinish {
 				finished = append(finished, op.Tag)
 			}
@@ -490,7 +545,7 @@ func (c *Client) Commit(ctx context.Context, ops []protocol.CommitOp) ([]protoco
 		}
 	}
 	var rep commitReply
-	if err := c.call(ctx, pathCommit, req, &rep); err != nil {
+	if err := c.fenced(ctx, pathCommit, tags, req, &rep); err != nil {
 		return nil, err
 	}
 	if len(rep.Status) != len(ops) {
@@ -507,7 +562,7 @@ func (c *Client) Commit(ctx context.Context, ops []protocol.CommitOp) ([]protoco
 // Ack acknowledges a held message.
 func (c *Client) Ack(ctx context.Context, tag string) (bool, error) {
 	var rep heldReply
-	err := c.call(ctx, pathAck, tagRequest{Tag: tag}, &rep)
+	err := c.fenced(ctx, pathAck, []string{tag}, tagRequest{Tag: tag}, &rep)
 	if err == nil {
 		c.forget(tag)
 	}
@@ -516,7 +571,7 @@ func (c *Client) Ack(ctx context.Context, tag string) (bool, error) {
 
 // Restore puts a held message back on its queue.
 func (c *Client) Restore(ctx context.Context, tag string) error {
-	err := c.call(ctx, pathRestore, tagRequest{Tag: tag}, nil)
+	err := c.fenced(ctx, pathRestore, []string{tag}, tagRequest{Tag: tag}, nil)
 	if err == nil {
 		c.forget(tag)
 	}
@@ -525,7 +580,7 @@ func (c *Client) Restore(ctx context.Context, tag string) error {
 
 // RestoreStarted is Restore for a message whose start was counted.
 func (c *Client) RestoreStarted(ctx context.Context, tag string) error {
-	err := c.call(ctx, pathRestore, tagRequest{Tag: tag, Started: true}, nil)
+	err := c.fenced(ctx, pathRestore, []string{tag}, tagRequest{Tag: tag, Started: true}, nil)
 	if err == nil {
 		c.forget(tag)
 	}
@@ -536,7 +591,7 @@ func (c *Client) RestoreStarted(ctx context.Context, tag string) error {
 // atomically.
 func (c *Client) Forward(ctx context.Context, tag, queue string, envelope []byte, priority int) (bool, error) {
 	var rep heldReply
-	err := c.call(ctx, pathForward, forwardRequest{Tag: tag, Queue: queue, Envelope: envelope, Priority: priority}, &rep)
+	err := c.fenced(ctx, pathForward, []string{tag}, forwardRequest{Tag: tag, Queue: queue, Envelope: envelope, Priority: priority}, &rep)
 	if err == nil {
 		c.forget(tag)
 	}
@@ -549,7 +604,7 @@ func (c *Client) DeadLetter(ctx context.Context, d *protocol.Delivery, reason st
 	if d == nil || d.Tag == "" {
 		return nil // the gateway dead-lettered it when it fetched it
 	}
-	err := c.call(ctx, pathDeadLetter, deadLetterRequest{Tag: d.Tag, Reason: reason}, nil)
+	err := c.fenced(ctx, pathDeadLetter, []string{d.Tag}, deadLetterRequest{Tag: d.Tag, Reason: reason}, nil)
 	if err == nil {
 		c.forget(d.Tag)
 	}
@@ -566,7 +621,7 @@ func (c *Client) Poison(ctx context.Context, d *protocol.Delivery, req *protocol
 		return false, err
 	}
 	var rep heldReply
-	err = c.call(ctx, pathPoison, poisonRequest{Tag: d.Tag, Reason: reason, Store: st}, &rep)
+	err = c.fenced(ctx, pathPoison, []string{d.Tag}, poisonRequest{Tag: d.Tag, Reason: reason, Store: st}, &rep)
 	if err == nil {
 		c.forget(d.Tag)
 	}
@@ -588,7 +643,7 @@ func (c *Client) Store(ctx context.Context, req protocol.StoreRequest) error {
 	if err != nil {
 		return err
 	}
-	return c.call(ctx, pathStore, st, nil)
+	return c.fenced(ctx, pathStore, []string{tag}, st, nil)
 }
 
 // Publish sends a new task message to one of the key's queues.

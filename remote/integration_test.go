@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -850,5 +851,87 @@ func TestControlRelaysAreCounted(t *testing.T) {
 	}
 	if code, body := e.post("bob", "b@h", "/control/poll", poll); code != 200 {
 		t.Fatalf("another user's first relay: %d %v", code, body)
+	}
+}
+
+// TestLateSettleAfterLeaseLapseIsRefused: a gateway-mediated worker whose
+// lease lapsed (a partition, say) while another worker took the message
+// again, under the same delivery tag, must not settle that worker's hold
+// with a request that arrives late. The gateway refuses every request
+// whose lease bound (HeaderLeaseUntil) has passed, before it touches
+// Redis; a request without the bound (an older worker) is not checked,
+// which the end of the test shows is exactly the hole it closes.
+func TestLateSettleAfterLeaseLapseIsRefused(t *testing.T) {
+	t.Parallel()
+	const vt, confirm = 2 * time.Second, time.Second
+	e := start(t, vt, confirm)
+	q := contract.GPUQueue("alice")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	a, err := remote.NewClient(remote.ClientOptions{Server: e.url, APIKey: e.keys["alice"], Hostname: "late@h",
+		Queues: []string{q}, Wait: time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id := e.send(q, "late.task")
+	ds, err := a.FetchN(ctx, time.Second, 1)
+	if err != nil || len(ds) != 1 || ds[0].Message == nil || ds[0].Message.ID != id {
+		t.Fatalf("fetch: %v %v", ds, err)
+	}
+	tag := ds[0].Tag
+
+	// A refreshes nothing; once the lease is older than the visibility
+	// timeout a restorer (any kombu consumer) brings the message back and
+	// worker B, on Redis directly, holds it under the same tag.
+	pool, err := protocol.NewPool(e.r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	broker := protocol.NewBroker(pool, protocol.BrokerOptions{VisibilityTimeout: vt})
+	deadline := time.Now().Add(20 * time.Second)
+	for e.int("LLEN", q) == 0 && time.Now().Before(deadline) {
+		if _, err := broker.RestoreExpired(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	held, err := broker.NewConsumer(q).FetchN(ctx, time.Second, 1)
+	if err != nil || len(held) != 1 || held[0].Tag != tag {
+		t.Fatalf("worker B's fetch: %v %v; want the same message, tag %s", held, err, tag)
+	}
+	stillB := func() bool { return e.int("HEXISTS", "unacked", tag) == 1 && e.int("ZCARD", "unacked_index") == 1 }
+
+	// A's requests now arrive after its lease could have lapsed.
+	_, err = a.Ack(ctx, tag)
+	var refused *remote.Refused
+	if !errors.As(err, &refused) || refused.Status != http.StatusConflict || refused.Code != "lease_expired" {
+		t.Errorf("A's late ack: %v; want a 409 lease_expired refusal", err)
+	}
+	_, err = a.Commit(ctx, []protocol.CommitOp{{Kind: protocol.CommitFinish, Tag: tag,
+		Store: &protocol.StoreRequest{TaskID: id, State: protocol.StateSuccess, Result: "from A"}}})
+	if !errors.As(err, &refused) || refused.Status != http.StatusConflict {
+		t.Errorf("A's late finish: %v; want a 409 refusal", err)
+	}
+	if err := a.Touch(ctx, tag); err == nil {
+		t.Error("A's late lease refresh reported success")
+	}
+	if !stillB() {
+		t.Fatal("worker B lost its hold to worker A's late requests")
+	}
+	if st := e.meta(id); st != nil {
+		t.Errorf("A's late finish stored a result: %v", st)
+	}
+
+	// The same ack without the bound, as an older worker sends it, is
+	// applied: B's hold is gone. This is what the bound prevents.
+	if code, _ := e.post("alice", "late@h", "/ack", map[string]any{"tag": tag}); code != http.StatusOK {
+		t.Fatalf("unfenced ack answered %d", code)
+	}
+	if stillB() {
+		t.Error("the unfenced late ack left B's hold in place; the test shows nothing")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -154,11 +155,26 @@ func (s *Server) Mount(e *echo.Echo) {
 // is a 400 before the handler runs.
 func route[T any](s *Server, h func(c echo.Context, k caller, req *T) error) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		now := time.Now()
+		c.Response().Header().Set(HeaderTime, strconv.FormatInt(now.UnixMilli(), 10))
 		req := new(T)
 		if err := bind(c, req); err != nil {
 			return badRequest(c, "%v", err)
 		}
-		return h(c, s.caller(c), req)
+		k := s.caller(c)
+		if v := c.Request().Header.Get(HeaderLeaseUntil); v != "" {
+			until, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return badRequest(c, "%s %q is not Unix milliseconds", HeaderLeaseUntil, v)
+			}
+			if late := now.Sub(time.UnixMilli(until)); late > 0 {
+				s.log.Warn().Str("user_id", k.user).Str("worker", k.worker).Str("path", c.Request().URL.Path).
+					Dur("late", late).Msg("remote worker request refused: it arrived after the worker's lease could have lapsed")
+				return c.JSON(http.StatusConflict, errorReply{Code: codeLeaseExpired,
+					Detail: fmt.Sprintf("the request arrived %s after the worker's lease on its messages could have lapsed (a partition?); not applied: another worker may hold them now", late.Round(time.Millisecond))})
+			}
+		}
+		return h(c, k, req)
 	}
 }
 
@@ -488,7 +504,7 @@ func (s *Server) lease(c echo.Context, k caller, req *tagsRequest) error {
 	if err := s.broker.Touch(ctx, tags...); err != nil {
 		return s.unavailable(c, err)
 	}
-	return c.JSON(http.StatusOK, countReply{N: len(tags)})
+	return c.JSON(http.StatusOK, countReply{N: len(tags), Tags: tags})
 }
 
 func (s *Server) held(c echo.Context, k caller, req *tagRequest) error {

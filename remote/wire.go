@@ -28,6 +28,25 @@ const (
 // the gateway checks it against the key that registered it (hello).
 const HeaderWorker = "X-Morag-Worker"
 
+// Lease fencing. An HTTP request can reach the gateway long after the
+// worker gave up on it (a partition that heals), by when the message may
+// have been restored and held again by another worker under the same
+// delivery tag. So a request that settles a held message (commit, ack,
+// restore, forward, dead-letter, poison, store) carries
+// HeaderLeaseUntil: the last moment, on the gateway's clock in Unix
+// milliseconds, at which the worker's lease on every tag it names is
+// sure not to have lapsed (its last confirmed refresh plus the
+// visibility timeout, less a tenth of it for the clocks of other
+// restorers). The gateway refuses a request that arrives later (409,
+// code "lease_expired") before it touches Redis. Every answer carries
+// HeaderTime, the gateway's clock, from which the worker learns it.
+// A request without the header is not checked (older workers).
+const (
+	HeaderLeaseUntil = "X-Morag-Lease-Until"
+	HeaderTime       = "X-Morag-Time"
+	codeLeaseExpired = "lease_expired"
+)
+
 // helloRequest registers a worker: its node name and the queues it will
 // consume. Every queue must be one of the key's own.
 type helloRequest struct {
@@ -94,6 +113,9 @@ type heldReply struct {
 
 type countReply struct {
 	N int `json:"n"`
+	// Tags, in a lease refresh's answer, are the tags refreshed (those
+	// still held).
+	Tags []string `json:"tags,omitempty"`
 }
 
 // wireStore is a result meta the worker encoded (protocol.Backend.EncodeMeta)
