@@ -259,3 +259,76 @@ func TestServerLeaseLostOnTheWorkersClock(t *testing.T) {
 		t.Errorf("%d messages in unacked_index; want the abandoned one, not acked", n)
 	}
 }
+
+// A failed lease refresh is retried soon, not a third of the visibility
+// timeout later: a blip at the moment of a refresh costs a fraction of a
+// second of the lease, not a third of it.
+func TestServerLeaseRetriedSoonAfterAFailure(t *testing.T) {
+	t.Parallel()
+	const vt = 9 * time.Second
+	quit := make(chan struct{})
+	mux := NewMux()
+	mux.HandleFunc("t.long", func(ctx context.Context, _ *Task) (any, error) {
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-quit:
+			return "done", nil
+		}
+	})
+	clk := fakeClock()
+	t0 := clk.Now()
+	obs := &leaseObserver{refreshed: make(chan error, 16)}
+	h := startServer(t, Config{Queues: []string{"retry"}, VisibilityTimeout: vt, Observer: obs, Clock: clk}, mux)
+	t.Cleanup(func() { close(quit) }) // see the soft time limit test
+	do := func(args ...any) {
+		t.Helper()
+		c := h.redis.Conn()
+		defer c.Close()
+		if _, err := c.Do(args[0].(string), args[1:]...); err != nil {
+			t.Fatalf("redis %v: %v", args, err)
+		}
+	}
+	id := h.send("t.long", protocol.SendOptions{})
+	h.waitFor("the task to start", 10*time.Second, func() bool {
+		st, _ := h.client.Result(id).State(context.Background())
+		return st == protocol.StateStarted
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilTicker(ctx, vt/3); err != nil {
+		t.Fatal("the lease loop is not ticking")
+	}
+	do("ACL", "SETUSER", "default", "-zadd")
+	t.Cleanup(func() { do("ACL", "SETUSER", "default", "+@all") })
+	clk.Advance(vt / 3)
+	select {
+	case err := <-obs.refreshed:
+		if err == nil {
+			t.Fatal("the refresh succeeded with ZADD refused")
+		}
+	case <-ctx.Done():
+		t.Fatal("no lease refresh at VisibilityTimeout/3")
+	}
+	do("ACL", "SETUSER", "default", "+@all")
+	retryAt := t0.Add(vt/3 + 100*time.Millisecond)
+	armed(t, clk, retryAt, "the retry of the failed refresh")
+	clk.Advance(100 * time.Millisecond)
+	select {
+	case err := <-obs.refreshed:
+		if err != nil {
+			t.Fatalf("the retried refresh failed: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the failed refresh was not retried 100 ms later")
+	}
+	var tag string
+	for tg := range h.srv.snapshotTags() {
+		tag = tg
+	}
+	c := h.redis.Conn()
+	defer c.Close()
+	if got, err := redis.Float64(c.Do("ZSCORE", "unacked_index", tag)); err != nil || got != float64(retryAt.UnixMicro())/1e6 {
+		t.Errorf("lease score after the retry %f (%v); want the retry's time %f", got, err, float64(retryAt.UnixMicro())/1e6)
+	}
+}

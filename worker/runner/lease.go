@@ -3,6 +3,9 @@ package runner
 import (
 	"context"
 	"time"
+
+	"morag-gpu/internal/clock"
+	"morag-gpu/protocol"
 )
 
 // restoreInterval is how often expired unacked messages of crashed
@@ -32,15 +35,44 @@ func (s *Server) leaseLoop(ctx context.Context) {
 		s.watchLeases(watchCtx, w)
 	}()
 	defer func() { stopWatch(); <-watched }()
-	t := s.cfg.Clock.NewTicker(s.cfg.VisibilityTimeout / 3)
+	period := s.cfg.VisibilityTimeout / 3
+	t := s.cfg.Clock.NewTicker(period)
 	defer t.Stop()
+	// After a failed round the refresh is retried soon, backing off to a
+	// quarter period, rather than a whole period later: a blip of Redis
+	// or of the link at the moment of a refresh would otherwise cost a
+	// third of the lease, and two of them most of it.
+	bo := protocol.Backoff{Min: min(100*time.Millisecond, period/8), Max: max(period/4, time.Millisecond)}
+	var retry clock.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C():
-			start := s.cfg.Clock.Now()
-			w.round(start, s.touchHeld(ctx))
+		case <-retryC:
+		}
+		start := s.cfg.Clock.Now()
+		ok := s.touchHeld(ctx)
+		w.round(start, ok)
+		switch {
+		case ok:
+			bo.Reset()
+			if retry != nil {
+				retry.Stop()
+			}
+			retryC = nil
+		case retry == nil:
+			retry = s.cfg.Clock.NewTimer(bo.Next())
+			retryC = retry.C()
+		default:
+			retry.Reset(bo.Next())
+			retryC = retry.C()
 		}
 	}
 }
@@ -61,7 +93,7 @@ func (s *Server) touchHeld(ctx context.Context) bool {
 		cancel()
 		s.cfg.Observer.LeaseRefreshed(n, err)
 		if err != nil {
-			s.log.Warn().Err(err).Int("messages", len(tags)).Msg("could not refresh the lease of held messages; retrying next period")
+			s.log.Warn().Err(err).Int("messages", len(tags)).Msg("could not refresh the lease of held messages; retrying soon")
 			return false
 		}
 		tags = tags[n:]
