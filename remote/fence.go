@@ -112,7 +112,7 @@ func (c *Client) lapsed(tags []string) (live, gone []string) {
 		return tags, nil
 	}
 	for _, t := range tags {
-		if c.leaseUntil(t).After(now) {
+		if u := c.leaseUntil(t); u.IsZero() || u.After(now) { // zero: not fenced
 			live = append(live, t)
 		} else {
 			gone = append(gone, t)
