@@ -173,11 +173,11 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	case <-r.terminate:
 		o = outcome{terminated: true}
 	case <-ioCtx.Done():
-		s.settleStarted(r, started)
+		s.settleStarted(started)
 		cancel(ErrShutdown)
 		return // still held: Run requeues it
 	}
-	s.settleStarted(r, started)
+	s.settleStarted(started)
 	if r.terminated() {
 		o = outcome{terminated: true}
 	}
@@ -205,7 +205,11 @@ func (s *Server) storeStarted(ctx context.Context, r *request) *commitReq {
 			Message: r.msg,
 			Worker:  s.cfg.Hostname,
 		}}},
-		done: make(chan commitReply, 1),
+		then: func(_ []protocol.CommitStatus, err error) {
+			if err != nil {
+				r.log.Warn().Err(err).Msg("could not store STARTED")
+			}
+		},
 	}
 	if !s.commits.submit(ctx, req) {
 		return nil
@@ -213,19 +217,17 @@ func (s *Server) storeStarted(ctx context.Context, r *request) *commitReq {
 	return req
 }
 
-// settleStarted keeps r's STARTED from landing after its outcome: it
-// withdraws the request if no commit has taken it yet, else waits until
-// it is in.
-func (s *Server) settleStarted(r *request, req *commitReq) {
-	if req == nil || req.withdraw() {
-		return
-	}
-	select {
-	case rep := <-req.done:
-		if rep.err != nil {
-			r.log.Warn().Err(rep.err).Msg("could not store STARTED")
-		}
-	case <-s.commits.stopped:
+// settleStarted withdraws r's STARTED if no commit has taken it yet. One
+// already on its way is not waited for, so that a task that ended at once
+// costs no extra round trip: it may land before the outcome, or after the
+// outcome's ack, when the commit no longer finds the message held and
+// writes nothing. Either way it never follows the outcome. (A started
+// message goes back to a queue, under the same tag, only once the commits
+// have drained at shutdown, or after its lease lapsed, when nothing of
+// this run is written.)
+func (s *Server) settleStarted(req *commitReq) {
+	if req != nil {
+		req.withdraw()
 	}
 }
 

@@ -223,9 +223,11 @@ func TestServerOutcomes(t *testing.T) {
 	if !stillArmed(clk, limit) {
 		t.Fatal("the hard time limit fired before it was due")
 	}
-	if st, _ := h.client.Result(id).State(context.Background()); st != protocol.StateStarted {
-		t.Errorf("a task within its hard time limit is %s; want STARTED", st)
-	}
+	// STARTED follows the start in the next group commit.
+	h.waitFor("a task within its hard time limit to be STARTED", 10*time.Second, func() bool {
+		st, _ := h.client.Result(id).State(context.Background())
+		return st == protocol.StateStarted
+	})
 	clk.Advance(time.Nanosecond)
 	m = h.wait(id)
 	exc := excOf(t, m)
@@ -491,8 +493,8 @@ func TestServerRetryOfUnheldMessagePublishesNothing(t *testing.T) {
 }
 
 // STARTED goes out in a commit of its own while the handler runs, and a
-// task that ends first withdraws it; either way it never lands after the
-// outcome. A STARTED written after a FAILURE would replace it (only a
+// task that ends first withdraws it; one already on its way is written
+// only while the message is held, so it never lands after the outcome. A STARTED written after a FAILURE would replace it (only a
 // SUCCESS is kept over a later state), so failing tasks show a slip at
 // once: each task's published states must be [final] or [STARTED, final],
 // and the stored state the final one.
