@@ -14,6 +14,7 @@ import (
 
 	"github.com/gomodule/redigo/redis"
 
+	"morag-gpu/internal/clock"
 	"morag-gpu/protocol"
 )
 
@@ -107,23 +108,12 @@ func TestServerLeaseRefreshedOnTheWorkersClock(t *testing.T) {
 			return nil, context.Cause(ctx)
 		}
 	})
-	clk := fakeClock()
-	t0 := clk.Now()
-	obs := &leaseObserver{refreshed: make(chan error, 16)}
-	h := startServer(t, Config{Queues: []string{"lease"}, VisibilityTimeout: vt, Observer: obs, Clock: clk}, mux)
 	var releaseOnce sync.Once
 	releaseTask := func() { releaseOnce.Do(func() { close(release) }) }
-	t.Cleanup(releaseTask) // see the soft time limit test
-	id := h.send("t.long", protocol.SendOptions{})
-	h.waitFor("the task to start", 10*time.Second, func() bool {
-		st, _ := h.client.Result(id).State(context.Background())
-		return st == protocol.StateStarted
-	})
+	h, clk, obs, id := runLongTask(t, "lease", vt, mux, releaseTask)
+	t0 := clk.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := clk.BlockUntilTicker(ctx, vt/3); err != nil {
-		t.Fatal("the lease loop is not ticking every VisibilityTimeout/3")
-	}
 	var tag string
 	for tg := range h.srv.snapshotTags() {
 		tag = tg
@@ -195,35 +185,20 @@ func TestServerLeaseLostOnTheWorkersClock(t *testing.T) {
 			return nil, errors.New("the test ended first")
 		}
 	})
-	clk := fakeClock()
-	obs := &leaseObserver{refreshed: make(chan error, 16)}
-	h := startServer(t, Config{Queues: []string{"lost"}, VisibilityTimeout: vt, Observer: obs, Clock: clk}, mux)
-	t.Cleanup(func() { close(quit) }) // see the soft time limit test
-	do := func(args ...any) {
-		t.Helper()
-		c := h.redis.Conn()
-		defer c.Close()
-		if _, err := c.Do(args[0].(string), args[1:]...); err != nil {
-			t.Fatalf("redis %v: %v", args, err)
-		}
-	}
+	h, clk, obs, id := runLongTask(t, "lost", vt, mux, func() { close(quit) })
 	// The worker's own restore sweep is kept out (it skips while another
 	// restorer holds the mutex), so that the message stays where the
-	// abandoning worker left it.
-	do("SET", "unacked_mutex", "the-test")
-	id := h.send("t.long", protocol.SendOptions{})
-	h.waitFor("the task to start", 10*time.Second, func() bool {
-		st, _ := h.client.Result(id).State(context.Background())
-		return st == protocol.StateStarted
-	})
+	// abandoning worker left it. (The clock has not moved: nothing could
+	// be restored yet.)
+	h.do("SET", "unacked_mutex", "the-test")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if clk.BlockUntilTicker(ctx, vt/3) != nil || clk.BlockUntilTicker(ctx, checkInterval(vt)) != nil {
-		t.Fatal("the lease loop and its watcher are not ticking")
+	if clk.BlockUntilTicker(ctx, checkInterval(vt)) != nil {
+		t.Fatal("the lease watcher is not ticking")
 	}
 	// Refreshes fail from now on: ZADD is refused.
-	do("ACL", "SETUSER", "default", "-zadd")
-	t.Cleanup(func() { do("ACL", "SETUSER", "default", "+@all") })
+	h.do("ACL", "SETUSER", "default", "-zadd")
+	t.Cleanup(func() { h.do("ACL", "SETUSER", "default", "+@all") })
 	for i := 1; i <= 3; i++ { // to exactly the visibility timeout
 		clk.Advance(vt / 3)
 		select {
@@ -276,31 +251,12 @@ func TestServerLeaseRetriedSoonAfterAFailure(t *testing.T) {
 			return "done", nil
 		}
 	})
-	clk := fakeClock()
+	h, clk, obs, _ := runLongTask(t, "retry", vt, mux, func() { close(quit) })
 	t0 := clk.Now()
-	obs := &leaseObserver{refreshed: make(chan error, 16)}
-	h := startServer(t, Config{Queues: []string{"retry"}, VisibilityTimeout: vt, Observer: obs, Clock: clk}, mux)
-	t.Cleanup(func() { close(quit) }) // see the soft time limit test
-	do := func(args ...any) {
-		t.Helper()
-		c := h.redis.Conn()
-		defer c.Close()
-		if _, err := c.Do(args[0].(string), args[1:]...); err != nil {
-			t.Fatalf("redis %v: %v", args, err)
-		}
-	}
-	id := h.send("t.long", protocol.SendOptions{})
-	h.waitFor("the task to start", 10*time.Second, func() bool {
-		st, _ := h.client.Result(id).State(context.Background())
-		return st == protocol.StateStarted
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := clk.BlockUntilTicker(ctx, vt/3); err != nil {
-		t.Fatal("the lease loop is not ticking")
-	}
-	do("ACL", "SETUSER", "default", "-zadd")
-	t.Cleanup(func() { do("ACL", "SETUSER", "default", "+@all") })
+	h.do("ACL", "SETUSER", "default", "-zadd")
+	t.Cleanup(func() { h.do("ACL", "SETUSER", "default", "+@all") })
 	clk.Advance(vt / 3)
 	select {
 	case err := <-obs.refreshed:
@@ -310,7 +266,7 @@ func TestServerLeaseRetriedSoonAfterAFailure(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("no lease refresh at VisibilityTimeout/3")
 	}
-	do("ACL", "SETUSER", "default", "+@all")
+	h.do("ACL", "SETUSER", "default", "+@all")
 	retryAt := t0.Add(vt/3 + 100*time.Millisecond)
 	armed(t, clk, retryAt, "the retry of the failed refresh")
 	clk.Advance(100 * time.Millisecond)
@@ -331,4 +287,28 @@ func TestServerLeaseRetriedSoonAfterAFailure(t *testing.T) {
 	if got, err := redis.Float64(c.Do("ZSCORE", "unacked_index", tag)); err != nil || got != float64(retryAt.UnixMicro())/1e6 {
 		t.Errorf("lease score after the retry %f (%v); want the retry's time %f", got, err, float64(retryAt.UnixMicro())/1e6)
 	}
+}
+
+// runLongTask starts a server on a fake clock with a lease observer, sends
+// it one t.long task and waits until the task runs (STARTED) and the lease
+// loop ticks every VisibilityTimeout/3. The clock has not moved since the
+// fetch. release ends the task; it runs before the server stops (see the
+// soft time limit test), should the test end first.
+func runLongTask(t *testing.T, queue string, vt time.Duration, mux *Mux, release func()) (*harness, *clock.Fake, *leaseObserver, string) {
+	t.Helper()
+	clk := fakeClock()
+	obs := &leaseObserver{refreshed: make(chan error, 16)}
+	h := startServer(t, Config{Queues: []string{queue}, VisibilityTimeout: vt, Observer: obs, Clock: clk}, mux)
+	t.Cleanup(release)
+	id := h.send("t.long", protocol.SendOptions{})
+	h.waitFor("the task to start", 10*time.Second, func() bool {
+		st, _ := h.client.Result(id).State(context.Background())
+		return st == protocol.StateStarted
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := clk.BlockUntilTicker(ctx, vt/3); err != nil {
+		t.Fatal("the lease loop is not ticking every VisibilityTimeout/3")
+	}
+	return h, clk, obs, id
 }

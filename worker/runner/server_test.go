@@ -105,6 +105,16 @@ func (h *harness) wait(id string) *protocol.ResultMeta {
 	return m
 }
 
+// do runs a Redis command the test needs to succeed.
+func (h *harness) do(cmd string, args ...any) {
+	h.t.Helper()
+	c := h.redis.Conn()
+	defer c.Close()
+	if _, err := c.Do(cmd, args...); err != nil {
+		h.t.Fatalf("redis %s %v: %v", cmd, args, err)
+	}
+}
+
 func (h *harness) redisInt(cmd string, args ...any) int {
 	c := h.redis.Conn()
 	defer c.Close()
