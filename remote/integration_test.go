@@ -413,7 +413,7 @@ func TestSIGKILLedRemoteWorkerTaskRunsOnceElsewhere(t *testing.T) {
 	if m["status"] != "SUCCESS" || m["result"] != float64(4) {
 		t.Errorf("result after the kill = %v; want SUCCESS 4", m)
 	}
-	if n := second.LogLines("task succeeded", id); n != 1 {
+	if n := second.WaitLogLines("task succeeded", id, 1, 10*time.Second); n != 1 {
 		t.Errorf("second worker completed the task %d times; want 1", n)
 	}
 	if n := first.LogLines("task succeeded", id); n != 0 {

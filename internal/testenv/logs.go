@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"strings"
+	"time"
 )
 
 // LogsByTask counts the process's JSON log lines (zerolog's) whose message
@@ -35,4 +36,18 @@ func (p *Process) LogLines(message, taskID string) int {
 		n += c
 	}
 	return n
+}
+
+// WaitLogLines is LogLines once the count reaches want, or when timeout
+// passes: a line the process wrote before the state a test waited for (a
+// result in Redis, say) may still be on its way through the pipe.
+func (p *Process) WaitLogLines(message, taskID string, want int, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := p.LogLines(message, taskID)
+		if n >= want || !time.Now().Before(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -3,6 +3,7 @@ package integration_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"morag-gpu/internal/testenv"
 )
@@ -58,7 +59,7 @@ emit({"forwarded": res.get(timeout=60), "id": res.id})
 	if fmt.Sprint(lines[2]["forwarded"]) != "[2 4]" {
 		t.Errorf("celery.map of a Python-only task = %v; want [2 4] from the Python worker", lines[2]["forwarded"])
 	}
-	if n := goW.LogLines("task forwarded", lines[2]["id"].(string)); n != 1 {
+	if n := goW.WaitLogLines("task forwarded", lines[2]["id"].(string), 1, 10*time.Second); n != 1 {
 		t.Errorf("the Go worker forwarded the map %d times; want 1", n)
 	}
 }

@@ -282,7 +282,7 @@ func TestChordSurvivesSIGKILLedGoWorker(t *testing.T) {
 	if len(results) != 2 || results[1] != float64(3) {
 		t.Errorf("body got %v; want [echo(0), 3]", cr.Result["args"])
 	}
-	if n := second.LogLines("task succeeded", cr.Parts[1]); n != 1 {
+	if n := second.WaitLogLines("task succeeded", cr.Parts[1], 1, 10*time.Second); n != 1 {
 		t.Errorf("restarted Go worker finished the killed part %d times; want 1", n)
 	}
 	if n := redisInt(t, r, "GET", "diag:runs:"+cr.ID); n != 1 {

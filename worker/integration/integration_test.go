@@ -427,7 +427,7 @@ func TestSIGKILLDuringTaskRerunsItOnce(t *testing.T) {
 	if m["status"] != "SUCCESS" || m["result"] != float64(5) {
 		t.Errorf("result after the crash = %v; want SUCCESS 5", m)
 	}
-	if n := second.LogLines("task succeeded", id); n != 1 {
+	if n := second.WaitLogLines("task succeeded", id, 1, 10*time.Second); n != 1 {
 		t.Errorf("restarted worker completed the task %d times; want 1", n)
 	}
 	if n := first.LogLines("task succeeded", id); n != 0 {
