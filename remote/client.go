@@ -466,11 +466,7 @@ func (c *Client) touch(ctx context.Context, tags []string, until time.Time) (int
 		}
 		at, _ := c.clock.earliest(time.Now())
 		var rep countReply
-		if err := c.do(ctx, pathLease, u, tagsRequest{Tags: chunk}, &rep); err != nil {
-			var refused *Refused
-			if errors.As(err, &refused) && refused.Code == codeLeaseExpired {
-				c.forget(chunk...)
-			}
+		if err := c.fencedUntil(ctx, pathLease, u, chunk, tagsRequest{Tags: chunk}, &rep); err != nil {
 			return held, err
 		}
 		switch {

@@ -125,7 +125,13 @@ func (c *Client) lapsed(tags []string) (live, gone []string) {
 // tags, with their lease bound. A refusal for a lapsed lease forgets
 // them: they are no longer this worker's.
 func (c *Client) fenced(ctx context.Context, path string, tags []string, req, rep any) error {
-	err := c.do(ctx, path, c.leaseUntil(tags...), req, rep)
+	return c.fencedUntil(ctx, path, c.leaseUntil(tags...), tags, req, rep)
+}
+
+// fencedUntil is fenced with the bound given (a fetch's confirmation is
+// bound by its confirm window, not by a lease the tags do not have yet).
+func (c *Client) fencedUntil(ctx context.Context, path string, until time.Time, tags []string, req, rep any) error {
+	err := c.do(ctx, path, until, req, rep)
 	var refused *Refused
 	if errors.As(err, &refused) && refused.Code == codeLeaseExpired {
 		c.forget(tags...)
