@@ -101,6 +101,43 @@ func (e *env) worker(user, name string, args ...string) *testenv.Process {
 }
 
 // post calls the worker API as user's key would.
+// remoteClient is a remote.Client with user's key, after its hello; opts
+// gives the rest (Server and APIKey are filled in).
+func (e *env) remoteClient(user string, opts remote.ClientOptions) (*remote.Client, error) {
+	opts.Server, opts.APIKey = e.url, e.keys[user]
+	c, err := remote.NewClient(opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Hello(context.Background()); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// runInProcess runs a runner.Server with cfg and mux, over a remote.Client
+// with user's key (opts: its Wait and HTTPClient), until the test ends.
+func (e *env) runInProcess(user string, cfg runner.Config, mux *runner.Mux, opts remote.ClientOptions) {
+	e.t.Helper()
+	cfg.NewTransport = func(tc runner.TransportConfig) (runner.Transport, error) {
+		o := opts
+		o.Hostname, o.Queues, o.Logger = tc.Hostname, tc.Queues, tc.Logger
+		c, err := e.remoteClient(user, o)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	srv, err := runner.NewServer(cfg, mux)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Run(ctx); close(done) }() // owner: the test; stopped by its cleanup
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
 func (e *env) post(user, worker, path string, body any) (int, map[string]any) {
 	e.t.Helper()
 	data, _ := json.Marshal(body)
@@ -695,25 +732,9 @@ func TestUnconfirmedFetchNotRun(t *testing.T) {
 		return "done", nil
 	})
 	run := func(name string, hc *http.Client) {
-		cfg := runner.Config{Queues: []string{q}, Concurrency: 1, Hostname: name + "@h", VisibilityTimeout: vt,
-			Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
-			NewTransport: func(tc runner.TransportConfig) (runner.Transport, error) {
-				c, err := remote.NewClient(remote.ClientOptions{Server: e.url, APIKey: e.keys["alice"], Hostname: tc.Hostname,
-					Queues: tc.Queues, Wait: 2 * time.Second, HTTPClient: hc, Logger: tc.Logger})
-				if err != nil {
-					return nil, err
-				}
-				_, err = c.Hello(context.Background())
-				return c, err
-			}}
-		srv, err := runner.NewServer(cfg, mux)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = srv.Run(ctx); close(done) }() // owner: this test; stopped by the cleanup
-		t.Cleanup(func() { cancel(); <-done })
+		e.runInProcess("alice", runner.Config{Queues: []string{q}, Concurrency: 1, Hostname: name + "@h", VisibilityTimeout: vt,
+			Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)},
+			mux, remote.ClientOptions{Wait: 2 * time.Second, HTTPClient: hc})
 	}
 	open := make(chan struct{})
 	bl := &blockLease{open: open}
@@ -769,25 +790,8 @@ func TestLongPollLateMessageRuns(t *testing.T) {
 	logs := &syncBuf{}
 	mux := runner.NewMux()
 	mux.HandleFunc("late.echo", func(context.Context, *runner.Task) (any, error) { return "ran", nil })
-	cfg := runner.Config{Queues: []string{q}, Concurrency: 1, Hostname: "late@h", VisibilityTimeout: 20 * time.Second,
-		Logger: zerolog.New(logs).Level(zerolog.WarnLevel),
-		NewTransport: func(tc runner.TransportConfig) (runner.Transport, error) {
-			c, err := remote.NewClient(remote.ClientOptions{Server: e.url, APIKey: e.keys["alice"], Hostname: tc.Hostname,
-				Queues: tc.Queues, Wait: 5 * time.Second, Logger: tc.Logger})
-			if err != nil {
-				return nil, err
-			}
-			_, err = c.Hello(context.Background())
-			return c, err
-		}}
-	srv, err := runner.NewServer(cfg, mux)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Run(ctx); close(done) }() // owner: this test
-	defer func() { cancel(); <-done }()
+	e.runInProcess("alice", runner.Config{Queues: []string{q}, Concurrency: 1, Hostname: "late@h", VisibilityTimeout: 20 * time.Second,
+		Logger: zerolog.New(logs).Level(zerolog.WarnLevel)}, mux, remote.ClientOptions{Wait: 5 * time.Second})
 	pool, _ := protocol.NewPool(e.r.URL())
 	defer pool.Close()
 	client := protocol.NewClient(protocol.NewBroker(pool, protocol.BrokerOptions{}), protocol.NewBackend(pool, protocol.BackendOptions{}))
@@ -868,12 +872,9 @@ func TestLateSettleAfterLeaseLapseIsRefused(t *testing.T) {
 	q := contract.GPUQueue("alice")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := remote.NewClient(remote.ClientOptions{Server: e.url, APIKey: e.keys["alice"], Hostname: "late@h",
-		Queues: []string{q}, Wait: time.Second, Logger: zerolog.New(zerolog.NewTestWriter(t))})
+	a, err := e.remoteClient("alice", remote.ClientOptions{Hostname: "late@h", Queues: []string{q}, Wait: time.Second,
+		Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Hello(ctx); err != nil {
 		t.Fatal(err)
 	}
 	id := e.send(q, "late.task")
