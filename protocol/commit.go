@@ -15,9 +15,12 @@ type CommitKind byte
 
 const (
 	// CommitStart counts the start of a held message (poison detection)
-	// and stores Store (STARTED), if any, while the message is held. The
-	// count must be in Redis before the handler runs: a handler that kills
-	// the process at once must still be counted.
+	// and stores Store (STARTED), if any, while the message is held. A
+	// caller that waits for it before running the handler has a handler
+	// that kills the process at once counted too; one that runs the
+	// handler meanwhile has it counted once the commit lands. Nothing is
+	// written once the message is no longer held, so a start that lands
+	// after the finish's ack leaves no count behind.
 	CommitStart CommitKind = 's'
 	// CommitFinish stores Store (the final state), if any, and acks the
 	// message, unless another consumer restored it after this worker

@@ -52,6 +52,7 @@ func run(args []string) error {
 	events := fs.Bool("events", false, "send task events, as `celery worker -E` (worker events are always sent; enable_events turns them on at runtime)")
 	fs.BoolVar(events, "E", false, "same as -events")
 	maxDeliveries := fs.Int("max-deliveries", 3, "fail a message as a poison message (WorkerLostError, dead-lettered) once it has started this many times on Go workers without finishing; 0: never")
+	countFirst := fs.Bool("count-before-run", false, "count every start for -max-deliveries before its handler runs, so that a task that kills the worker within a millisecond of its first start is counted there too (one more Redis round trip per task); by default only redeliveries wait for their count")
 	autoscale := fs.String("autoscale", "", "max,min: let the pool size follow the work in hand, as celery worker --autoscale")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long a graceful shutdown waits for running tasks")
 	forward := fs.String("forward-unknown", contract.DefaultQueue, "queue that tasks with unregistered names are forwarded to (empty: fail them as NotRegistered)")
@@ -148,6 +149,7 @@ func run(args []string) error {
 		ResultExpires:     *expires,
 		Events:            *events,
 		MaxDeliveries:     *maxDeliveries,
+		CountBeforeRun:    *countFirst,
 		Autoscale:         scale,
 		ForwardUnknown:    *forward,
 		KeyPrefix:         *keyPrefix,

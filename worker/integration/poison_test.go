@@ -98,6 +98,12 @@ emit({"done": True})
 // safely (kombu's reject(requeue=True) restores it and then acks the same
 // delivery tag, erasing the hold of whoever took it in between), and one
 // that runs it itself records its own result, uncounted.
+//
+// The workers run with -count-before-run: diag.crash kills its worker
+// microseconds after it starts, before a first delivery's start (counted
+// while the handler runs by default) can reach Redis, and the test counts
+// exactly -max-deliveries deaths. TestServerStartCounting covers when the
+// default counts.
 func TestPoisonMessageFailsAfterMaxDeliveries(t *testing.T) {
 	t.Parallel()
 	r := testenv.StartRedis(t)
@@ -111,7 +117,7 @@ func TestPoisonMessageFailsAfterMaxDeliveries(t *testing.T) {
 	if !py.WaitOutput("ready.", 60*time.Second) {
 		t.Fatalf("python worker not ready:\n%s", py.Output())
 	}
-	common := []string{"-queues", q + "," + q + ".go", "-visibility-timeout", "2s", "-max-deliveries", "3", "-concurrency", "2"}
+	common := []string{"-queues", q + "," + q + ".go", "-visibility-timeout", "2s", "-max-deliveries", "3", "-count-before-run", "-concurrency", "2"}
 	a := supervise(ctx, t, r.URL(), append(common, "-hostname", "go-a@%h")...)
 	b := supervise(ctx, t, r.URL(), append(common, "-hostname", "go-b@%h")...)
 

@@ -72,6 +72,14 @@ type Config struct {
 	// is failed as a poison message and dead-lettered instead of run
 	// again. Default 3; negative: never.
 	MaxDeliveries int
+	// CountBeforeRun commits every start's count before its handler runs,
+	// as it always is for a message delivered before. By default a first
+	// delivery's start is counted while its handler runs, which spares
+	// short tasks a round trip each; a task that kills its worker before
+	// that commit lands (within about a millisecond of starting) is then
+	// counted from its second delivery on, so it fails as a poison message
+	// one delivery later.
+	CountBeforeRun bool
 	// Autoscale, when Max > 0, lets the number of slots follow the work in
 	// hand between Min and Max, as `celery worker --autoscale=max,min`
 	// does; Concurrency is then the starting point.

@@ -20,11 +20,13 @@
 //     the room there is in one Lua call.
 //   - STARTED, results with their acks, and task events go to Redis in
 //     group commits (commit.go): one Lua call for whatever queued up
-//     during the previous one. A task's start is committed, and counted,
-//     before its handler runs, and its STARTED in a later commit while it
-//     runs (withdrawn if it ends first); a message that already started
-//     Config.MaxDeliveries times without finishing is failed as a poison
-//     message instead (poison.go).
+//     during the previous one. A first delivery's start (its count and
+//     STARTED) is committed while its handler runs, and withdrawn if the
+//     task ends before a commit takes it; a redelivered message's start is
+//     counted before its handler runs (every message's with
+//     Config.CountBeforeRun), and its STARTED follows while it runs. A
+//     message that already started Config.MaxDeliveries times without
+//     finishing is failed as a poison message instead (poison.go).
 //   - Every fetched message stays in kombu's unacked bookkeeping until its
 //     outcome is stored (late ack), and its lease is refreshed every
 //     VisibilityTimeout/3, so no Python restorer re-delivers a task that is

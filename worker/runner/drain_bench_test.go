@@ -3,6 +3,9 @@ package runner
 import (
 	"context"
 	"io"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,7 +22,9 @@ import (
 // timer started. One op is one task, so -benchmem's allocs/op is the
 // allocations per task of the whole process while it drains (the runner,
 // the protocol codec and redigo; the benchmark's own polling is a few
-// allocations per millisecond).
+// allocations per millisecond). worker-cpu-µs/task (this process) and
+// redis-cpu-µs/task (INFO cpu) say which side of the socket a task costs;
+// both share the machine's cores.
 //
 //	go test ./worker/runner -run '^$' -bench ServerDrain -benchmem -benchtime 20000x
 func BenchmarkServerDrain(b *testing.B) {
@@ -68,6 +73,9 @@ func BenchmarkServerDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
+	redisCPU0 := redisCPU(b, c)
+	var ru0 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ResetTimer()
 	start := time.Now()
 	if _, err := c.Do("RENAME", staging, queue); err != nil {
@@ -88,4 +96,32 @@ func BenchmarkServerDrain(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
+	var ru1 syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := func(ru syscall.Rusage) time.Duration {
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b.ReportMetric(float64((cpu(ru1)-cpu(ru0)).Microseconds())/float64(b.N), "worker-cpu-µs/task")
+	b.ReportMetric((redisCPU(b, c)-redisCPU0)*1e6/float64(b.N), "redis-cpu-µs/task")
+}
+
+// redisCPU is the server's CPU time so far in seconds (INFO cpu, user plus
+// system), so the benchmark can say which side of the socket a task costs.
+func redisCPU(b *testing.B, c redis.Conn) float64 {
+	info, err := redis.String(c.Do("INFO", "cpu"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", k, err)
+			}
+			total += f
+		}
+	}
+	return total
 }

@@ -98,33 +98,30 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	s.countStart(msg.Task)
 	s.cfg.Observer.TaskStarted(msg.Task)
 
-	// Count the start (poison-message detection) in the group commit
-	// before the handler runs: a handler that kills the process at once
-	// must already be counted. STARTED (task_track_started) follows in a
-	// later commit while the handler runs; a task that ends before that
-	// commit goes out withdraws it (settleStarted), so that a no-op task
-	// costs one result write, not two. A poller then sees PENDING and the
-	// final state, as it may for any task shorter than its polling
-	// interval; a task that runs longer than a commit shows STARTED.
-	st, err := s.commits.commit(ioCtx, protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts})
+	// Count the start (poison-message detection) and store STARTED
+	// (task_track_started) in the group commit. A message that was
+	// delivered before, or every message under Config.CountBeforeRun, is
+	// counted before its handler runs: a handler that kills the process at
+	// once must already be counted. A first delivery's start goes out
+	// while its handler runs, count and STARTED in one op, so that a
+	// worker full of short tasks does not wait a round trip per task; one
+	// that kills the process before that commit lands is counted from its
+	// second delivery on. A task that ends before its start was taken by a
+	// committer withdraws it (settleStarted): a no-op task then costs one
+	// write, its outcome. A poller sees PENDING and the final state, as it
+	// may for any task shorter than its polling interval; a task that runs
+	// longer than a commit shows STARTED.
 	var started *commitReq
-	switch {
-	case err != nil && ioCtx.Err() != nil:
-		cancel(ErrShutdown)
-		return // still held: Run requeues it
-	case err != nil:
-		r.log.Warn().Err(err).Msg("could not count the start; running the task anyway")
-	case st[0] != protocol.CommitHeld:
-		// Redis lost it (restarted empty) or another consumer restored
-		// it: running it is the only way a lost task still gets done.
-		r.log.Warn().Msg("the message was no longer held when the task started; running it anyway")
-	default:
-		r.mu.Lock()
-		r.counted = true
-		r.mu.Unlock()
-		if !msg.IgnoreResult {
-			started = s.storeStarted(ioCtx, r)
+	if s.cfg.CountBeforeRun || r.d.Starts > 0 || msg.Redelivered {
+		if !s.countStartFirst(ioCtx, r) {
+			cancel(ErrShutdown)
+			return // still held: Run requeues it
 		}
+		if r.isCounted() && !msg.IgnoreResult {
+			started = s.queueStart(ioCtx, r, true)
+		}
+	} else {
+		started = s.queueStart(ioCtx, r, false)
 	}
 	s.taskEvent("task-started", map[string]any{"uuid": msg.ID})
 	r.log.Info().Msg("task started")
@@ -192,22 +189,49 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	s.finish(ioCtx, r, o, s.cfg.Clock.Now().Sub(start))
 }
 
-// storeStarted queues r's STARTED without waiting for it. It is a
-// CommitStart again, with the count it already recorded, so the count
-// stays as it is and nothing is written once r is no longer held. With no
-// Result, protocol stores Celery's {"pid", "hostname"} (this process's
-// pid and Worker) without a map to build and sort per task.
-func (s *Server) storeStarted(ctx context.Context, r *request) *commitReq {
-	req := &commitReq{
-		ops: []protocol.CommitOp{{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts, Store: &protocol.StoreRequest{
+// countStartFirst commits r's start count and waits for it; false: the
+// worker is shutting down and r was not started.
+func (s *Server) countStartFirst(ctx context.Context, r *request) bool {
+	st, err := s.commits.commit(ctx, protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false
+	case err != nil:
+		r.log.Warn().Err(err).Msg("could not count the start; running the task anyway")
+	case st[0] != protocol.CommitHeld:
+		// Redis lost it (restarted empty) or another consumer restored
+		// it: running it is the only way a lost task still gets done.
+		r.log.Warn().Msg("the message was no longer held when the task started; running it anyway")
+	default:
+		r.markCounted()
+	}
+	return true
+}
+
+// queueStart queues r's start without waiting for it: the count, unless
+// countStartFirst already committed it (then it is written again with the
+// same value), and STARTED unless the task ignores its result. With no
+// Result, protocol stores Celery's {"pid", "hostname"} (this process's pid
+// and Worker) without a map to build and sort per task. Nothing is written
+// once r is no longer held.
+func (s *Server) queueStart(ctx context.Context, r *request, counted bool) *commitReq {
+	op := protocol.CommitOp{Kind: protocol.CommitStart, Tag: r.d.Tag, Starts: r.d.Starts}
+	if !r.msg.IgnoreResult {
+		op.Store = &protocol.StoreRequest{
 			TaskID:  r.msg.ID,
 			State:   protocol.StateStarted,
 			Message: r.msg,
 			Worker:  s.cfg.Hostname,
-		}}},
-		then: func(_ []protocol.CommitStatus, err error) {
-			if err != nil {
-				r.log.Warn().Err(err).Msg("could not store STARTED")
+		}
+	}
+	req := &commitReq{
+		ops: []protocol.CommitOp{op},
+		then: func(st []protocol.CommitStatus, err error) {
+			switch {
+			case err != nil:
+				r.log.Warn().Err(err).Msg("could not count the start or store STARTED")
+			case st[0] == protocol.CommitHeld && !counted:
+				r.markCounted()
 			}
 		},
 	}
@@ -217,7 +241,8 @@ func (s *Server) storeStarted(ctx context.Context, r *request) *commitReq {
 	return req
 }
 
-// settleStarted withdraws r's STARTED if no commit has taken it yet. One
+// settleStarted withdraws r's queued start (queueStart) if no commit has
+// taken it yet. One
 // already on its way is not waited for, so that a task that ended at once
 // costs no extra round trip: it may land before the outcome, or after the
 // outcome's ack, when the commit no longer finds the message held and

@@ -96,6 +96,20 @@ func (r *request) markStored() {
 	r.mu.Unlock()
 }
 
+// markCounted records that r's start is counted in Redis, so that a
+// shutdown that gives r back undoes its count (RestoreStarted).
+func (r *request) markCounted() {
+	r.mu.Lock()
+	r.counted = true
+	r.mu.Unlock()
+}
+
+func (r *request) isCounted() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.counted
+}
+
 // requestTerminate cancels the running handler (revoke with terminate) and
 // reports whether the task was running.
 func (r *request) requestTerminate(signum int) bool {

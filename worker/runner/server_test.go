@@ -502,12 +502,14 @@ func TestServerRetryOfUnheldMessagePublishesNothing(t *testing.T) {
 	}
 }
 
-// STARTED goes out in a commit of its own while the handler runs, and a
-// task that ends first withdraws it; one already on its way is written
-// only while the message is held, so it never lands after the outcome. A STARTED written after a FAILURE would replace it (only a
-// SUCCESS is kept over a later state), so failing tasks show a slip at
-// once: each task's published states must be [final] or [STARTED, final],
-// and the stored state the final one.
+// A first delivery's start (count and STARTED) goes out in a commit of
+// its own while the handler runs, and a task that ends first withdraws
+// it; one already on its way is written only while the message is held,
+// so it never lands after the outcome. A STARTED written after a FAILURE
+// would replace it (only a SUCCESS is kept over a later state), so failing
+// tasks show a slip at once: each task's published states must be [final]
+// or [STARTED, final], and the stored state the final one. A count written
+// after the ack would stay behind until its TTL: none may be left.
 func TestServerStartedNeverFollowsTheOutcome(t *testing.T) {
 	t.Parallel()
 	mux := NewMux()
@@ -564,6 +566,9 @@ func TestServerStartedNeverFollowsTheOutcome(t *testing.T) {
 		if m := h.wait(id); m.Status != want {
 			t.Errorf("task %s is stored as %s; want %s", id, m.Status, want)
 		}
+	}
+	if left := h.redisInt("EVAL", "return #redis.call('KEYS', 'celery.deliveries.*')", 0); left != 0 {
+		t.Errorf("%d delivery counts left behind by finished tasks", left)
 	}
 	t.Logf("%d of %d tasks published STARTED before their outcome; the rest ended before it went out", withStarted, n)
 }
