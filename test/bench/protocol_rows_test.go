@@ -200,12 +200,13 @@ func benchE2E(b *testing.B, e *env) {
 }
 
 // runGoConsumer is a small correct Go consumer built on the protocol's
-// batch calls: FetchN takes what is waiting (up to 32), one Commit counts
-// the starts, one Commit stores SUCCESS and acks. Like the worker, it
-// writes no STARTED for a task that ends before STARTED would go out (the
-// wire app tracks started, so the Python worker writes it). stop
-// ends it and returns the first error; dead closes when it ended on its
-// own.
+// batch calls: FetchN takes what is waiting (up to 32), and one Commit
+// stores SUCCESS and acks. It does what the worker does for a first
+// delivery that ends before its start (count and STARTED) goes out: it
+// writes neither (the wire app tracks started, so the Python worker
+// writes STARTED). A redelivered message's start is counted first, as the
+// worker counts it. stop ends it and returns the first error; dead closes
+// when it ended on its own.
 func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (stop func() error, dead <-chan struct{}) {
 	grp, gctx := newGroup(ctx)
 	host, _ := os.Hostname()
@@ -230,12 +231,16 @@ func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (s
 						continue
 					}
 					m := d.Message
-					starts = append(starts, protocol.CommitOp{Kind: protocol.CommitStart, Tag: d.Tag, Starts: d.Starts})
+					if d.Starts > 0 || m.Redelivered {
+						starts = append(starts, protocol.CommitOp{Kind: protocol.CommitStart, Tag: d.Tag, Starts: d.Starts})
+					}
 					finishes = append(finishes, protocol.CommitOp{Kind: protocol.CommitFinish, Tag: d.Tag,
 						Store: &protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: nil, Message: m, Worker: node}})
 				}
-				if _, err := g.broker.Commit(gctx, g.backend, starts); err != nil {
-					return fmt.Errorf("count the starts: %w", err)
+				if len(starts) > 0 {
+					if _, err := g.broker.Commit(gctx, g.backend, starts); err != nil {
+						return fmt.Errorf("count the starts: %w", err)
+					}
 				}
 				// wire.noop runs here.
 				if _, err := g.broker.Commit(gctx, g.backend, finishes); err != nil {
