@@ -75,8 +75,8 @@ func BenchmarkSideBySide(b *testing.B) {
 		e.redis.Addr(), runtime.NumCPU())
 	e.tab.note("tasks/s = N / (first send → last result published); N: publish Go %d / Python %d, e2e Go %d / Python %d, echo Go %d / Python %d; latency over %d tasks",
 		cfg.PublishGoN, cfg.PublishPyN, cfg.E2EGoN, cfg.E2EPyN, cfg.EchoGoN, cfg.EchoPyN, cfg.LatencyN)
-	e.tab.note("e2e: in-process Go consumer with %d goroutines (FetchN up to 32, one Commit of their SUCCESS+ack; no start count and no STARTED, as the worker for a first delivery that ends before its start goes out) vs `celery -A wireapp worker -P prefork -c 2` (wire.noop); echo and drain: `worker -concurrency %d -diagnostics` at its defaults (task events off, log level warn, as Celery's) vs `celery -A diagapp worker -P prefork -c 2` (Celery's default WARNING log level, no -E; its diag.echo also INCRs diag:runs:<id>); drain: %d tasks pre-filled, rate from first to last result; both publish with the Go client from %d goroutines",
-		cfg.GoConsumers, cfg.GoConcurrency, cfg.DrainN, cfg.Publishers)
+	e.tab.note("e2e: in-process Go consumer with %d goroutines (FetchN up to 32, one Commit of their SUCCESS+ack; no start count and no STARTED, as the worker for a first delivery that ends before its start goes out) vs `celery -A wireapp worker -P prefork -c 2` (wire.noop); echo and drain: `worker -concurrency %d -diagnostics` at its defaults (task events off, log level warn, as Celery's) vs `celery -A diagapp worker -P prefork -c 2` (Celery's default WARNING log level, no -E; its diag.echo also INCRs diag:runs:<id>); drain: Go %d / Python %d tasks pre-filled, rate from first to last result (the mixed row: %d); both publish with the Go client from %d goroutines",
+		cfg.GoConsumers, cfg.GoConcurrency, cfg.DrainGoN, cfg.DrainN, cfg.DrainN, cfg.Publishers)
 	e.tab.note("gateway: loadgen, %d clients for %s per route and server, keep-alive, loopback; the Python peer is test/python/fastapi_app.py under one uvicorn worker (MoRAG's default)",
 		cfg.HTTPClients, cfg.HTTPDuration)
 

@@ -78,7 +78,7 @@ func benchDrain(b *testing.B, e *env) {
 		if berr != nil {
 			e.tab.goNA(berr.Error(), key)
 		} else {
-			err := e.drainOnce(ctx, g, rr, n, "bench.drain.go", key, !events, func(queue string) *testenv.Process {
+			err := e.drainOnce(ctx, g, rr, e.cfg.DrainGoN, "bench.drain.go", key, !events, func(queue string) *testenv.Process {
 				return testenv.Start(b, "", []string{"REDIS_URL=" + e.redis.URL()}, bin,
 					append([]string{"-queues", queue, "-redis", e.redis.URL()}, goArgs...)...)
 			}, e.tab.setGo)
