@@ -937,7 +937,8 @@ func TestPythonWorkerRunsGoMessages(t *testing.T) {
 }
 
 // FuzzDecode: no input makes Decode, EnvelopeInfo or MarkRedelivered panic,
-// and whatever decodes re-encodes into something that decodes again.
+// whatever decodes re-encodes into something that decodes again, and the
+// fast path decodes nothing differently from the general one.
 func FuzzDecode(f *testing.F) {
 	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
 	for _, file := range files {
@@ -954,7 +955,11 @@ func FuzzDecode(f *testing.F) {
 	f.Add(codecEnvelope(`{}`, `{"task":"t","id":"i","args":[],"kwargs":{},"taskset":"g"}`))
 	f.Add(codecEnvelope(codecV2Headers, `[[{"__type__":"bytes","__value__":"x"}],{},{"chord":{"task":"c"}}]`))
 	f.Add([]byte(`{"properties":{"delivery_tag":"t","priority":"x"},"headers":{"task":1}}`))
+	if raw, err := Encode(&Message{Task: "t.fast", RoutingKey: "q", Retries: 2, TimeLimit: TimeLimit{Hard: time.Second}}); err == nil {
+		f.Add(raw) // the fast path's shape
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		checkFastAgrees(t, "fuzz input", raw)
 		_, _, _, _, _ = envelopeInfo(raw)
 		m, err := Decode(raw)
 		var de *DecodeError

@@ -172,6 +172,14 @@ func deliveryInfo(v any) (exchange, routingKey string, redelivered bool) {
 // value (see envelopeInfo). The compression header is consumed, not kept in
 // Headers.
 func Decode(raw []byte) (*Message, error) {
+	if m, ok := decodeFast(raw); ok {
+		return m, nil
+	}
+	return decodeGeneral(raw)
+}
+
+// decodeGeneral is Decode for every envelope, through generic JSON trees.
+func decodeGeneral(raw []byte) (*Message, error) {
 	env, props, tag, err := parseEnvelope(raw)
 	if err != nil {
 		return nil, err
@@ -354,6 +362,12 @@ func decodeV2(m *Message, headers map[string]any, tree any) error {
 	if err := decodeFields(m, headers); err != nil {
 		return err
 	}
+	return decodeV2Body(m, parts)
+}
+
+// decodeV2Body reads a protocol 2 body, [args, kwargs] or [args, kwargs,
+// embed].
+func decodeV2Body(m *Message, parts []any) error {
 	var err error
 	if m.Args, err = argsValue(parts[0]); err != nil {
 		return err
