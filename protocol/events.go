@@ -127,6 +127,15 @@ func NewEventDispatcher(pool *redis.Pool, db int, hostname, keyPrefix string, op
 // eventStandardFields are written first, in Python's order.
 var eventStandardFields = [...]string{"hostname", "utcoffset", "pid", "clock"}
 
+func isStandardEventField(k string) bool {
+	for _, f := range eventStandardFields {
+		if k == f {
+			return true
+		}
+	}
+	return false
+}
+
 // Send publishes an event of type typ (e.g. "task-started") with fields.
 // The standard fields are added in Python's key order (hostname, utcoffset,
 // pid, clock, fields sorted by name, timestamp, type); a standard field
@@ -160,15 +169,10 @@ func (d *EventDispatcher) Encode(typ string, fields map[string]any) (channel str
 		return "", nil, errors.New("protocol: send event: empty event type")
 	}
 	now := time.Now()
-	std := map[string]any{
-		"hostname":  d.hostname,
-		"utcoffset": pythonUTCOffset(now),
-		"pid":       d.pid,
-		"clock":     d.clock.forward(),
-	}
+	std := [len(eventStandardFields)]any{d.hostname, pythonUTCOffset(now), d.pid, d.clock.forward()}
 	ev := make(fanoutObject, 0, len(eventStandardFields)+len(fields)+2)
-	for _, k := range eventStandardFields {
-		v := std[k]
+	for i, k := range eventStandardFields {
+		v := std[i]
 		if fv, ok := fields[k]; ok {
 			v = fv
 		}
@@ -176,7 +180,7 @@ func (d *EventDispatcher) Encode(typ string, fields map[string]any) (channel str
 	}
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
-		if _, isStd := std[k]; !isStd && k != "timestamp" && k != "type" {
+		if !isStandardEventField(k) && k != "timestamp" && k != "type" {
 			keys = append(keys, k)
 		}
 	}

@@ -61,24 +61,31 @@ func (o object) Len() int                  { return len(o) }
 func (o object) Field(i int) (string, any) { return o[i].key, o[i].value }
 
 // Envelope builds the kombu envelope (section 1.1 of the wire
-// reference) around a JSON body.
+// reference) around a JSON body. It writes what Marshal would write for
+// the same fields in this order, appending straight into one buffer: a
+// worker with task events on builds three per task.
 func Envelope(body []byte, headers Ordered, deliveryMode int, exchange, routingKey string) ([]byte, error) {
 	if headers == nil {
 		headers = object{}
 	}
-	return Marshal(object{
-		{"body", base64.StdEncoding.EncodeToString(body)},
-		{"content-encoding", "utf-8"},
-		{"content-type", "application/json"},
-		{"headers", headers},
-		{"properties", object{
-			{"delivery_mode", deliveryMode},
-			{"delivery_info", object{{"exchange", exchange}, {"routing_key", routingKey}}},
-			{"priority", 0},
-			{"body_encoding", "base64"},
-			{"delivery_tag", uuid.NewString()},
-		}},
-	})
+	var b bytes.Buffer
+	b.Grow(base64.StdEncoding.EncodedLen(len(body)) + 320 + len(exchange) + len(routingKey))
+	b.WriteString(`{"body": "`)
+	b.Write(base64.StdEncoding.AppendEncode(b.AvailableBuffer(), body))
+	b.WriteString(`", "content-encoding": "utf-8", "content-type": "application/json", "headers": `)
+	if err := writeValue(&b, headers, 1); err != nil {
+		return nil, err
+	}
+	b.WriteString(`, "properties": {"delivery_mode": `)
+	b.WriteString(strconv.Itoa(deliveryMode))
+	b.WriteString(`, "delivery_info": {"exchange": `)
+	writeString(&b, exchange)
+	b.WriteString(`, "routing_key": `)
+	writeString(&b, routingKey)
+	b.WriteString(`}, "priority": 0, "body_encoding": "base64", "delivery_tag": "`)
+	b.WriteString(uuid.NewString())
+	b.WriteString(`"}}`)
+	return b.Bytes(), nil
 }
 
 // Message is a decoded envelope. JSON numbers are json.Number.
@@ -232,6 +239,7 @@ func AsInt(v any) (int64, bool) {
 // are [] and {} (Python callers iterate over them), HTML is not escaped.
 func Marshal(v any) ([]byte, error) {
 	var b bytes.Buffer
+	b.Grow(512) // an event's or a reply's size: no regrowth on the way
 	if err := writeValue(&b, v, 0); err != nil {
 		return nil, err
 	}
