@@ -127,6 +127,22 @@ func (c *committer) submit(ctx context.Context, req *commitReq) bool {
 	}
 }
 
+// trySubmit queues req if there is room now; false: the queue is full or
+// the committer stopped.
+func (c *committer) trySubmit(req *commitReq) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return false
+	}
+	select {
+	case c.in <- req:
+		return true
+	default:
+		return false
+	}
+}
+
 // commit queues ops and waits for their outcome. It fails only when ctx
 // ends (a forced shutdown) or an op cannot be encoded; Redis outages are
 // retried by the committer meanwhile.

@@ -26,13 +26,14 @@ func (s *Server) taskEvent(typ string, fields map[string]any) {
 	if !s.taskEvents.Load() {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
-	defer cancel()
 	if channel, env, err := s.tr.EncodeEvent(typ, fields); err == nil {
-		if s.commits.submit(ctx, &commitReq{ops: []protocol.CommitOp{{Kind: protocol.CommitPublish, Channel: channel, Payload: env}}}) {
+		if s.commits.trySubmit(&commitReq{ops: []protocol.CommitOp{{Kind: protocol.CommitPublish, Channel: channel, Payload: env}}}) {
 			return
 		}
 	}
+	// The commit queue is full or stopped: publish it on its own.
+	ctx, cancel := context.WithTimeout(context.Background(), eventTimeout)
+	defer cancel()
 	if err := s.tr.SendEvent(ctx, typ, fields); err != nil {
 		s.log.Debug().Err(err).Str("event", typ).Msg("could not send event")
 	}
