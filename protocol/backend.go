@@ -309,6 +309,12 @@ func encodeTaskError(e *TaskError) ([]byte, error) {
 // the bytes as a json.RawMessage StoreRequest.Result.
 func EncodeResult(v any) ([]byte, error) { return marshalJSON(v) }
 
+// DecodeJSON reads JSON into the values encoding/json with UseNumber
+// gives an `any` (maps, slices, strings, json.Number, bools, nil), with
+// the same acceptance, in one scan: what Python's json.loads sees of an
+// encoded result, for reprs and callbacks.
+func DecodeJSON(data []byte) (any, error) { return kombujson.Parse(data) }
+
 // resultMarshal encodes v as kombu JSON without the trailing newline an
 // encoder may leave.
 func resultMarshal(v any) ([]byte, error) {

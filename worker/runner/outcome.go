@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -446,10 +445,8 @@ func (s *Server) acked(r *request, held bool) {
 // decodeGeneric decodes JSON into plain values with json.Number numbers,
 // what Python's json.loads would see.
 func decodeGeneric(data []byte) any {
-	var v any
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if err := dec.Decode(&v); err != nil {
+	v, err := protocol.DecodeJSON(data)
+	if err != nil {
 		return string(data)
 	}
 	return v
