@@ -49,7 +49,10 @@ func loadConfig() (config, error) {
 	c.Publishers = num("BENCH_PUBLISHERS", 4, 1, 256)
 	c.E2EGoN = num("BENCH_E2E_GO_N", 20000, 1, 10_000_000)
 	c.E2EPyN = num("BENCH_E2E_PY_N", 5000, 1, 1_000_000)
-	c.GoConsumers = num("BENCH_GO_CONSUMERS", 8, 1, 1024)
+	// Two fetching goroutines, as the worker runs two fetch loops: eight
+	// of them, each taking what is waiting, split a queue that is being
+	// filled into fetches of a message or two, a round trip each.
+	c.GoConsumers = num("BENCH_GO_CONSUMERS", 2, 1, 1024)
 	c.EchoGoN = num("BENCH_ECHO_GO_N", 20000, 1, 10_000_000)
 	c.EchoPyN = num("BENCH_ECHO_PY_N", 5000, 1, 1_000_000)
 	c.GoConcurrency = num("BENCH_GO_CONCURRENCY", 8, 1, 1024)
