@@ -112,24 +112,21 @@ func (c *committer) stop() {
 	<-c.stopped
 }
 
-// submit queues req; it reports false once the committer is stopped.
+// submit queues req, waiting for room until ctx ends; it reports false
+// once the committer is stopped.
 func (c *committer) submit(ctx context.Context, req *commitReq) bool {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if c.closed {
-		return false
-	}
-	select {
-	case c.in <- req:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return c.enqueue(req, ctx.Done())
 }
 
 // trySubmit queues req if there is room now; false: the queue is full or
 // the committer stopped.
 func (c *committer) trySubmit(req *commitReq) bool {
+	return c.enqueue(req, nil)
+}
+
+// enqueue sends req to the loops, waiting for room until giveUp is closed
+// (a nil giveUp: not at all).
+func (c *committer) enqueue(req *commitReq, giveUp <-chan struct{}) bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {
@@ -139,6 +136,14 @@ func (c *committer) trySubmit(req *commitReq) bool {
 	case c.in <- req:
 		return true
 	default:
+		if giveUp == nil {
+			return false
+		}
+	}
+	select {
+	case c.in <- req:
+		return true
+	case <-giveUp:
 		return false
 	}
 }
