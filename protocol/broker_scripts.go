@@ -203,7 +203,8 @@ return {tag, starts}`)
 //
 // KEYS: unacked, unacked_index. ARGV: count key prefix, count TTL
 // seconds, then per op: kind, delivery tag, result key or channel, meta
-// JSON, result TTL seconds (0: no expiry), the start count to record.
+// JSON, result TTL seconds (0: no expiry), the start count to record (for
+// a finish: 0 when no start was ever counted, which skips the DEL).
 var commitBatch = redis.NewScript(2, luaStoreResult+`
 local unacked, index = KEYS[1], KEYS[2]
 local cprefix, cttl = ARGV[1], ARGV[2]
@@ -223,7 +224,7 @@ for i = 3, #ARGV, 6 do
   elseif redis.call('ZREM', index, tag) == 1 then
     if key ~= '' then store_result(key, meta, ttl) end
     redis.call('HDEL', unacked, tag)
-    redis.call('DEL', cprefix .. tag)
+    if ARGV[i + 5] ~= '0' then redis.call('DEL', cprefix .. tag) end
   elseif redis.call('EXISTS', cprefix .. tag) == 1 then
     st = 2
   else

@@ -53,6 +53,10 @@ type CommitOp struct {
 	// Starts is the delivery's Starts (start): the count recorded is
 	// Starts+1.
 	Starts int
+	// Uncounted (finish) says that no start of this delivery was ever
+	// counted (a first delivery whose start was withdrawn), so there is no
+	// delivery count to drop: the ack skips the DEL.
+	Uncounted bool
 }
 
 // CommitStatus is the outcome of one CommitOp.
@@ -112,7 +116,11 @@ func (b *Broker) Commit(ctx context.Context, be *Backend, ops []CommitOp) ([]Com
 				}
 				key = be.taskKey(op.Store.TaskID)
 			}
-			args = append(args, string(op.Kind), op.Tag, key, meta, ttl, op.Starts+1)
+			count := op.Starts + 1
+			if op.Kind == CommitFinish && op.Uncounted {
+				count = 0
+			}
+			args = append(args, string(op.Kind), op.Tag, key, meta, ttl, count)
 		default:
 			return nil, &CommitEncodeError{i, fmt.Errorf("unknown commit kind %q", op.Kind)}
 		}

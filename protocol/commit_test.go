@@ -46,6 +46,46 @@ func TestFetchNBatchOrder(t *testing.T) {
 	}
 }
 
+// A finish marked Uncounted acks without the DEL of a delivery count (the
+// caller knows none was written); an ordinary finish drops it.
+func TestCommitFinishUncountedSkipsTheCountDelete(t *testing.T) {
+	t.Parallel()
+	s := newBrStack(t, protocol.BrokerOptions{})
+	be := protocol.NewBackend(s.pool, protocol.BackendOptions{})
+	ctx := context.Background()
+	s.publish(t, "q", "t.a", 0)
+	s.publish(t, "q", "t.b", 0)
+	ds, err := s.broker.NewConsumer("q").FetchN(ctx, time.Second, 2)
+	if err != nil || len(ds) != 2 {
+		t.Fatalf("FetchN = %d, %v", len(ds), err)
+	}
+	conn := s.pool.Get()
+	defer conn.Close()
+	for _, d := range ds {
+		// A count that should not be there: it shows whether the ack
+		// deleted it.
+		if _, err := conn.Do("SET", "celery.deliveries."+d.Tag, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := s.broker.Commit(ctx, be, []protocol.CommitOp{
+		{Kind: protocol.CommitFinish, Tag: ds[0].Tag, Uncounted: true},
+		{Kind: protocol.CommitFinish, Tag: ds[1].Tag},
+	})
+	if err != nil || len(st) != 2 || st[0] != protocol.CommitHeld || st[1] != protocol.CommitHeld {
+		t.Fatalf("Commit = %v, %v; want both acked", st, err)
+	}
+	if n, _ := redis.Int(conn.Do("EXISTS", "celery.deliveries."+ds[0].Tag)); n != 1 {
+		t.Errorf("the Uncounted finish deleted the count key")
+	}
+	if n, _ := redis.Int(conn.Do("EXISTS", "celery.deliveries."+ds[1].Tag)); n != 0 {
+		t.Errorf("the ordinary finish left the count key")
+	}
+	if n, _ := redis.Int(conn.Do("HLEN", "unacked")); n != 0 {
+		t.Errorf("%d messages still held; want both acked", n)
+	}
+}
+
 // Commit: a start is counted only while held; a finish stores and acks and
 // drops the count; a finish of a message restored by someone else after
 // it started writes nothing; a give-back after a counted start uncounts.

@@ -170,11 +170,11 @@ func (s *Server) execute(ioCtx, base context.Context, r *request) {
 	case <-r.terminate:
 		o = outcome{terminated: true}
 	case <-ioCtx.Done():
-		s.settleStarted(started)
+		s.settleStarted(r, started)
 		cancel(ErrShutdown)
 		return // still held: Run requeues it
 	}
-	s.settleStarted(started)
+	s.settleStarted(r, started)
 	if r.terminated() {
 		o = outcome{terminated: true}
 	}
@@ -250,9 +250,13 @@ func (s *Server) queueStart(ctx context.Context, r *request, counted bool) *comm
 // message goes back to a queue, under the same tag, only once the commits
 // have drained at shutdown, or after its lease lapsed, when nothing of
 // this run is written.)
-func (s *Server) settleStarted(req *commitReq) {
-	if req != nil {
-		req.withdraw()
+func (s *Server) settleStarted(r *request, req *commitReq) {
+	if req != nil && req.withdraw() {
+		r.mu.Lock()
+		// A first delivery's queued start was its only count: withdrawn,
+		// nothing was counted.
+		r.uncounted = !r.counted
+		r.mu.Unlock()
 	}
 }
 

@@ -74,7 +74,7 @@ func (s *Server) succeed(ctx context.Context, r *request, value any, runtime tim
 	if !r.msg.IgnoreResult {
 		store = &success
 	}
-	ops := []protocol.CommitOp{{Kind: protocol.CommitFinish, Tag: r.d.Tag, Store: store}}
+	ops := []protocol.CommitOp{r.finishOp(store)}
 	if events {
 		ops = s.appendEvent(ops, "task-succeeded", map[string]any{
 			"uuid":    r.msg.ID,
@@ -352,7 +352,7 @@ func (s *Server) storeAndAck(ctx context.Context, r *request, what string, req p
 // restored after this worker started it gets no result from this run: it
 // runs again there, and that run writes the result.
 func (s *Server) finishCommit(ctx context.Context, r *request, what string, req *protocol.StoreRequest) bool {
-	st, err := s.commits.commit(ctx, protocol.CommitOp{Kind: protocol.CommitFinish, Tag: r.d.Tag, Store: req})
+	st, err := s.commits.commit(ctx, r.finishOp(req))
 	if err != nil {
 		var ee *protocol.CommitEncodeError
 		if errors.As(err, &ee) && req != nil && req.State != protocol.StateFailure {

@@ -43,6 +43,9 @@ type request struct {
 	wakeOnce  sync.Once
 	stored    bool // the final state is in the backend
 	counted   bool // its start is counted in Redis (poison detection)
+	// uncounted: no start of this delivery was ever counted (its queued
+	// start was withdrawn), so its finish has no count to drop.
+	uncounted bool
 	signum    int  // the signal revoke(terminate) named
 	rateTaken bool // the request took its turn under its task's rate limit
 	// rateCounted: it counts against the prefetch limit while it waits.
@@ -102,6 +105,13 @@ func (r *request) markCounted() {
 	r.mu.Lock()
 	r.counted = true
 	r.mu.Unlock()
+}
+
+// finishOp is r's CommitFinish, storing store (nil: nothing).
+func (r *request) finishOp(store *protocol.StoreRequest) protocol.CommitOp {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return protocol.CommitOp{Kind: protocol.CommitFinish, Tag: r.d.Tag, Store: store, Uncounted: r.uncounted}
 }
 
 func (r *request) isCounted() bool {
