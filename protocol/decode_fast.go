@@ -28,44 +28,29 @@ func decodeFast(raw []byte) (*Message, bool) {
 	m := &Message{Protocol: 2}
 	var body []byte
 	var eta, expires string
-	var seen uint8
-	const (
-		sawBody = 1 << iota
-		sawEncoding
-		sawType
-		sawHeaders
-		sawProps
-	)
-	ok := s.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
-		switch string(key) {
+	envelope := fastObject{
+		keys:     []string{"body", "content-encoding", "content-type", "headers", "properties"},
+		required: []string{"body", "content-type", "headers", "properties"},
+	}
+	ok := s.object(envelope, func(key string) bool {
+		switch key {
 		case "body":
-			bit = sawBody
+			var ok bool
 			body, ok = s.str()
+			return ok
 		case "content-encoding":
-			bit = sawEncoding
-			_, _, ok = s.nullableStr()
+			_, _, ok := s.nullableStr()
+			return ok
 		case "content-type":
-			bit = sawType
-			var ct []byte
-			ct, ok = s.str()
-			ok = ok && string(ct) == "application/json"
+			ct, ok := s.str()
+			return ok && string(ct) == "application/json"
 		case "headers":
-			bit = sawHeaders
-			ok = s.headers(m, &eta, &expires)
-		case "properties":
-			bit = sawProps
-			ok = s.properties(m)
+			return s.headers(m, &eta, &expires)
+		default: // properties
+			return s.properties(m)
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
 	})
-	if !ok || !s.end() || seen&(sawBody|sawType|sawHeaders|sawProps) != sawBody|sawType|sawHeaders|sawProps ||
-		m.Task == "" && !s.sawTask || m.ID == "" || m.DeliveryTag == "" {
+	if !ok || !s.end() || m.ID == "" || m.DeliveryTag == "" {
 		return nil, false
 	}
 	var err error
@@ -94,9 +79,15 @@ func decodeFast(raw []byte) (*Message, bool) {
 // fastScanner reads the subset of JSON decodeFast takes; every method
 // reports false on anything outside it.
 type fastScanner struct {
-	b       []byte
-	i       int
-	sawTask bool // headers.task was a string (possibly empty)
+	b []byte
+	i int
+}
+
+// fastObject is what an object decodeFast takes may hold: keys, each at
+// most once, and of them every one in required.
+type fastObject struct {
+	keys     []string
+	required []string
 }
 
 func (s *fastScanner) ws() {
@@ -133,31 +124,60 @@ func (s *fastScanner) lit(word string) bool {
 	return true
 }
 
-// object reads an object, handing each key to member, which reads the
-// value.
-func (s *fastScanner) object(member func(key []byte) bool) bool {
+// object reads an object shaped as o, handing each key (as spelled in
+// o.keys) to member, which reads the value.
+func (s *fastScanner) object(o fastObject, member func(key string) bool) bool {
 	if !s.lit("{") {
 		return false
 	}
+	var seen uint32
 	if s.peek() == '}' {
 		s.i++
-		return true
+		return o.has(seen)
 	}
 	for {
-		key, ok := s.str()
-		if !ok || !s.lit(":") || !member(key) {
+		raw, ok := s.str()
+		if !ok || !s.lit(":") {
 			return false
 		}
+		i := o.index(raw)
+		if i < 0 || seen&(1<<i) != 0 || !member(o.keys[i]) {
+			return false
+		}
+		seen |= 1 << i
 		switch s.peek() {
 		case ',':
 			s.i++
 		case '}':
 			s.i++
-			return true
+			return o.has(seen)
 		default:
 			return false
 		}
 	}
+}
+
+// index is key's place in o.keys, -1 if it has none.
+func (o fastObject) index(key []byte) int {
+	for i, k := range o.keys {
+		if string(key) == k {
+			return i
+		}
+	}
+	return -1
+}
+
+// has reports whether the keys seen (bits by place in o.keys) include
+// every required one.
+func (o fastObject) has(seen uint32) bool {
+	for _, r := range o.required {
+		for i, k := range o.keys {
+			if k == r && seen&(1<<i) == 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // str reads a string of printable ASCII without escapes, in place.
@@ -283,27 +303,18 @@ func (s *fastScanner) nullableBool() (v, ok bool) {
 
 // headers reads the standard protocol 2 headers into m.
 func (s *fastScanner) headers(m *Message, eta, expires *string) bool {
-	var seen uint32
-	names := [...]string{"lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
-		"retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"}
-	return s.object(func(key []byte) bool {
-		bit := -1
-		for i, n := range names {
-			if string(key) == n {
-				bit = i
-				break
-			}
-		}
-		if bit < 0 || seen&(1<<bit) != 0 {
-			return false
-		}
-		seen |= 1 << bit
-		switch names[bit] {
+	headers := fastObject{
+		keys: []string{"lang", "task", "id", "shadow", "eta", "expires", "group", "group_index",
+			"retries", "timelimit", "root_id", "parent_id", "argsrepr", "kwargsrepr", "origin", "ignore_result"},
+		required: []string{"task"}, // without it, not protocol 2
+	}
+	return s.object(headers, func(key string) bool {
+		switch key {
 		case "lang":
 			return s.nullableString(&m.Lang)
 		case "task":
 			v, ok := s.str() // a null task is not protocol 2
-			m.Task, s.sawTask = string(v), ok
+			m.Task = string(v)
 			return ok
 		case "id":
 			return s.nullableString(&m.ID)
@@ -383,69 +394,55 @@ func (s *fastScanner) timeLimit(m *Message) bool {
 
 // properties reads kombu's message properties into m.
 func (s *fastScanner) properties(m *Message) bool {
-	var seen uint8
-	return s.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
-		switch string(key) {
+	props := fastObject{
+		keys: []string{"correlation_id", "reply_to", "delivery_mode", "delivery_info", "priority",
+			"body_encoding", "expiration", "delivery_tag"},
+		required: []string{"body_encoding"}, // without it the body is not base64
+	}
+	return s.object(props, func(key string) bool {
+		switch key {
 		case "correlation_id":
-			bit, ok = 1, s.nullableString(&m.CorrelationID)
+			return s.nullableString(&m.CorrelationID)
 		case "reply_to":
-			bit, ok = 2, s.nullableString(&m.ReplyTo)
+			return s.nullableString(&m.ReplyTo)
 		case "delivery_mode":
-			bit = 4
-			_, _, ok = s.nullableInt()
+			_, _, ok := s.nullableInt()
+			return ok
 		case "delivery_info":
-			bit, ok = 8, s.deliveryInfo(m)
+			return s.deliveryInfo(m)
 		case "priority":
-			bit = 16
-			var n int
-			var present bool
-			n, present, ok = s.nullableInt()
+			n, present, ok := s.nullableInt()
 			if present {
 				m.Priority = min(max(n, 0), 9)
 			}
+			return ok
 		case "body_encoding":
-			bit = 32
-			var v []byte
-			v, ok = s.str()
-			ok = ok && string(v) == "base64"
+			v, ok := s.str()
+			return ok && string(v) == "base64"
 		case "expiration": // kombu's, with expires; Celery reads the header
-			bit = 128
-			_, _, ok = s.nullableStr()
-		case "delivery_tag":
-			bit = 64
-			var v []byte
-			v, ok = s.str()
+			_, _, ok := s.nullableStr()
+			return ok
+		default: // delivery_tag
+			v, ok := s.str()
 			m.DeliveryTag = string(v)
+			return ok
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
-	}) && seen&32 != 0
+	})
 }
 
 // deliveryInfo reads {"exchange", "routing_key"[, "redelivered"]}.
 func (s *fastScanner) deliveryInfo(m *Message) bool {
-	var seen uint8
-	return s.object(func(key []byte) bool {
-		var bit uint8
-		var ok bool
-		switch string(key) {
+	info := fastObject{keys: []string{"exchange", "routing_key", "redelivered"}}
+	return s.object(info, func(key string) bool {
+		switch key {
 		case "exchange":
-			bit, ok = 1, s.nullableString(&m.Exchange)
+			return s.nullableString(&m.Exchange)
 		case "routing_key":
-			bit, ok = 2, s.nullableString(&m.RoutingKey)
-		case "redelivered":
-			bit = 4
+			return s.nullableString(&m.RoutingKey)
+		default: // redelivered
+			var ok bool
 			m.Redelivered, ok = s.nullableBool()
+			return ok
 		}
-		if bit == 0 || seen&bit != 0 {
-			return false
-		}
-		seen |= bit
-		return ok
 	})
 }

@@ -105,6 +105,8 @@ func TestDecodeFastAgreesWithGeneral(t *testing.T) {
 		"text content":        {`"application/json"`, `"text/plain"`},
 		"trailing data":       {`}}`, `}} x`},
 		"delivery_info extra": {`"routing_key":"q"`, `"routing_key":"q","priority":1`},
+		"no task header":      {`"task":"t.e",`, ``},
+		"no body_encoding":    {`"body_encoding":"base64",`, ``},
 	} {
 		raw := []byte(strings.Replace(string(base), edit[0], edit[1], 1))
 		if string(raw) == string(base) {
