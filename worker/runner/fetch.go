@@ -44,10 +44,9 @@ func (s *Server) limitLocked() int { return s.concurrency + s.prefetch }
 // ~25% faster without it: BenchmarkServerDrain). The allowance still
 // bounds what a stalled commit can pile up. A fetch asks for all the room
 // there is (a batch), but does not wait for room to grow while slots have
-// nothing to do. The fetch itself
-// runs under ioCtx: a fetch is never abandoned half way, so a message
-// popped during shutdown is still recorded as held and requeued rather
-// than lost.
+// nothing to do. The fetch itself runs under ioCtx: a fetch is never
+// abandoned half way, so a message popped during shutdown is still
+// recorded as held and requeued rather than lost.
 func (s *Server) fetchLoop(stopCtx, ioCtx context.Context) {
 	var b protocol.Backoff
 	for {
