@@ -58,13 +58,13 @@ func NewPool(redisURL string) (*redis.Pool, error) {
 func dialTimeouts() []redis.DialOption {
 	return []redis.DialOption{
 		redis.DialConnectTimeout(5 * time.Second),
-		redis.DialReadTimeout(30 * time.Second),
-		redis.DialWriteTimeout(30 * time.Second),
+		redis.DialReadTimeout(commandTimeout),
+		redis.DialWriteTimeout(commandTimeout),
 	}
 }
 
 // dialNoLinger connects with TCP keep-alives and SO_LINGER 0: closing a
-// connection discards what it has not sent yet. redigo closes a
+// connection discards what it has not sent yet. ctxConn closes a
 // connection when a command's context ends before the reply, and a
 // command abandoned that way must not reach Redis later, when a partition
 // heals (a result or an ack written after the lease was given up would
@@ -84,7 +84,7 @@ func dialNoLinger(ctx context.Context, network, addr string) (net.Conn, error) {
 // options are the dial options for the Redis server itself (not a
 // sentinel): timeouts, credentials, database and TLS.
 func (t *redisTarget) options() []redis.DialOption {
-	opts := append([]redis.DialOption{redis.DialDatabase(t.db), redis.DialContextFunc(dialNoLinger)}, dialTimeouts()...)
+	opts := append([]redis.DialOption{redis.DialDatabase(t.db)}, dialTimeouts()...)
 	if t.username != "" {
 		opts = append(opts, redis.DialUsername(t.username))
 	}
@@ -105,7 +105,7 @@ func (t *redisTarget) dialer() func(context.Context) (redis.Conn, error) {
 	}
 	opts := t.options()
 	return func(ctx context.Context) (redis.Conn, error) {
-		c, err := redis.DialContext(ctx, network, t.addr, opts...)
+		c, err := dialRedis(ctx, network, t.addr, opts)
 		if err != nil {
 			return nil, explainDialError(t.addr, err)
 		}

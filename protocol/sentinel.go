@@ -29,7 +29,7 @@ func (t *redisTarget) sentinelDialer() func(context.Context) (redis.Conn, error)
 		if err != nil {
 			return nil, err
 		}
-		c, err := redis.DialContext(ctx, "tcp", addr, opts...)
+		c, err := dialRedis(ctx, "tcp", addr, opts)
 		if err != nil {
 			return nil, explainDialError(addr, err)
 		}
