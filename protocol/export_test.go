@@ -3,6 +3,8 @@ package protocol
 import (
 	"context"
 	"time"
+
+	"github.com/gomodule/redigo/redis"
 )
 
 // The external tests (package protocol_test) drive the broker and backend
@@ -43,3 +45,28 @@ func (b *Backend) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)
 func (l *ResultListener) Watch(ctx context.Context, taskID string, fn func(*ResultMeta)) (*ResultMeta, error) {
 	return l.watch(ctx, taskID, fn)
 }
+
+// HoldFields runs both envelope readers of the fetch scripts on one
+// envelope: {tag, exchange JSON, routing key JSON, redelivered "0"/"1"}
+// from fields_std and from fields_any, tag "" where one did not answer.
+func HoldFields(c redis.Conn, envelope, queue string) (std, any [4]string, err error) {
+	vs, err := redis.Values(holdFields.Do(c, envelope, queue))
+	if err != nil {
+		return std, any, err
+	}
+	for i, dst := range []*[4]string{&std, &any} {
+		parts, err := redis.Strings(vs[i], nil)
+		if err != nil {
+			return std, any, err
+		}
+		copy(dst[:], parts)
+	}
+	return std, any, nil
+}
+
+var holdFields = redis.NewScript(0, luaHold+`
+local function pack(tag, exj, rkj, red)
+  if not tag then return {'', '', '', '0'} end
+  return {tag, exj, rkj, red and '1' or '0'}
+end
+return {pack(fields_std(ARGV[1], ARGV[2])), pack(fields_any(ARGV[1], ARGV[2]))}`)
