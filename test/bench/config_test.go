@@ -13,9 +13,9 @@ type config struct {
 	PublishGoN    int // BENCH_PUBLISH_GO_N: tasks the Go client sends
 	PublishPyN    int // BENCH_PUBLISH_PY_N: tasks Python's apply_async sends
 	Publishers    int // BENCH_PUBLISHERS: goroutines for the concurrent publish row and for feeding workers
-	E2EGoN        int // BENCH_E2E_GO_N: no-op tasks through the in-process Go consumer
+	E2EGoN        int // BENCH_E2E_GO_N: no-op tasks through the Go consumer process
 	E2EPyN        int // BENCH_E2E_PY_N: no-op tasks through the Python worker
-	GoConsumers   int // BENCH_GO_CONSUMERS: goroutines of the in-process Go consumer
+	GoConsumers   int // BENCH_GO_CONSUMERS: goroutines of the Go consumer process
 	EchoGoN       int // BENCH_ECHO_GO_N: diag.echo tasks through the Go worker
 	EchoPyN       int // BENCH_ECHO_PY_N: diag.echo tasks through the Python worker
 	GoConcurrency int // BENCH_GO_CONCURRENCY: the Go worker's -concurrency

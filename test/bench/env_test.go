@@ -113,10 +113,12 @@ type goSide struct {
 	client  *protocol.Client
 }
 
-func (e *env) goProtocol() (*goSide, error) {
+func (e *env) goProtocol() (*goSide, error) { return newGoSide(e.redis.URL()) }
+
+func newGoSide(redisURL string) (*goSide, error) {
 	g := &goSide{}
 	err := protect(func() error {
-		pool, err := protocol.NewPool(e.redis.URL())
+		pool, err := protocol.NewPool(redisURL)
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"morag-gpu/internal/testenv"
 )
 
 func TestTablePrintsRatiosGoalsAndReasons(t *testing.T) {
@@ -175,5 +177,41 @@ func TestStreamUploadSendsFieldsThenTheWholeFile(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("streamUpload hung on a gateway that answered early")
+	}
+}
+
+// The e2e row's Go consumer is this test binary re-executed: it must
+// consume and store results, end cleanly on SIGTERM, and say when it is
+// started wrongly.
+func TestGoConsumerProcess(t *testing.T) {
+	r := testenv.StartRedis(t)
+	e := &env{redis: r, cfg: config{GoConsumers: 2}}
+	p := e.startGoConsumer(t, "bench.consumer.test")
+	g, err := e.goProtocol()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rr, err := newResultReader(ctx, r.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rr.close()
+	if err := waitReady(ctx, g, rr, p, "wire.noop", "bench.consumer.test", nil); err != nil {
+		t.Fatal(err)
+	}
+	st, err := throughput(ctx, g, rr, "wire.noop", "bench.consumer.test", 200, 4, func(int) ([]any, map[string]any) { return nil, nil }, p.Done())
+	if err != nil || st.failed != 0 {
+		t.Fatalf("200 tasks through the consumer process: %v, %d failed", err, st.failed)
+	}
+	if err := stopGoConsumer(p); err != nil {
+		t.Fatal(err)
+	}
+
+	bad := testenv.Start(t, "", []string{consumerEnv + "=redis://127.0.0.1:1/0"}, os.Args[0])
+	if code, ok := bad.Wait(30 * time.Second); !ok || code != 2 || !strings.Contains(bad.Output(), "want") {
+		t.Fatalf("a malformed %s: exit %d (exited %v), output %q; want exit 2 saying what it wants", consumerEnv, code, ok, bad.Output())
 	}
 }

@@ -124,9 +124,9 @@ func benchPublish(b *testing.B, e *env) {
 	}
 }
 
-// benchE2E: the same Go publisher and result reader in front of an
-// in-process Go consumer (protocol Broker/Consumer/Backend) and a Python
-// prefork worker running wireapp's wire.noop.
+// benchE2E: the same Go publisher and result reader in front of a Go
+// consumer process (runGoConsumer: protocol Broker/Consumer/Backend) and a
+// Python prefork worker running wireapp's wire.noop.
 func benchE2E(b *testing.B, e *env) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
@@ -149,15 +149,18 @@ func benchE2E(b *testing.B, e *env) {
 
 	err = func() error {
 		const queue = "bench.e2e.go"
-		stop, dead := runGoConsumer(ctx, g, queue, e.cfg.GoConsumers)
-		defer stop()
+		p := e.startGoConsumer(b, queue)
+		defer p.Kill()
+		if err := waitReady(ctx, g, rr, p, "wire.noop", queue, nil); err != nil {
+			return err
+		}
 		n := e.cfg.E2EGoN
-		progress("e2e: %d no-op tasks through the in-process Go consumer (%d goroutines)", n, e.cfg.GoConsumers)
-		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Publishers, noArgs, dead)
+		progress("e2e: %d no-op tasks through the Go consumer process (%d goroutines)", n, e.cfg.GoConsumers)
+		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Publishers, noArgs, p.Done())
 		if err != nil {
-			if cerr := stop(); cerr != nil {
-				return cerr
-			}
+			return err
+		}
+		if err := stopGoConsumer(p); err != nil {
 			return err
 		}
 		if st.failed > 0 {
@@ -165,7 +168,7 @@ func benchE2E(b *testing.B, e *env) {
 		}
 		e.tab.setGo("e2e", st.rate())
 		b.ReportMetric(st.rate(), "go-e2e/s")
-		return stop()
+		return nil
 	}()
 	if err != nil {
 		e.tab.goNA(err.Error(), "e2e")
