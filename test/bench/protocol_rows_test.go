@@ -206,10 +206,11 @@ func benchE2E(b *testing.B, e *env) {
 // batch calls: FetchN takes what is waiting (up to 32), and one Commit
 // stores SUCCESS and acks. It does what the worker does for a first
 // delivery that ends before its start (count and STARTED) goes out: it
-// writes neither (the wire app tracks started, so the Python worker
-// writes STARTED). A redelivered message's start is counted first, as the
-// worker counts it. stop ends it and returns the first error; dead closes
-// when it ended on its own.
+// writes neither, and its ack skips the DEL of the count it never wrote
+// (the wire app tracks started, so the Python worker writes STARTED). A
+// redelivered message's start is counted first, as the worker counts it.
+// stop ends it and returns the first error; dead closes when it ended on
+// its own.
 func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (stop func() error, dead <-chan struct{}) {
 	grp, gctx := newGroup(ctx)
 	host, _ := os.Hostname()
@@ -234,10 +235,11 @@ func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (s
 						continue
 					}
 					m := d.Message
-					if d.Starts > 0 || m.Redelivered {
+					counted := d.Starts > 0 || m.Redelivered
+					if counted {
 						starts = append(starts, protocol.CommitOp{Kind: protocol.CommitStart, Tag: d.Tag, Starts: d.Starts})
 					}
-					finishes = append(finishes, protocol.CommitOp{Kind: protocol.CommitFinish, Tag: d.Tag,
+					finishes = append(finishes, protocol.CommitOp{Kind: protocol.CommitFinish, Tag: d.Tag, Uncounted: !counted,
 						Store: &protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: nil, Message: m, Worker: node}})
 				}
 				if len(starts) > 0 {
