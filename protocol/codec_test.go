@@ -940,16 +940,8 @@ func TestPythonWorkerRunsGoMessages(t *testing.T) {
 // whatever decodes re-encodes into something that decodes again, and the
 // fast path decodes nothing differently from the general one.
 func FuzzDecode(f *testing.F) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
-	for _, file := range files {
-		if filepath.Base(file) == "manifest.json" {
-			continue
-		}
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(raw)
+	for _, fx := range CeleryFixtures(f) {
+		f.Add(fx.Raw)
 	}
 	f.Add(codecEnvelope(`{"task":"t","id":"i","timelimit":[1.5,null],"eta":"2030-01-01T00:00:00"}`, `{"args":[1],"kwargs":{},"callbacks":[{"task":"x"}]}`))
 	f.Add(codecEnvelope(`{}`, `{"task":"t","id":"i","args":[],"kwargs":{},"taskset":"g"}`))

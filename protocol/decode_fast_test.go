@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -32,17 +31,9 @@ func checkFastAgrees(t *testing.T, name string, raw []byte) bool {
 // the envelopes Celery 5.2 and this package write for ordinary tasks (it
 // would save nothing otherwise).
 func TestDecodeFastAgreesWithGeneral(t *testing.T) {
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
 	fast := map[string]bool{}
-	for _, file := range files {
-		if filepath.Base(file) == "manifest.json" {
-			continue
-		}
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fast[filepath.Base(file)] = checkFastAgrees(t, file, raw)
+	for _, fx := range CeleryFixtures(t) {
+		fast[filepath.Base(fx.Path)] = checkFastAgrees(t, fx.Path, fx.Raw)
 	}
 	// Written by Celery 5.2: ordinary tasks take the fast path; compressed,
 	// protocol 1, custom headers and escaped (non-ASCII) text do not.

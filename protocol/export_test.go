@@ -2,6 +2,9 @@ package protocol
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"testing"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -70,3 +73,31 @@ local function pack(tag, exj, rkj, red)
   return {tag, exj, rkj, red and '1' or '0'}
 end
 return {pack(fields_std(ARGV[1], ARGV[2])), pack(fields_any(ARGV[1], ARGV[2]))}`)
+
+// Fixture is one envelope Celery 5.2 wrote into testdata.
+type Fixture struct {
+	Path string
+	Raw  []byte
+}
+
+// CeleryFixtures are the envelopes in testdata (manifest.json aside), in
+// file name order.
+func CeleryFixtures(tb testing.TB) []Fixture {
+	tb.Helper()
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
+	var fs []Fixture
+	for _, file := range files {
+		if filepath.Base(file) == "manifest.json" {
+			continue
+		}
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fs = append(fs, Fixture{Path: file, Raw: raw})
+	}
+	if len(fs) == 0 {
+		tb.Fatal("no envelopes in testdata")
+	}
+	return fs
+}

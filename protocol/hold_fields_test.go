@@ -58,16 +58,8 @@ func TestHoldFieldsAgree(t *testing.T) {
 
 	// Written by Celery 5.2, each one as it is and as kombu's restore
 	// writes it back (flags added to headers and delivery_info).
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
-	for _, file := range files {
-		if filepath.Base(file) == "manifest.json" {
-			continue
-		}
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		env := strings.TrimSpace(string(raw))
+	for _, fx := range protocol.CeleryFixtures(t) {
+		file, env := fx.Path, strings.TrimSpace(string(fx.Raw))
 		if !check(file, env) {
 			t.Errorf("%s (written by Celery) did not take the string path", file)
 		}

@@ -15,6 +15,12 @@ import (
 	"morag-gpu/protocol"
 )
 
+// startPool is a private redis-server and the package's pool on it.
+func startPool(tb testing.TB) (*testenv.Redis, *redis.Pool) {
+	s := newBrStack(tb, protocol.BrokerOptions{})
+	return s.r, s.pool
+}
+
 // blockedClients is how many clients Redis has blocked in a list pop.
 func blockedClients(t *testing.T, r *testenv.Redis) int {
 	t.Helper()
@@ -50,12 +56,7 @@ func waitNoBlockedClients(t *testing.T, r *testenv.Redis) {
 // context must still cut it short, and the connection it used must not
 // go back to the pool.
 func TestCommandContextEndsABlockedCommand(t *testing.T) {
-	r := testenv.StartRedis(t)
-	pool, err := protocol.NewPool(r.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	r, pool := startPool(t)
 
 	for _, tc := range []struct {
 		name string
@@ -123,12 +124,7 @@ func TestCommandContextEndsABlockedCommand(t *testing.T) {
 // connection usable; one that stays alive leaves it usable after many
 // commands (the interrupt is disarmed after each).
 func TestCommandContextKeepsGoodConnections(t *testing.T) {
-	r := testenv.StartRedis(t)
-	pool, err := protocol.NewPool(r.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	_, pool := startPool(t)
 	c := pool.Get()
 	defer c.Close()
 
@@ -158,12 +154,7 @@ func TestCommandContextKeepsGoodConnections(t *testing.T) {
 // context, as every request path runs them; cpu-µs/op is this process's
 // CPU (redigo's own DoContext started a goroutine per command).
 func BenchmarkCommandContext(b *testing.B) {
-	r := testenv.StartRedis(b)
-	pool, err := protocol.NewPool(r.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
+	_, pool := startPool(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	b.ReportAllocs()
