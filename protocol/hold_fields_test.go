@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomodule/redigo/redis"
+
 	"morag-gpu/internal/testenv"
 	"morag-gpu/protocol"
 )
@@ -24,37 +26,7 @@ func TestHoldFieldsAgree(t *testing.T) {
 	c := r.Conn()
 	defer c.Close()
 
-	check := func(name, envelope string) (std bool) {
-		t.Helper()
-		s, a, err := protocol.HoldFields(c, envelope, "the-queue")
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if s[0] == "" {
-			return false
-		}
-		if a[0] == "" {
-			t.Errorf("%s: fields_std held an envelope cjson cannot: %v\n%s", name, s, envelope)
-			return true
-		}
-		if s[0] != a[0] {
-			t.Errorf("%s: tag %q, cjson reads %q", name, s[0], a[0])
-		}
-		for i, what := range map[int]string{1: "exchange", 2: "routing key"} {
-			var sv, av any
-			if err := json.Unmarshal([]byte(s[i]), &sv); err != nil {
-				t.Errorf("%s: %s %q is not JSON: %v", name, what, s[i], err)
-			}
-			_ = json.Unmarshal([]byte(a[i]), &av)
-			if sv != av {
-				t.Errorf("%s: %s %s, cjson reads %s", name, what, s[i], a[i])
-			}
-		}
-		if a[3] == "1" && s[3] != "1" {
-			t.Errorf("%s: cjson reads it as redelivered, fields_std does not", name)
-		}
-		return true
-	}
+	check := func(name, envelope string) bool { return checkHoldFields(t, c, name, envelope) }
 
 	// Written by Celery 5.2, each one as it is and as kombu's restore
 	// writes it back (flags added to headers and delivery_info).
@@ -103,6 +75,9 @@ func TestHoldFieldsAgree(t *testing.T) {
 		"header named properties": {`"headers": {`, `"headers": {"properties": {"delivery_info": {"exchange": "", "routing_key": "x"}, "delivery_tag": "evil"}, `},
 		"escaped key":             {tag, tag + `, "x\"delivery_tag": "evil"`},
 		"escaped tag":             {tag, `"delivery_tag": "a\"b"`},
+		"unicode escape in tag":   {tag, `"delivery_tag": "a\u0062"`},
+		"backslash in tag":        {tag, `"delivery_tag": "a\\b"`},
+		"escaped exchange":        {`"exchange": ""`, `"exchange": "\u0065"`},
 		"duplicate tag":           {tag, tag + `, "delivery_tag": "second"`},
 		"tag not last":            {tag, tag + `, "x": 1`},
 		"numeric tag":             {tag, `"delivery_tag": 5`},
@@ -162,6 +137,76 @@ func TestHoldFieldsAgree(t *testing.T) {
 	if _, err := protocol.Decode([]byte(broken)); err == nil {
 		t.Error("Decode accepted broken JSON")
 	}
+}
+
+// checkHoldFields fails t where fields_std answers for envelope with
+// anything but what cjson reads; it reports whether fields_std answered.
+func checkHoldFields(t *testing.T, c redis.Conn, name, envelope string) (std bool) {
+	t.Helper()
+	s, a, err := protocol.HoldFields(c, envelope, "the-queue")
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if s[0] == "" {
+		return false
+	}
+	if a[0] == "" {
+		if json.Valid([]byte(envelope)) {
+			t.Errorf("%s: fields_std held an envelope cjson cannot: %v\n%s", name, s, envelope)
+		}
+		return true
+	}
+	if s[0] != a[0] {
+		t.Errorf("%s: tag %q, cjson reads %q\n%s", name, s[0], a[0], envelope)
+	}
+	for i, what := range map[int]string{1: "exchange", 2: "routing key"} {
+		var sv, av any
+		if err := json.Unmarshal([]byte(s[i]), &sv); err != nil {
+			t.Errorf("%s: %s %q is not JSON: %v", name, what, s[i], err)
+		}
+		_ = json.Unmarshal([]byte(a[i]), &av)
+		if sv != av {
+			t.Errorf("%s: %s %s, cjson reads %s\n%s", name, what, s[i], a[i], envelope)
+		}
+	}
+	if a[3] == "1" && s[3] != "1" {
+		t.Errorf("%s: cjson reads it as redelivered, fields_std does not\n%s", name, envelope)
+	}
+	return true
+}
+
+// FuzzHoldFields: on any envelope, fields_std answers only as cjson
+// reads it (where cjson reads it at all: the string path may hold what
+// is not JSON, and the consumer's decoder dead-letters that). An envelope
+// is fuzzed as two parts split before "properties", so that mutations
+// reach the tail fields_std reads as often as the rest. Seeded with
+// Celery's envelopes and Encode's; needs a redis-server.
+//
+//	go test ./protocol -run '^$' -fuzz FuzzHoldFields -fuzztime 60s
+func FuzzHoldFields(f *testing.F) {
+	add := func(env string) {
+		i := strings.LastIndex(env, `"properties"`)
+		if i < 0 {
+			i = len(env) / 2
+		}
+		f.Add(env[:i], env[i:])
+	}
+	for _, fx := range protocol.CeleryFixtures(f) {
+		add(strings.TrimSpace(string(fx.Raw)))
+	}
+	for _, m := range []*protocol.Message{{Task: "t.noop", RoutingKey: "q"}, {Task: "t.x", Exchange: "e", RoutingKey: "a/b", Priority: 3}} {
+		raw, err := protocol.Encode(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		add(string(raw))
+	}
+	r := testenv.StartRedis(f)
+	c := r.Conn()
+	defer c.Close()
+	f.Fuzz(func(t *testing.T, head, tail string) {
+		checkHoldFields(t, c, "fuzzed", head+tail)
+	})
 }
 
 // kombuRestored is env as kombu's _do_restore_message writes it back:
