@@ -220,56 +220,12 @@ func (s *fastScanner) nullableString(dst *string) bool {
 func (s *fastScanner) number() ([]byte, bool) {
 	s.ws()
 	start := s.i
-	for s.i < len(s.b) {
-		c := s.b[s.i]
-		if '0' <= c && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
-			s.i++
-			continue
-		}
-		break
-	}
+	s.i = kombujson.NumberEnd(s.b, s.i)
 	tok := s.b[start:s.i]
-	if len(tok) == 0 || len(tok) > 32 || !validNumber(tok) {
+	if len(tok) == 0 || len(tok) > 32 || !kombujson.ValidNumber(string(tok)) {
 		return nil, false
 	}
 	return tok, true
-}
-
-// validNumber is JSON's number grammar.
-func validNumber(t []byte) bool {
-	i := 0
-	if t[0] == '-' {
-		i++
-	}
-	digits := func() int {
-		n := 0
-		for i < len(t) && '0' <= t[i] && t[i] <= '9' {
-			i++
-			n++
-		}
-		return n
-	}
-	if i < len(t) && t[i] == '0' {
-		i++
-	} else if digits() == 0 {
-		return false
-	}
-	if i < len(t) && t[i] == '.' {
-		i++
-		if digits() == 0 {
-			return false
-		}
-	}
-	if i < len(t) && (t[i] == 'e' || t[i] == 'E') {
-		i++
-		if i < len(t) && (t[i] == '+' || t[i] == '-') {
-			i++
-		}
-		if digits() == 0 {
-			return false
-		}
-	}
-	return i == len(t)
 }
 
 // nullableInt reads null or an integer token that fits an int, as

@@ -191,7 +191,7 @@ func kombuDecodeType(typ, value any) (any, error) {
 		if !isStr {
 			return nil, bad()
 		}
-		if validJSONNumber(s) {
+		if ValidNumber(s) {
 			return json.Number(s), nil
 		}
 		return s, nil
@@ -402,7 +402,7 @@ func (w *Writer) number(n json.Number) error {
 		w.Buf = append(w.Buf, '0')
 		return nil
 	}
-	if !validJSONNumber(string(n)) {
+	if !ValidNumber(string(n)) {
 		return fmt.Errorf("protocol: cannot encode json.Number %q: not a JSON number", string(n))
 	}
 	w.Buf = append(w.Buf, n...)
@@ -608,9 +608,9 @@ func AppendString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// validJSONNumber reports whether s is a JSON number literal (the grammar
+// ValidNumber reports whether s is a JSON number literal (the grammar
 // encoding/json checks json.Number against).
-func validJSONNumber(s string) bool {
+func ValidNumber(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -650,6 +650,21 @@ func validJSONNumber(s string) bool {
 		}
 	}
 	return s == ""
+}
+
+// NumberEnd is where the number token that starts at data[i] ends: past
+// the characters a JSON number may hold (ValidNumber then checks their
+// order).
+func NumberEnd(data []byte, i int) int {
+	for i < len(data) {
+		c := data[i]
+		if '0' <= c && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
+			i++
+			continue
+		}
+		break
+	}
+	return i
 }
 
 // jsonMaxDepth is encoding/json's nesting limit, kept so that both decoders
@@ -848,16 +863,9 @@ func (p *jsonParser) array() (any, error) {
 
 func (p *jsonParser) number() (any, error) {
 	start := p.i
-	for p.i < len(p.data) {
-		c := p.data[p.i]
-		if '0' <= c && c <= '9' || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' {
-			p.i++
-			continue
-		}
-		break
-	}
+	p.i = NumberEnd(p.data, p.i)
 	s := string(p.data[start:p.i])
-	if !validJSONNumber(s) {
+	if !ValidNumber(s) {
 		p.i = start
 		return nil, p.errorf("invalid number %q", s)
 	}
