@@ -82,52 +82,39 @@ func ended(ctx context.Context, err error, interrupted, byDeadline bool) error {
 	return nil
 }
 
-// guard arranges for ctx's end to interrupt the command about to run; the
-// returned func reports whether it did, and then closes the connection.
-func (c *ctxConn) guard(ctx context.Context) func() bool {
-	if ctx.Done() == nil {
-		return func() bool { return false }
+// within runs call under ctx: with the time ctx leaves as its read
+// timeout, interrupted if ctx ends first, and failing with ctx's error
+// when it failed because ctx ended.
+func (c *ctxConn) within(ctx context.Context, call func(time.Duration) (any, error)) (any, error) {
+	d, byDeadline, err := c.timeout(ctx)
+	if err != nil {
+		return nil, err
 	}
-	stop := context.AfterFunc(ctx, c.nc.interrupt)
-	return func() bool {
-		if stop() {
-			return false
-		}
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, c.nc.interrupt)
+	}
+	v, err := call(d)
+	interrupted := stop != nil && !stop()
+	if interrupted {
 		// The context ended while the command ran (or just after): the
 		// deadlines are spent for good, so the connection is too.
 		_ = c.Conn.Close()
-		return true
 	}
+	if err != nil {
+		if cerr := ended(ctx, err, interrupted, byDeadline); cerr != nil {
+			return nil, cerr
+		}
+	}
+	return v, err
 }
 
 func (c *ctxConn) DoContext(ctx context.Context, cmd string, args ...any) (any, error) {
-	d, byDeadline, err := c.timeout(ctx)
-	if err != nil {
-		return nil, err
-	}
-	interrupted := c.guard(ctx)
-	v, err := redis.DoWithTimeout(c.Conn, d, cmd, args...)
-	if stopped := interrupted(); err != nil {
-		if cerr := ended(ctx, err, stopped, byDeadline); cerr != nil {
-			return nil, cerr
-		}
-	}
-	return v, err
+	return c.within(ctx, func(d time.Duration) (any, error) { return redis.DoWithTimeout(c.Conn, d, cmd, args...) })
 }
 
 func (c *ctxConn) ReceiveContext(ctx context.Context) (any, error) {
-	d, byDeadline, err := c.timeout(ctx)
-	if err != nil {
-		return nil, err
-	}
-	interrupted := c.guard(ctx)
-	v, err := redis.ReceiveWithTimeout(c.Conn, d)
-	if stopped := interrupted(); err != nil {
-		if cerr := ended(ctx, err, stopped, byDeadline); cerr != nil {
-			return nil, cerr
-		}
-	}
-	return v, err
+	return c.within(ctx, func(d time.Duration) (any, error) { return redis.ReceiveWithTimeout(c.Conn, d) })
 }
 
 func (c *ctxConn) DoWithTimeout(d time.Duration, cmd string, args ...any) (any, error) {
