@@ -100,7 +100,6 @@ func (e *env) worker(user, name string, args ...string) *testenv.Process {
 	return p
 }
 
-// post calls the worker API as user's key would.
 // remoteClient is a remote.Client with user's key, after its hello; opts
 // gives the rest (Server and APIKey are filled in).
 func (e *env) remoteClient(user string, opts remote.ClientOptions) (*remote.Client, error) {
@@ -138,6 +137,7 @@ func (e *env) runInProcess(user string, cfg runner.Config, mux *runner.Mux, opts
 	e.t.Cleanup(func() { cancel(); <-done })
 }
 
+// post calls the worker API as user's key would.
 func (e *env) post(user, worker, path string, body any) (int, map[string]any) {
 	e.t.Helper()
 	data, _ := json.Marshal(body)

@@ -13,7 +13,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"morag-gpu/internal/testenv"
-	"morag-gpu/protocol"
 )
 
 // BenchmarkServerDrain is the runtime's cost per task: a Server at the
@@ -57,14 +56,7 @@ func BenchmarkServerDrain(b *testing.B) {
 	// once, so the drain runs at full speed from its first task.
 	const staging = "bench.drain.staging"
 	for i := 0; i < b.N; i++ {
-		m, err := protocol.NewTaskMessage("bench.noop", nil, nil, protocol.SendOptions{Queue: queue}, time.Now())
-		if err != nil {
-			b.Fatal(err)
-		}
-		env, err := protocol.Encode(m)
-		if err != nil {
-			b.Fatal(err)
-		}
+		_, env := encodedTask(b, "bench.noop", queue)
 		if err := c.Send("LPUSH", staging, env); err != nil {
 			b.Fatal(err)
 		}

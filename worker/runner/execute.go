@@ -245,10 +245,10 @@ func (s *Server) queueStart(ctx context.Context, r *request, counted bool) *comm
 // taken it yet. One already on its way is not waited for, so that a task
 // that ended at once costs no extra round trip: it may land before the
 // outcome, or after the outcome's ack, when the commit no longer finds the
-// message held and writes nothing. Either way it never follows the outcome. (A started
-// message goes back to a queue, under the same tag, only once the commits
-// have drained at shutdown, or after its lease lapsed, when nothing of
-// this run is written.)
+// message held and writes nothing. Either way it never follows the
+// outcome. (A started message goes back to a queue, under the same tag,
+// only once the commits have drained at shutdown, or after its lease
+// lapsed, when nothing of this run is written.)
 func (s *Server) settleStarted(r *request, req *commitReq) {
 	if req != nil && req.withdraw() {
 		r.mu.Lock()

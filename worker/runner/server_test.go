@@ -160,6 +160,21 @@ func (h *harness) waitParked() int {
 
 // fakeClock is a clock.Fake for a server under test, started at a whole
 // second so that ETAs survive their ISO format exactly.
+// encodedTask is a no-argument task message for queue and its envelope,
+// for tests that put messages straight onto a list.
+func encodedTask(tb testing.TB, task, queue string) (*protocol.Message, []byte) {
+	tb.Helper()
+	m, err := protocol.NewTaskMessage(task, nil, nil, protocol.SendOptions{Queue: queue}, time.Now())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	env, err := protocol.Encode(m)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m, env
+}
+
 func fakeClock() *clock.Fake { return clock.NewFake(time.Now().Truncate(time.Second)) }
 
 // armed waits until the worker has a timer armed for at, i.e. waits for

@@ -59,14 +59,7 @@ func TestServerStartCounting(t *testing.T) {
 			const q = "counts"
 			// The message goes in before the server starts, so that it is
 			// fetched as it was published.
-			m, err := protocol.NewTaskMessage("t.peek", nil, nil, protocol.SendOptions{Queue: q}, time.Now())
-			if err != nil {
-				t.Fatal(err)
-			}
-			env, err := protocol.Encode(m)
-			if err != nil {
-				t.Fatal(err)
-			}
+			m, env := encodedTask(t, "t.peek", q)
 			if tc.redelivered {
 				var e map[string]any
 				if err := json.Unmarshal(env, &e); err != nil {
@@ -74,6 +67,7 @@ func TestServerStartCounting(t *testing.T) {
 				}
 				e["headers"].(map[string]any)["redelivered"] = true
 				e["properties"].(map[string]any)["delivery_info"].(map[string]any)["redelivered"] = true
+				var err error
 				if env, err = json.Marshal(e); err != nil {
 					t.Fatal(err)
 				}
