@@ -90,16 +90,7 @@ type fastObject struct {
 	required []string
 }
 
-func (s *fastScanner) ws() {
-	for s.i < len(s.b) {
-		switch s.b[s.i] {
-		case ' ', '\t', '\n', '\r':
-			s.i++
-		default:
-			return
-		}
-	}
-}
+func (s *fastScanner) ws() { s.i = kombujson.SpaceEnd(s.b, s.i) }
 
 // end reports whether only whitespace is left.
 func (s *fastScanner) end() bool {

@@ -719,15 +719,19 @@ func (p *jsonParser) errorf(format string, args ...any) error {
 	return fmt.Errorf("protocol: invalid JSON at offset %d: %s", p.i, fmt.Sprintf(format, args...))
 }
 
-func (p *jsonParser) ws() {
-	for p.i < len(p.data) {
-		switch p.data[p.i] {
+func (p *jsonParser) ws() { p.i = SpaceEnd(p.data, p.i) }
+
+// SpaceEnd is where the JSON whitespace that starts at data[i] ends.
+func SpaceEnd(data []byte, i int) int {
+	for i < len(data) {
+		switch data[i] {
 		case ' ', '\t', '\n', '\r':
-			p.i++
+			i++
 		default:
-			return
+			return i
 		}
 	}
+	return i
 }
 
 func (p *jsonParser) value() (any, error) {
