@@ -218,6 +218,9 @@ func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (s
 	for w := 0; w < workers; w++ {
 		grp.do(func() error {
 			c := g.broker.NewConsumer(queue)
+			// Tasks already fetched are finished and acked after a stop,
+			// as the worker does: a stop cancels only the next fetch.
+			finish := context.WithoutCancel(gctx)
 			for gctx.Err() == nil {
 				ds, err := c.FetchN(gctx, time.Second, 32)
 				if err != nil {
@@ -229,7 +232,7 @@ func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (s
 				var starts, finishes []protocol.CommitOp
 				for _, d := range ds {
 					if d.Err != nil {
-						if err := g.broker.DeadLetter(gctx, d, d.Err.Error()); err != nil {
+						if err := g.broker.DeadLetter(finish, d, d.Err.Error()); err != nil {
 							return fmt.Errorf("dead-letter: %w", err)
 						}
 						continue
@@ -243,12 +246,12 @@ func runGoConsumer(ctx context.Context, g *goSide, queue string, workers int) (s
 						Store: &protocol.StoreRequest{TaskID: m.ID, State: protocol.StateSuccess, Result: nil, Message: m, Worker: node}})
 				}
 				if len(starts) > 0 {
-					if _, err := g.broker.Commit(gctx, g.backend, starts); err != nil {
+					if _, err := g.broker.Commit(finish, g.backend, starts); err != nil {
 						return fmt.Errorf("count the starts: %w", err)
 					}
 				}
 				// wire.noop runs here.
-				if _, err := g.broker.Commit(gctx, g.backend, finishes); err != nil {
+				if _, err := g.broker.Commit(finish, g.backend, finishes); err != nil {
 					return fmt.Errorf("store SUCCESS and ack: %w", err)
 				}
 			}
