@@ -12,7 +12,8 @@ import (
 type config struct {
 	PublishGoN    int // BENCH_PUBLISH_GO_N: tasks the Go client sends
 	PublishPyN    int // BENCH_PUBLISH_PY_N: tasks Python's apply_async sends
-	Publishers    int // BENCH_PUBLISHERS: goroutines for the concurrent publish row and for feeding workers
+	Publishers    int // BENCH_PUBLISHERS: goroutines for the concurrent publish row and for pre-filling queues
+	Feeders       int // BENCH_FEEDERS: goroutines publishing the tasks of the e2e, echo and mixed rows
 	E2EGoN        int // BENCH_E2E_GO_N: no-op tasks through the Go consumer process
 	E2EPyN        int // BENCH_E2E_PY_N: no-op tasks through the Python worker
 	GoConsumers   int // BENCH_GO_CONSUMERS: goroutines of the Go consumer process
@@ -47,6 +48,13 @@ func loadConfig() (config, error) {
 	c.PublishGoN = num("BENCH_PUBLISH_GO_N", 20000, 1, 10_000_000)
 	c.PublishPyN = num("BENCH_PUBLISH_PY_N", 5000, 1, 1_000_000)
 	c.Publishers = num("BENCH_PUBLISHERS", 4, 1, 256)
+	// Each feeder waits a round trip per Send, and on two cores that
+	// round trip is mostly waiting for a CPU (~200 µs under load): four
+	// feeders capped the Go rows near 20k tasks/s with the consumer
+	// under test idle part of the time. Sixteen keep its queue non-empty,
+	// as a gateway's sixteen HTTP clients would; the Python rows, bound
+	// by their worker, are the same with four or sixteen.
+	c.Feeders = num("BENCH_FEEDERS", 16, 1, 1024)
 	c.E2EGoN = num("BENCH_E2E_GO_N", 20000, 1, 10_000_000)
 	c.E2EPyN = num("BENCH_E2E_PY_N", 5000, 1, 1_000_000)
 	// Two fetching goroutines, as the worker runs two fetch loops: eight

@@ -257,7 +257,7 @@ func (e *env) mixed(ctx context.Context, b *testing.B, g *goSide, rr *resultRead
 	n := e.cfg.DrainN
 	progress("mixed: %d diag.echo through a Go and a Python worker on one queue", n)
 	ids := make([]string, n)
-	st, err := throughputIDs(ctx, g, rr, "diag.echo", queue, ids, e.cfg.Publishers, echoArgs, gp.Done())
+	st, err := throughputIDs(ctx, g, rr, "diag.echo", queue, ids, e.cfg.Feeders, echoArgs, gp.Done())
 	if err != nil {
 		return err
 	}

@@ -156,7 +156,7 @@ func benchE2E(b *testing.B, e *env) {
 		}
 		n := e.cfg.E2EGoN
 		progress("e2e: %d no-op tasks through the Go consumer process (%d goroutines)", n, e.cfg.GoConsumers)
-		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Publishers, noArgs, p.Done())
+		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Feeders, noArgs, p.Done())
 		if err != nil {
 			return err
 		}
@@ -186,7 +186,7 @@ func benchE2E(b *testing.B, e *env) {
 		}
 		n := e.cfg.E2EPyN
 		progress("e2e: %d no-op tasks through the Python worker (-c 2 prefork)", n)
-		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Publishers, noArgs, p.Done())
+		st, err := throughput(ctx, g, rr, "wire.noop", queue, n, e.cfg.Feeders, noArgs, p.Done())
 		if err != nil {
 			return err
 		}

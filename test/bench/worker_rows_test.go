@@ -106,7 +106,7 @@ func (e *env) measureEcho(ctx context.Context, b *testing.B, g *goSide, rr *resu
 
 	progress("echo: %d diag.echo tasks through the %s", n, side)
 	sampler := sampleRSS(p.Pid(), 100*time.Millisecond)
-	st, err := throughput(ctx, g, rr, "diag.echo", queue, n, e.cfg.Publishers, echoArgs, p.Done())
+	st, err := throughput(ctx, g, rr, "diag.echo", queue, n, e.cfg.Feeders, echoArgs, p.Done())
 	loaded := sampler.stop()
 	if err != nil {
 		return err
