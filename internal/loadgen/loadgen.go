@@ -9,11 +9,8 @@
 package loadgen
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -128,8 +125,8 @@ func checkLoopback(ctx context.Context, raw string) error {
 	if err != nil {
 		return fmt.Errorf("loadgen: bad URL %q: %w", raw, err)
 	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("loadgen: URL %q: scheme must be http or https", raw)
+	if u.Scheme != "http" {
+		return fmt.Errorf("loadgen: URL %q: scheme must be http (the client speaks plain HTTP/1.1 only)", raw)
 	}
 	host := u.Hostname()
 	if host == "" {
@@ -173,17 +170,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	transport := &http.Transport{
-		Proxy:               nil, // never send loopback traffic through a proxy
-		MaxIdleConns:        cfg.Clients,
-		MaxIdleConnsPerHost: cfg.Clients,
-		MaxConnsPerHost:     cfg.Clients,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
+	request, addr, err := serialize(cfg)
+	if err != nil {
+		return nil, err
 	}
-	defer transport.CloseIdleConnections()
-	hc := &http.Client{Transport: transport, Timeout: cfg.Timeout}
-
 	runCtx := ctx
 	if cfg.Requests == 0 {
 		var cancel context.CancelFunc
@@ -208,15 +198,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		st := &clientStats{hist: newHistogram(), status: map[int]int{}}
 		stats[i] = st
 		wg.Add(1)
+		c := &rawClient{addr: addr, request: request, timeout: cfg.Timeout}
 		go func() {
 			defer wg.Done()
+			defer c.close()
 			for runCtx.Err() == nil {
 				if tickets != nil {
 					if _, ok := <-tickets; !ok {
 						return
 					}
 				}
-				once(runCtx, hc, cfg, st)
+				once(runCtx, c, cfg, st)
 			}
 		}()
 	}
@@ -245,21 +237,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 // once sends one request and records its outcome in st. A request cut off
 // because a duration-bound run ended is not counted.
-func once(ctx context.Context, hc *http.Client, cfg Config, st *clientStats) {
-	var body io.Reader
-	if cfg.Body != nil {
-		body = bytes.NewReader(cfg.Body)
-	}
-	req, err := http.NewRequestWithContext(ctx, cfg.Method, cfg.URL, body)
-	if err != nil {
-		st.fail(err.Error())
-		return
-	}
-	for k, v := range cfg.Header {
-		req.Header[k] = v
-	}
+func once(ctx context.Context, c *rawClient, cfg Config, st *clientStats) {
 	t0 := time.Now()
-	resp, err := hc.Do(req)
+	status, err := c.do(ctx)
+	d := time.Since(t0)
 	if err != nil {
 		if ctx.Err() != nil && cfg.Requests == 0 {
 			return
@@ -267,19 +248,9 @@ func once(ctx context.Context, hc *http.Client, cfg Config, st *clientStats) {
 		st.fail(err.Error())
 		return
 	}
-	_, copyErr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxBodyRead))
-	resp.Body.Close()
-	d := time.Since(t0)
-	if copyErr != nil && !errors.Is(copyErr, io.EOF) {
-		if ctx.Err() != nil && cfg.Requests == 0 {
-			return
-		}
-		st.fail("reading response: " + copyErr.Error())
-		return
-	}
-	st.status[resp.StatusCode]++
-	if !cfg.OK(resp.StatusCode) {
-		st.fail(fmt.Sprintf("unexpected status %s", resp.Status))
+	st.status[status]++
+	if !cfg.OK(status) {
+		st.fail(fmt.Sprintf("unexpected status %d %s", status, http.StatusText(status)))
 		return
 	}
 	st.requests++

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -125,5 +126,87 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 	if got := newHistogram().quantile(0.99); got != 0 {
 		t.Errorf("empty histogram quantile = %s, want 0", got)
+	}
+}
+
+// The client keeps its connection across requests, redials when the
+// server closes it (Connection: close, a body too large to skip), and
+// reads chunked and fixed-length bodies whole, so every request is
+// answered and counted.
+func TestRunConnectionReuseAndBodies(t *testing.T) {
+	var hits, conns atomic.Int64
+	big := strings.Repeat("x", maxBodyRead+10)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch hits.Add(1) % 10 {
+		case 3:
+			w.Header().Set("Connection", "close")
+			io.WriteString(w, "bye")
+		case 5: // chunked: flushed in pieces without a length
+			for i := 0; i < 3; i++ {
+				io.WriteString(w, strings.Repeat("c", 5000))
+				w.(http.Flusher).Flush()
+			}
+		case 7:
+			io.WriteString(w, big)
+		default:
+			io.WriteString(w, `{"ok":true}`)
+		}
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+
+	res, err := Run(context.Background(), Config{URL: srv.URL, Clients: 2, Requests: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 100 || res.Errors != 0 || res.Status[200] != 100 {
+		t.Fatalf("want 100 answered requests and no errors: %s", res)
+	}
+	if hits.Load() != 100 {
+		t.Fatalf("server saw %d requests, want 100", hits.Load())
+	}
+	// 2 first dials, plus one after each of the 10 closes and 10 big
+	// bodies; a client that dialled per request would make ~100.
+	if n := conns.Load(); n < 12 || n > 22 {
+		t.Fatalf("%d connections for 100 requests, want 12-22: keep-alive and redial after close", n)
+	}
+}
+
+// A server that does not answer fails the request after Timeout, and a
+// duration-bound run ends on time without counting what it cut off.
+func TestRunTimeoutsAndCutOff(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+
+	res, err := Run(context.Background(), Config{URL: srv.URL, Requests: 2, Timeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Requests != 2 || res.Errors != 2 || !strings.Contains(res.FirstError, "timeout") {
+		t.Fatalf("want 2 timed-out requests: %s", res)
+	}
+
+	start := time.Now()
+	res, err = Run(context.Background(), Config{URL: srv.URL, Clients: 3, Duration: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a 200ms run against a server that never answers took %s", took)
+	}
+	if res.Requests != 0 || res.Errors != 0 {
+		t.Fatalf("requests cut off by the end of the run were counted: %s", res)
 	}
 }

@@ -6,7 +6,6 @@
 package testenv
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -176,10 +175,40 @@ type Process struct {
 	Name string
 	cmd  *exec.Cmd
 
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-	err  error
+	mu    sync.Mutex
+	out   bytes.Buffer // the first outputHead bytes, then the latest
+	total int64        // bytes printed in all
+	// drained is closed once the output pipe is read to its end (the
+	// process and any child holding the pipe have exited).
+	drained chan struct{}
+	done    chan struct{}
+	err     error
+}
+
+// A process's kept output is bounded: a server logging a line per request
+// under a benchmark prints tens of MiB. The start (where readiness and
+// configuration lines are) and the latest output are kept.
+const (
+	outputHead  = 1 << 20
+	outputTail  = 2 << 20
+	outputLimit = 4 << 20
+)
+
+// keep appends b to the kept output, dropping the middle once it
+// outgrows outputLimit; the caller holds mu.
+func (p *Process) keep(b []byte) {
+	p.total += int64(len(b))
+	p.out.Write(b)
+	if p.out.Len() <= outputLimit {
+		return
+	}
+	all := p.out.Bytes()
+	var kept bytes.Buffer
+	kept.Grow(outputHead + outputTail + 64)
+	kept.Write(all[:outputHead])
+	fmt.Fprintf(&kept, "\n[... %d bytes of output left out ...]\n", p.total-outputHead-outputTail)
+	kept.Write(all[len(all)-outputTail:])
+	p.out = kept
 }
 
 // Start runs name with args in dir (repo root when empty), with env added to
@@ -194,7 +223,7 @@ func Start(t testing.TB, dir string, env []string, name string, args ...string) 
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &Process{t: t, Name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd, done: make(chan struct{})}
+	p := &Process{t: t, Name: filepath.Base(name) + " " + strings.Join(args, " "), cmd: cmd, done: make(chan struct{}), drained: make(chan struct{})}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatalf("testenv: pipe: %v", err)
@@ -205,13 +234,21 @@ func Start(t testing.TB, dir string, env []string, name string, args ...string) 
 	}
 	pw.Close()
 	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
-		for sc.Scan() {
-			p.mu.Lock()
-			p.out.Write(sc.Bytes())
-			p.out.WriteByte('\n')
-			p.mu.Unlock()
+		defer close(p.drained)
+		// Read in chunks, not lines: cheaper under a flood of log lines,
+		// and a line of any length cannot stop the draining (a child
+		// whose pipe is not drained blocks).
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := pr.Read(buf)
+			if n > 0 {
+				p.mu.Lock()
+				p.keep(buf[:n])
+				p.mu.Unlock()
+			}
+			if err != nil {
+				break
+			}
 		}
 		pr.Close()
 	}()
