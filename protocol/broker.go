@@ -52,6 +52,15 @@ type BrokerOptions struct {
 	// redelivers.
 	MinReplicas int
 	ReplicaWait time.Duration
+	// PublishLanes bounds the publishes in flight at once (default 4).
+	// Publishes that find every lane busy wait for the first to come
+	// free and then go together, pipelined on one connection in one
+	// round trip, each still its own LPUSH or MULTI/EXEC with its own
+	// outcome: a burst costs Redis and the publisher a read and a write
+	// per batch instead of per message. Up to PublishLanes concurrent
+	// publishers never wait for one another. Negative: no bound, every
+	// publish on its own connection.
+	PublishLanes int
 }
 
 // ReplicationError is a publish that reached the master but fewer
@@ -76,6 +85,7 @@ type Broker struct {
 	// declared remembers queues whose binding this broker already wrote, so
 	// a publish is a single LPUSH after the first (kombu's maybe_declare).
 	declared sync.Map
+	lanes    publishLanes
 }
 
 // NewBroker wraps pool. It starts no goroutines.
@@ -98,7 +108,12 @@ func NewBroker(pool *redis.Pool, opts BrokerOptions) *Broker {
 	if opts.MinReplicas > 0 && opts.ReplicaWait <= 0 {
 		opts.ReplicaWait = time.Second
 	}
-	return &Broker{pool: pool, opts: opts}
+	if opts.PublishLanes == 0 {
+		opts.PublishLanes = defaultPublishLanes
+	}
+	b := &Broker{pool: pool, opts: opts}
+	b.lanes.limit = opts.PublishLanes
+	return b
 }
 
 // Options returns the effective options (defaults filled in).
@@ -133,87 +148,6 @@ func (b *Broker) conn(ctx context.Context) (redis.Conn, error) {
 		return nil, fmt.Errorf("protocol: connect to Redis: %w", err)
 	}
 	return c, nil
-}
-
-// Publish LPUSHes an encoded envelope onto queue's list for priority,
-// declaring the queue's binding on first use as kombu does.
-func (b *Broker) Publish(ctx context.Context, queue string, envelope []byte, priority int) error {
-	return b.PublishWith(ctx, queue, envelope, priority)
-}
-
-// Command is one Redis command, for PublishWith.
-type Command struct {
-	Name string
-	Args []any
-}
-
-// PublishWith publishes like Publish and runs also in the same MULTI/EXEC,
-// so the message and the caller's own bookkeeping about it (who owns the
-// task, say) are written together: no consumer can see the message before
-// the bookkeeping exists, and a failed write is reported, not lost.
-func (b *Broker) PublishWith(ctx context.Context, queue string, envelope []byte, priority int, also ...Command) error {
-	if queue == "" {
-		return errors.New("protocol: publish: empty queue name")
-	}
-	c, err := b.conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	list := b.key(b.QueueForPriority(queue, priority))
-	_, declared := b.declared.Load(queue)
-	if declared && len(also) == 0 {
-		if _, err := redis.DoContext(c, ctx, "LPUSH", list, envelope); err != nil {
-			return fmt.Errorf("protocol: publish to %s: %w", queue, err)
-		}
-		return b.waitReplicas(ctx, c, queue)
-	}
-	_ = c.Send("MULTI")
-	if !declared {
-		_ = c.Send("SADD", b.key(bindingKey(queue)), bindingMember(queue))
-	}
-	for _, cmd := range also {
-		_ = c.Send(cmd.Name, cmd.Args...)
-	}
-	_ = c.Send("LPUSH", list, envelope)
-	replies, err := redis.Values(redis.DoContext(c, ctx, "EXEC"))
-	if err != nil {
-		return fmt.Errorf("protocol: publish to %s: %w", queue, err)
-	}
-	for _, r := range replies {
-		if rerr, ok := r.(redis.Error); ok {
-			return fmt.Errorf("protocol: publish to %s: a command in the transaction failed: %w", queue, rerr)
-		}
-	}
-	if !declared {
-		b.declared.Store(queue, struct{}{})
-	}
-	return b.waitReplicas(ctx, c, queue)
-}
-
-// waitReplicas waits, on the connection that published, until
-// MinReplicas replicas have everything it wrote.
-func (b *Broker) waitReplicas(ctx context.Context, c redis.Conn, queue string) error {
-	if b.opts.MinReplicas <= 0 {
-		return nil
-	}
-	got, err := redis.Int(redis.DoContext(c, ctx, "WAIT", b.opts.MinReplicas, b.opts.ReplicaWait.Milliseconds()))
-	if err != nil {
-		return fmt.Errorf("protocol: publish to %s: queued on the master, but WAIT for replicas failed: %w", queue, err)
-	}
-	if got < b.opts.MinReplicas {
-		return &ReplicationError{Queue: queue, Want: b.opts.MinReplicas, Got: got}
-	}
-	return nil
-}
-
-// publishMessage encodes m and publishes it to m.RoutingKey (or "celery").
-func (b *Broker) publishMessage(ctx context.Context, m *Message) error {
-	env, err := Encode(m)
-	if err != nil {
-		return err
-	}
-	return b.Publish(ctx, m.RoutingKey, env, m.Priority)
 }
 
 // DeclareQueue writes the binding Python workers write for a consumed queue.

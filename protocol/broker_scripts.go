@@ -29,13 +29,15 @@ import "github.com/gomodule/redigo/redis"
 //	                   forward
 //	releaseMutex       Broker.RestoreExpired: drop unacked_mutex if ours
 //
-// MULTI/EXEC blocks (broker.go):
+// MULTI/EXEC blocks (publish.go, then broker.go):
 //
 //	Broker.PublishWith  SADD the queue's binding (first publish to it),
 //	                    the caller's extra Commands (the gateway's owner
 //	                    key) and LPUSH of the message; Publish uses it,
 //	                    and a plain LPUSH once the queue is declared and
-//	                    there is nothing else to write
+//	                    there is nothing else to write. Publishes that
+//	                    queue behind busy lanes are pipelined together,
+//	                    each its own block
 //	Broker.Ack          ZREM unacked_index, HDEL unacked, DEL the count
 //	restoreByTag        under WATCH unacked: ZREM/HDEL, push the payload
 //	                    back (Restore, RestoreStarted: RPUSH; requeue:

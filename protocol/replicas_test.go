@@ -58,6 +58,21 @@ func TestPublishWaitsForReplicas(t *testing.T) {
 	if n, _ := redis.Int(master.Do("LLEN", "q"), nil); n != 3 {
 		t.Errorf("master holds %d messages, want 3: a publish that was not replicated is still queued", n)
 	}
+
+	// Publishes batched behind busy lanes share one WAIT, and each of
+	// them hears that it was not replicated.
+	errs := make(chan error, 12)
+	for range 12 {
+		go func() { errs <- b.Publish(ctx, "q", []byte("batched"), 0) }()
+	}
+	for range 12 {
+		if err := <-errs; !errors.As(err, &re) || re.Got != 0 {
+			t.Fatalf("a batched publish with the replica down: %v, want a ReplicationError", err)
+		}
+	}
+	if n, _ := redis.Int(master.Do("LLEN", "q"), nil); n != 15 {
+		t.Errorf("master holds %d messages, want 15", n)
+	}
 }
 
 // Without MinReplicas nothing waits: a master with no replica publishes.
