@@ -98,7 +98,8 @@ type publishReq struct {
 	also     []Command
 	declare  bool // SADD the binding too
 
-	err error // set by the write, read after done or by the writer itself
+	replies int   // how many replies its commands get, set when sent
+	err     error // set by the write, read after done or by the writer itself
 	// state and the queued slice are guarded by publishLanes.mu.
 	state publishState
 	// done carries nil when err is set, or the batch this request must
@@ -220,19 +221,7 @@ func (b *Broker) writePublishes(batch []*publishReq) {
 	}
 	defer c.Close()
 	for _, r := range live {
-		if !r.declare && len(r.also) == 0 {
-			_ = c.Send("LPUSH", r.list, r.envelope)
-			continue
-		}
-		_ = c.Send("MULTI")
-		if r.declare {
-			_ = c.Send("SADD", b.key(bindingKey(r.queue)), bindingMember(r.queue))
-		}
-		for _, cmd := range r.also {
-			_ = c.Send(cmd.Name, cmd.Args...)
-		}
-		_ = c.Send("LPUSH", r.list, r.envelope)
-		_ = c.Send("EXEC")
+		b.sendPublish(c, r)
 	}
 	if b.opts.MinReplicas > 0 {
 		_ = c.Send("WAIT", b.opts.MinReplicas, b.opts.ReplicaWait.Milliseconds())
@@ -243,21 +232,37 @@ func (b *Broker) writePublishes(batch []*publishReq) {
 		return
 	}
 	for _, r := range live {
-		n := 1
-		if r.declare || len(r.also) > 0 {
-			n = 3 + len(r.also) // MULTI, the queued commands, EXEC
-			if r.declare {
-				n++
-			}
-		}
-		r.err = publishOutcome(r.queue, replies[:n])
-		replies = replies[n:]
+		r.err = publishOutcome(r.queue, replies[:r.replies])
+		replies = replies[r.replies:]
 		if r.err == nil && r.declare {
 			b.declared.Store(r.queue, struct{}{})
 		}
 	}
 	if b.opts.MinReplicas > 0 {
 		b.replicated(live, replies[0])
+	}
+}
+
+// sendPublish queues r's commands on c, the plain LPUSH or the MULTI/EXEC
+// a lone publish sends, and records how many replies they will have.
+func (b *Broker) sendPublish(c redis.Conn, r *publishReq) {
+	if !r.declare && len(r.also) == 0 {
+		_ = c.Send("LPUSH", r.list, r.envelope)
+		r.replies = 1
+		return
+	}
+	_ = c.Send("MULTI")
+	if r.declare {
+		_ = c.Send("SADD", b.key(bindingKey(r.queue)), bindingMember(r.queue))
+	}
+	for _, cmd := range r.also {
+		_ = c.Send(cmd.Name, cmd.Args...)
+	}
+	_ = c.Send("LPUSH", r.list, r.envelope)
+	_ = c.Send("EXEC")
+	r.replies = 3 + len(r.also) // MULTI, LPUSH, EXEC and the caller's
+	if r.declare {
+		r.replies++
 	}
 }
 
