@@ -15,21 +15,6 @@ import (
 	"morag-gpu/protocol"
 )
 
-// connectionsMade is how many connections Redis has accepted so far.
-func connectionsMade(t *testing.T, s *brStack) int {
-	t.Helper()
-	info, _ := redis.String(s.r.Do("INFO", "stats"), nil)
-	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "total_connections_received:"); ok {
-			var n int
-			fmt.Sscan(v, &n)
-			return n
-		}
-	}
-	t.Fatal("INFO stats has no total_connections_received")
-	return 0
-}
-
 // Many concurrent publishers through one lane: every message is queued
 // exactly once with its own bookkeeping, and they all went over the one
 // connection a lane uses at a time, in batches, instead of one
@@ -42,7 +27,7 @@ func TestPublishLanesBatchConcurrentPublishes(t *testing.T) {
 	if err := s.broker.Publish(ctx, "q", []byte("first"), 0); err != nil {
 		t.Fatal(err)
 	}
-	before := connectionsMade(t, s)
+	before := infoInt(t, s.r, "stats", "total_connections_received")
 	const publishers, each = 32, 40
 	var wg sync.WaitGroup
 	errs := make(chan error, publishers*each)
@@ -63,7 +48,7 @@ func TestPublishLanesBatchConcurrentPublishes(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	made := connectionsMade(t, s) - before
+	made := infoInt(t, s.r, "stats", "total_connections_received") - before
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)

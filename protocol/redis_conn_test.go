@@ -21,30 +21,30 @@ func startPool(tb testing.TB) (*testenv.Redis, *redis.Pool) {
 	return s.r, s.pool
 }
 
-// blockedClients is how many clients Redis has blocked in a list pop.
-func blockedClients(t *testing.T, r *testenv.Redis) int {
+// infoInt is the integer field of one section of Redis's INFO.
+func infoInt(t *testing.T, r *testenv.Redis, section, field string) int {
 	t.Helper()
-	info, err := redis.String(r.Do("INFO", "clients"), nil)
+	info, err := redis.String(r.Do("INFO", section), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(info, "\r\n") {
-		if v, ok := strings.CutPrefix(line, "blocked_clients:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				t.Fatalf("blocked_clients:%s: %v", v, err)
+				t.Fatalf("%s:%s: %v", field, v, err)
 			}
 			return n
 		}
 	}
-	t.Fatalf("no blocked_clients in INFO clients:\n%s", info)
+	t.Fatalf("no %s in INFO %s:\n%s", field, section, info)
 	return 0
 }
 
 func waitNoBlockedClients(t *testing.T, r *testenv.Redis) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for blockedClients(t, r) != 0 {
+	for infoInt(t, r, "clients", "blocked_clients") != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("Redis still has a client blocked in BLPOP: the interrupted command's connection was not closed")
 		}

@@ -158,8 +158,6 @@ func (h *harness) waitParked() int {
 	return held
 }
 
-// fakeClock is a clock.Fake for a server under test, started at a whole
-// second so that ETAs survive their ISO format exactly.
 // encodedTask is a no-argument task message for queue and its envelope,
 // for tests that put messages straight onto a list.
 func encodedTask(tb testing.TB, task, queue string) (*protocol.Message, []byte) {
@@ -175,6 +173,8 @@ func encodedTask(tb testing.TB, task, queue string) (*protocol.Message, []byte) 
 	return m, env
 }
 
+// fakeClock is a clock.Fake for a server under test, started at a whole
+// second so that ETAs survive their ISO format exactly.
 func fakeClock() *clock.Fake { return clock.NewFake(time.Now().Truncate(time.Second)) }
 
 // armed waits until the worker has a timer armed for at, i.e. waits for
