@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"time"
 )
 
@@ -28,10 +27,6 @@ type rawClient struct {
 
 // serialize writes cfg's request as it goes on the wire.
 func serialize(cfg Config) ([]byte, string, error) {
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return nil, "", fmt.Errorf("loadgen: bad URL %q: %w", cfg.URL, err)
-	}
 	req, err := http.NewRequest(cfg.Method, cfg.URL, bytes.NewReader(cfg.Body))
 	if err != nil {
 		return nil, "", fmt.Errorf("loadgen: %w", err)
@@ -43,9 +38,9 @@ func serialize(cfg Config) ([]byte, string, error) {
 	if err := req.Write(&buf); err != nil {
 		return nil, "", fmt.Errorf("loadgen: serialize the request: %w", err)
 	}
-	host := u.Host
-	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "80")
+	host := req.URL.Host
+	if req.URL.Port() == "" {
+		host = net.JoinHostPort(req.URL.Hostname(), "80")
 	}
 	return buf.Bytes(), host, nil
 }
